@@ -1,0 +1,199 @@
+"""The bridge process: start-up order, readiness and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from mautrix.appservice import AppServiceAPI
+from mautrix.appservice.state_store.asyncpg import PgASStateStore
+from mautrix.errors import MatrixRequestError
+from mautrix.util.async_db import Database, UnsupportedDatabaseVersion
+from yarl import URL
+
+from . import metrics
+from .config import Config
+from .db.upgrade import upgrade_table
+from .embedded_db import EmbeddedPostgres
+from .errors import OperatorError
+from .ingest import Ingestor
+from .matrix.bot import Bot
+from .recovery import DatabaseRecovery
+from .web.appservice import AppserviceApi
+
+log = logging.getLogger("daarion.bridge")
+
+
+def redact_url(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+class Bridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.embedded: EmbeddedPostgres | None = None
+        self.db: Database | None = None
+        self.state_db: Database | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.recovery: DatabaseRecovery | None = None
+        self.metrics_server: Any = None
+        self.started = False
+
+    def is_ready(self) -> bool:
+        return self.started and not (self.recovery and self.recovery.recovering)
+
+    async def start(self) -> None:
+        t0 = time.monotonic()
+        db_url = await self._database_url()
+        await self._start_database(db_url)
+        assert self.db is not None
+        pool: asyncpg.Pool = self.db.pool  # type: ignore[attr-defined]
+
+        cfg = self.config
+        connector = aiohttp.TCPConnector(
+            limit=100, ssl=None if cfg.homeserver.verify_ssl else False
+        )
+        self.http = aiohttp.ClientSession(connector=connector)
+        state_store = PgASStateStore(self.state_db)
+        api = AppServiceAPI(
+            base_url=URL(cfg.homeserver.address),
+            bot_mxid=cfg.bot_mxid,
+            token=cfg.appservice.as_token,
+            log=logging.getLogger("daarion.matrix"),
+            state_store=state_store,
+            client_session=self.http,
+        )
+        bot = Bot(api.bot_intent(), cfg)
+        self.recovery = DatabaseRecovery(pool, bot)
+        ingestor = Ingestor(pool, bot, cfg)
+        web_api = AppserviceApi(cfg, ingestor, self.recovery.database_failed, self.is_ready)
+
+        # Listen before talking to the homeserver: its ping calls us back.
+        self.runner = web.AppRunner(web_api.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.appservice.hostname, cfg.appservice.port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise OperatorError(
+                f"appservice.hostname/port {cfg.appservice.hostname}:{cfg.appservice.port}: "
+                f"cannot listen ({e.strerror})"
+            ) from None
+        if cfg.metrics.enabled:
+            self.metrics_server = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+
+        await self._wait_for_homeserver()
+        await self._check_homeserver(bot)
+        self.started = True
+        log.info(
+            "Bridge ready in %.1f s: listening on %s:%d as %s",
+            time.monotonic() - t0,
+            cfg.appservice.hostname,
+            cfg.appservice.port,
+            cfg.bot_mxid,
+        )
+        await self._ping(bot)
+
+    async def _database_url(self) -> str:
+        if not self.config.database.embedded:
+            return self.config.database.url
+        self.embedded = EmbeddedPostgres(self.config.database.embedded_dir)
+        return await self.embedded.start()
+
+    async def _start_database(self, url: str) -> None:
+        cfg = self.config.database
+        where = "database.url embedded" if cfg.embedded else f"database.url {redact_url(url)}"
+        db_log = logging.getLogger("daarion.db")
+        self.db = Database.create(
+            url,
+            upgrade_table=upgrade_table,
+            db_args={"min_size": cfg.pool_min_size, "max_size": cfg.pool_max_size},
+            log=db_log,
+        )
+        self.state_db = Database.create(url, upgrade_table=PgASStateStore.upgrade_table, log=db_log)
+        try:
+            await self.db.start()
+            self.state_db.override_pool(self.db)
+            await self.state_db.start()
+        except UnsupportedDatabaseVersion as e:
+            raise OperatorError(
+                f"{where}: the database schema is newer than this bridge ({e}); "
+                "upgrade the bridge or restore a matching backup"
+            ) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+            reason = (
+                e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            )
+            raise OperatorError(f"{where}: cannot connect or migrate: {reason}") from None
+
+    async def _wait_for_homeserver(self) -> None:
+        assert self.http is not None
+        address = self.config.homeserver.address
+        deadline = time.monotonic() + self.config.homeserver.connect_timeout
+        last = ""
+        while True:
+            try:
+                async with self.http.get(f"{address}/_matrix/client/versions") as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                last = str(e) or type(e).__name__
+            if time.monotonic() >= deadline:
+                raise OperatorError(f"homeserver.address {address}: not reachable ({last})")
+            await asyncio.sleep(1)
+
+    async def _check_homeserver(self, bot: Bot) -> None:
+        try:
+            await bot.setup_profile()
+        except MatrixRequestError as e:
+            if e.errcode in ("M_UNKNOWN_TOKEN", "M_FORBIDDEN", "M_MISSING_TOKEN"):
+                raise OperatorError(
+                    f"homeserver.address {self.config.homeserver.address} rejected "
+                    f"appservice.as_token ({e.errcode}): is the registration loaded "
+                    "(app_service_config_files) and up to date?"
+                ) from None
+            if e.errcode == "M_EXCLUSIVE":
+                raise OperatorError(
+                    f"homeserver refused the bot {self.config.bot_mxid} (M_EXCLUSIVE): another "
+                    "appservice owns that namespace, or the registration is out of date"
+                ) from None
+            raise OperatorError(
+                f"homeserver.address {self.config.homeserver.address}: "
+                f"bot setup failed ({e.errcode}: {e.message})"
+            ) from None
+
+    async def _ping(self, bot: Bot) -> None:
+        """Tells the admin at start whether the homeserver can reach us back."""
+        try:
+            await bot.ping()
+            log.info("Homeserver reached the bridge at %s", self.config.appservice.address)
+        except MatrixRequestError as e:
+            log.warning(
+                "Homeserver could not reach appservice.address %s (%s: %s)",
+                self.config.appservice.address,
+                e.errcode,
+                e.message,
+            )
+
+    async def stop(self) -> None:
+        self.started = False
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.recovery is not None:
+            await self.recovery.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        if self.http is not None:
+            await self.http.close()
+        if self.db is not None:
+            await self.db.stop()
+        if self.embedded is not None:
+            await self.embedded.stop()

@@ -1,0 +1,116 @@
+"""`daarion-bridge`: generate the registration, or run the bridge.
+
+Operator mistakes end the process with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import GENERATE, Config, generate_tokens, load_config
+from .errors import OperatorError
+from .registration import PLACEHOLDER_TOKEN, check_registration, write_registration
+
+log = logging.getLogger("daarion")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="daarion-bridge", description="Matrix appservice for the DAARION platform"
+    )
+    parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    parser.add_argument("-r", "--registration", type=Path, default=Path("registration.yaml"))
+    parser.add_argument(
+        "-g",
+        "--generate-registration",
+        action="store_true",
+        help="write the registration (and any `generate` tokens into the config), then exit",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def generate(config_path: Path, registration_path: Path) -> None:
+    if generate_tokens(config_path):
+        print(f"Wrote new appservice tokens into {config_path}")
+    config = load_config(config_path)
+    write_registration(config, registration_path)
+    print(
+        f"Wrote {registration_path}. Add it to app_service_config_files in the homeserver "
+        "config and restart the homeserver."
+    )
+
+
+def check_tokens(config: Config) -> None:
+    for key in ("as_token", "hs_token"):
+        value = getattr(config.appservice, key)
+        if value == GENERATE:
+            raise OperatorError(
+                f"{config.path}: appservice.{key} is still `generate`; run daarion-bridge -g first"
+            )
+        if value == PLACEHOLDER_TOKEN:
+            raise OperatorError(
+                f"{config.path}: appservice.{key} is the repository placeholder; "
+                "set `generate` and run daarion-bridge -g"
+            )
+
+
+def configure_logging(config: Config) -> None:
+    if config.logging:
+        try:
+            logging.config.dictConfig(config.logging)
+        except (ValueError, TypeError, AttributeError, ImportError) as e:
+            raise OperatorError(f"{config.path}: logging is not a valid dictConfig: {e}") from None
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+async def serve(config: Config) -> None:
+    from .app import Bridge  # heavy imports only when running
+
+    bridge = Bridge(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bridge.start()
+        await stop.wait()
+        log.info("Stopping")
+    finally:
+        await bridge.stop()
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.generate_registration:
+        generate(args.config, args.registration)
+        return
+    config = load_config(args.config)
+    check_tokens(config)
+    configure_logging(config)
+    for warning in check_registration(config, args.registration):
+        log.warning(warning)
+    if config.path.stat().st_mode & 0o004:
+        log.warning("%s holds tokens and is world-readable; chmod o-r it", config.path)
+    asyncio.run(serve(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except OperatorError as e:
+        print(f"daarion-bridge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

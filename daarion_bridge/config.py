@@ -1,0 +1,330 @@
+"""Configuration: defaults, validation and environment overrides.
+
+The YAML keys are a contract with admins and deployment tools, so every key is
+validated here and a mistake is reported as one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from yarl import URL
+
+from .errors import ConfigError
+
+GENERATE = "generate"
+ENV_PREFIX = "DAARION_BRIDGE_"
+MICRODAO_ID = re.compile(r"^microdao:[a-z0-9-]+$")
+LOCALPART = re.compile(r"^[a-z0-9._=/+-]+$")
+AGENT_TEMPLATE = re.compile(r"^[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]*$")
+TOKEN_KEYS = (("appservice", "as_token"), ("appservice", "hs_token"))
+
+# Defaults for keys an admin may leave out. Keys absent from here are required.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "homeserver": {"verify_ssl": True, "connect_timeout": 30},
+    "appservice": {
+        "hostname": "127.0.0.1",
+        "port": 29333,
+        "id": "daarion",
+        "bot_username": "daarion",
+        "bot_displayname": "DAARION",
+        "ephemeral_events": True,
+    },
+    "database": {
+        "url": "embedded",
+        "embedded_dir": "./data/postgres",
+        "pool_min_size": 1,
+        "pool_max_size": 5,
+    },
+    "bridge": {
+        "preview_length": 500,
+        "default_microdao": None,
+        "allow_federated_invites": False,
+        "agent_localpart_template": "agent-{name}",
+    },
+    "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "homeserver": ("address", "domain"),
+    "appservice": ("address", "as_token", "hs_token"),
+}
+
+
+@dataclass(frozen=True)
+class HomeserverConfig:
+    address: str
+    domain: str
+    verify_ssl: bool
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class AppserviceConfig:
+    address: str
+    hostname: str
+    port: int
+    id: str
+    bot_username: str
+    bot_displayname: str
+    as_token: str
+    hs_token: str
+    ephemeral_events: bool
+
+    @property
+    def tokens_generated(self) -> bool:
+        return GENERATE not in (self.as_token, self.hs_token)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str
+    embedded_dir: Path
+    pool_min_size: int
+    pool_max_size: int
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    preview_length: int
+    default_microdao: str | None
+    allow_federated_invites: bool
+    agent_localpart_template: str
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    homeserver: HomeserverConfig
+    appservice: AppserviceConfig
+    database: DatabaseConfig
+    bridge: BridgeConfig
+    metrics: MetricsConfig
+    logging: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def bot_mxid(self) -> str:
+        return f"@{self.appservice.bot_username}:{self.homeserver.domain}"
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip mode keeps comments when -g writes tokens back
+    yaml.preserve_quotes = True
+    # Keep `null` as written instead of an empty value.
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return yaml
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return _yaml().load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+
+
+def write_yaml_atomic(path: Path, data: Any, mode: int | None = None) -> None:
+    """Write via a temp file and rename so a crash never leaves half a config."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            _yaml().dump(data, fh)
+        os.chmod(tmp, mode if mode is not None else _existing_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _existing_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o600
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    """DAARION_BRIDGE_<SECTION>_<KEY>=value overrides a key.
+
+    Values of keys whose default is not a string (ports, flags, null) are parsed as YAML
+    scalars; strings (URLs, tokens) are taken verbatim so nothing in them is reinterpreted.
+    """
+    for section in DEFAULTS.keys() | REQUIRED.keys():
+        defaults = DEFAULTS.get(section, {})
+        for key in set(defaults) | set(REQUIRED.get(section, ())):
+            value = environ.get(f"{ENV_PREFIX}{section}_{key}".upper())
+            if value is None:
+                continue
+            default = defaults.get(key, "")
+            parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
+            section_map = raw.get(section)
+            if not isinstance(section_map, dict):
+                raw[section] = section_map = {}
+            section_map[key] = parsed
+
+
+class _Reader:
+    """Typed access to one section, with errors that name file and key."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], section: str) -> None:
+        self.path = path
+        self.section = section
+        value = raw.get(section)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(None, "must be a mapping")
+        self.values = {**DEFAULTS.get(section, {}), **value}
+        for key in REQUIRED.get(section, ()):
+            if self.values.get(key) in (None, ""):
+                self.fail(key, "is required")
+
+    def fail(self, key: str | None, problem: str) -> None:
+        name = f"{self.section}.{key}" if key else self.section
+        raise ConfigError(f"{self.path}: {name} {problem}")
+
+    def str(self, key: str, pattern: re.Pattern[str] | None = None, optional: bool = False) -> Any:
+        value = self.values.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(key, "must be a non-empty string")
+        if pattern is not None and not pattern.match(value):
+            self.fail(key, f"must match {pattern.pattern}, got {value!r}")
+        return value
+
+    def url(self, key: str) -> str:
+        value = self.str(key)
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            self.fail(key, f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def bool(self, key: str) -> bool:
+        value = self.values.get(key)
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+        return value
+
+    def int(self, key: str, low: int, high: int) -> int:
+        value = self.values.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(key, f"must be an integer from {low} to {high}")
+        return value
+
+    def number(self, key: str, low: float, high: float) -> float:
+        value = self.values.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "must be a number")
+        if not low <= value <= high:
+            self.fail(key, f"must be from {low} to {high}")
+        return float(value)
+
+
+def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping of sections")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+
+    hs = _Reader(path, raw, "homeserver")
+    homeserver = HomeserverConfig(
+        address=hs.url("address"),
+        domain=hs.str("domain", re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")),
+        verify_ssl=hs.bool("verify_ssl"),
+        connect_timeout=hs.number("connect_timeout", 0, 3600),
+    )
+    a = _Reader(path, raw, "appservice")
+    appservice = AppserviceConfig(
+        address=a.url("address"),
+        hostname=a.str("hostname"),
+        port=a.int("port", 1, 65535),
+        id=a.str("id", re.compile(r"^[A-Za-z0-9_.-]+$")),
+        bot_username=a.str("bot_username", LOCALPART),
+        bot_displayname=a.str("bot_displayname"),
+        as_token=a.str("as_token"),
+        hs_token=a.str("hs_token"),
+        ephemeral_events=a.bool("ephemeral_events"),
+    )
+    if appservice.as_token == appservice.hs_token and appservice.as_token != GENERATE:
+        a.fail("hs_token", "must differ from appservice.as_token")
+    d = _Reader(path, raw, "database")
+    db_url = d.str("url")
+    if db_url != "embedded" and URL(db_url).scheme not in ("postgres", "postgresql"):
+        d.fail("url", "must be `embedded` or a postgresql:// URL")
+    pool_min = d.int("pool_min_size", 1, 100)
+    database = DatabaseConfig(
+        url=db_url,
+        embedded_dir=(path.parent / d.str("embedded_dir")).resolve(),
+        pool_min_size=pool_min,
+        pool_max_size=d.int("pool_max_size", pool_min, 200),
+    )
+    b = _Reader(path, raw, "bridge")
+    bridge = BridgeConfig(
+        preview_length=b.int("preview_length", 1, 10000),
+        default_microdao=b.str("default_microdao", MICRODAO_ID, optional=True),
+        allow_federated_invites=b.bool("allow_federated_invites"),
+        agent_localpart_template=b.str("agent_localpart_template", AGENT_TEMPLATE),
+    )
+    m = _Reader(path, raw, "metrics")
+    host, _, port = m.str("listen").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        m.fail("listen", f"must be host:port, got {m.values['listen']!r}")
+    metrics = MetricsConfig(enabled=m.bool("enabled"), host=host.strip("[]"), port=int(port))
+    log_config = raw.get("logging")
+    if log_config is not None and not isinstance(log_config, dict):
+        raise ConfigError(f"{path}: logging must be a logging.dictConfig mapping")
+    return Config(path, homeserver, appservice, database, bridge, metrics, log_config)
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+    return parse_config(path, read_yaml(path), environ)
+
+
+def generate_tokens(path: Path) -> bool:
+    """Replace `generate` tokens with random ones in the file itself, comments kept.
+
+    Returns True when the file changed.
+    """
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping of sections")
+    changed = False
+    for section, key in TOKEN_KEYS:
+        values = raw.get(section)
+        if isinstance(values, dict) and values.get(key) == GENERATE:
+            values[key] = secrets.token_urlsafe(48)
+            changed = True
+    if changed:
+        # The file now holds secrets: never leave it readable by others.
+        write_yaml_atomic(path, raw, mode=_existing_mode(path) & 0o770)
+    return changed

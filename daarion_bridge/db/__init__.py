@@ -1,0 +1,1 @@
+"""The Postgres side: one module per table group, raw SQL, small dataclasses."""

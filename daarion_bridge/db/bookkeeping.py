@@ -1,0 +1,67 @@
+"""bridge_transactions and bridge_dead_letters: the bridge's own records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from asyncpg import Connection, Pool
+
+
+def events_digest(events: Sequence[Any]) -> str:
+    """Identifies a transaction's content: the homeserver resends the same events."""
+    ids = (e.get("event_id") if isinstance(e, dict) else None for e in events)
+    return hashlib.sha256("\n".join(str(i) for i in ids).encode()).hexdigest()
+
+
+_CLAIM = """
+INSERT INTO bridge_transactions (txn_id, events_digest, event_count) VALUES ($1, $2, $3)
+ON CONFLICT (txn_id) DO UPDATE SET
+    events_digest = EXCLUDED.events_digest,
+    event_count = EXCLUDED.event_count,
+    processed_at = now()
+WHERE bridge_transactions.events_digest <> EXCLUDED.events_digest
+RETURNING true
+"""
+
+
+async def is_committed(conn: Connection | Pool, txn_id: str, digest: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM bridge_transactions WHERE txn_id = $1 AND events_digest = $2",
+            txn_id,
+            digest,
+        )
+    )
+
+
+async def claim_transaction(conn: Connection, txn_id: str, digest: str, event_count: int) -> bool:
+    """Record the transaction; False when this same transaction was committed before.
+
+    Runs inside the transaction that writes the rows, so the id and the rows commit
+    together. A concurrent duplicate blocks on the primary key until the first commits.
+    An id seen before with other events (the homeserver's counter was reset) is new.
+    """
+    return await conn.fetchval(_CLAIM, txn_id, digest, event_count) is not None
+
+
+async def dead_letter(conn: Connection, txn_id: str, event: Any, reason: str) -> None:
+    fields = event if isinstance(event, dict) else {}
+
+    def text(key: str) -> str | None:
+        value = fields.get(key)
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) else None
+
+    await conn.execute(
+        "INSERT INTO bridge_dead_letters (txn_id, event_id, room_id, event_type, reason, event) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        txn_id,
+        text("event_id"),
+        text("room_id"),
+        text("type"),
+        reason,
+        # jsonb rejects \u0000 as well; keep the rest of the event as it came.
+        json.dumps(event, default=repr).replace("\\u0000", "\\ufffd"),
+    )

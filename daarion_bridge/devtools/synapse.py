@@ -1,0 +1,410 @@
+"""A real Synapse homeserver on loopback, for the dev mode and the end-to-end tests.
+
+``LocalSynapse`` writes a small ``homeserver.yaml`` (SQLite, one client listener on
+127.0.0.1, relaxed rate limits, no federation, logs to a file) into a work directory,
+runs ``python -m synapse.app.homeserver`` as a child process in its own process group and
+registers users through the shared-secret admin API.
+
+Requires the ``dev`` extra (``matrix-synapse``) in the same interpreter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from ruamel.yaml import YAML
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PASSWORD = "daarion-dev-password"
+
+# Generous limits: tests and the dev mode send bursts that the defaults would throttle.
+_FAST = {"per_second": 10_000, "burst_count": 100_000}
+
+_RATE_LIMITS: dict[str, Any] = {
+    "rc_message": _FAST,
+    "rc_registration": _FAST,
+    "rc_registration_token_validity": _FAST,
+    "rc_login": {"address": _FAST, "account": _FAST, "failed_attempts": _FAST},
+    "rc_admin_redaction": _FAST,
+    "rc_joins": {"local": _FAST, "remote": _FAST},
+    "rc_joins_per_room": _FAST,
+    "rc_3pid_validation": _FAST,
+    "rc_invites": {"per_room": _FAST, "per_user": _FAST, "per_issuer": _FAST},
+    "rc_third_party_invite": _FAST,
+    "rc_room_creation": _FAST,
+    "rc_media_create": _FAST,
+    "rc_presence": {"per_user": _FAST},
+    "rc_delayed_event_mgmt": _FAST,
+    "rc_reports": _FAST,
+    "rc_user_directory": _FAST,
+    "rc_profile": _FAST,
+    "rc_key_requests": _FAST,
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round trip: keeps comments and any hand edits of an existing file
+    yaml.default_flow_style = False
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM the child when the process that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class LocalSynapse:
+    """A Synapse homeserver bound to 127.0.0.1, configured and run from ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        server_name: str = "localhost",
+        port: int | None = None,
+        registrations: Sequence[Path] = (),
+    ) -> None:
+        self.workdir = Path(workdir).absolute()
+        self.server_name = server_name
+        self.port = port if port is not None else free_port()
+        self.registrations = [Path(r).absolute() for r in registrations]
+        self.registration_shared_secret: str | None = None
+        self.start_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdout: Any = None
+
+    # -- paths -----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "homeserver.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "homeserver.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.workdir / "homeserver.stdout.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def write_config(self) -> Path:
+        """Create ``homeserver.yaml`` (and its signing key and log config) if missing; always
+        rewrite the listener port and ``app_service_config_files``."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        yaml = _yaml()
+        log_config = self.workdir / "log.config.yaml"
+        signing_key = self.workdir / f"{self.server_name}.signing.key"
+        if self.config_path.exists():
+            with self.config_path.open(encoding="utf-8") as f:
+                config = yaml.load(f)
+        else:
+            config = self._default_config(signing_key, log_config)
+        config["listeners"] = [
+            {
+                "port": self.port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ]
+        config["public_baseurl"] = self.base_url + "/"
+        config["app_service_config_files"] = [str(p) for p in self.registrations]
+        self.registration_shared_secret = str(config["registration_shared_secret"])
+        tmp = self.config_path.with_suffix(".yaml.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            yaml.dump(config, f)
+        os.replace(tmp, self.config_path)
+
+        if not signing_key.exists():
+            from signedjson.key import generate_signing_key, write_signing_keys
+
+            key = generate_signing_key("a_" + secrets.token_hex(2))
+            with signing_key.open("w", encoding="utf-8") as f:
+                write_signing_keys(f, [key])
+        if not log_config.exists():
+            log_config.write_text(self._log_config(), encoding="utf-8")
+        return self.config_path
+
+    def _default_config(self, signing_key: Path, log_config: Path) -> dict[str, Any]:
+        return {
+            "server_name": self.server_name,
+            "pid_file": str(self.workdir / "homeserver.pid"),
+            "database": {
+                "name": "sqlite3",
+                "args": {"database": str(self.workdir / "homeserver.db")},
+            },
+            "log_config": str(log_config),
+            "media_store_path": str(self.workdir / "media_store"),
+            "signing_key_path": str(signing_key),
+            "registration_shared_secret": secrets.token_urlsafe(32),
+            "macaroon_secret_key": secrets.token_urlsafe(32),
+            "form_secret": secrets.token_urlsafe(32),
+            "enable_registration": False,
+            "report_stats": False,
+            "enable_metrics": False,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "presence": {"enabled": False},
+            "url_preview_enabled": False,
+            "federation_domain_whitelist": [],
+            "allow_public_rooms_over_federation": False,
+            "user_directory": {"enabled": True, "search_all_users": True},
+            "max_upload_size": "10M",
+            **_RATE_LIMITS,
+        }
+
+    def _log_config(self) -> str:
+        return (
+            "version: 1\n"
+            "disable_existing_loggers: false\n"
+            "formatters:\n"
+            "  precise:\n"
+            "    format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s"
+            " - %(request)s - %(message)s'\n"
+            "handlers:\n"
+            "  file:\n"
+            "    class: logging.FileHandler\n"
+            "    formatter: precise\n"
+            f"    filename: {self.log_path}\n"
+            "    encoding: utf8\n"
+            "loggers:\n"
+            "  synapse.storage.SQL:\n"
+            "    level: INFO\n"
+            "root:\n"
+            "  level: INFO\n"
+            "  handlers: [file]\n"
+        )
+
+    # -- process ---------------------------------------------------------------------------
+
+    async def start(self, timeout: float = 60) -> None:
+        """Start Synapse and wait until the client API answers."""
+        if self.running:
+            return
+        t0 = time.monotonic()
+        self.write_config()
+        self._stdout = self.stdout_path.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        url = f"{self.base_url}/_matrix/client/versions"
+        deadline = t0 + timeout
+        try:
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    code = self._proc.poll()
+                    if code is not None:
+                        raise RuntimeError(
+                            f"Synapse exited with code {code} during start "
+                            f"(config {self.config_path}). Log tail:\n{self.log_tail()}"
+                        )
+                    with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                            if resp.status == 200:
+                                break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"Synapse did not answer {url} within {timeout:.0f} s. "
+                            f"Log tail:\n{self.log_tail()}"
+                        )
+                    await asyncio.sleep(0.05)
+        except BaseException:
+            await self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        log.info("Synapse up at %s in %.2f s", self.base_url, self.start_seconds)
+
+    async def stop(self) -> None:
+        """SIGTERM the process group, wait up to 10 s, then SIGKILL."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                self._signal(proc, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if proc.poll() is None:
+                    self._signal(proc, signal.SIGKILL)
+                    while proc.poll() is None:
+                        await asyncio.sleep(0.05)
+        finally:
+            if self._stdout is not None:
+                self._stdout.close()
+                self._stdout = None
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            proc.send_signal(sig)
+
+    def kill_now(self) -> None:
+        """Synchronous SIGKILL, for atexit/finalizers where no event loop runs."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal(self._proc, signal.SIGKILL)
+            self._proc.wait()
+
+    async def __aenter__(self) -> LocalSynapse:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of the Synapse log (and of its stdout/stderr, where
+        start-up errors such as config problems end up)."""
+        parts = []
+        for path in (self.stdout_path, self.log_path):
+            if path.exists():
+                text = tail_file(path, lines)
+                if text.strip():
+                    parts.append(f"--- {path.name} ---\n{text}")
+        return "\n".join(parts) or "(no Synapse output)"
+
+    # -- users -----------------------------------------------------------------------------
+
+    async def register_user(
+        self, localpart: str, password: str = DEFAULT_PASSWORD, admin: bool = False
+    ) -> tuple[str, str]:
+        """Register ``localpart`` with the shared-secret admin API; log in instead if the user
+        exists already. Returns ``(user_id, access_token)``."""
+        if self.registration_shared_secret is None:
+            self.write_config()
+        secret = self.registration_shared_secret
+        assert secret is not None
+        url = f"{self.base_url}/_synapse/admin/v1/register"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise RuntimeError(f"GET {url}: {resp.status} {body}")
+                nonce = body["nonce"]
+            mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+            for i, part in enumerate((nonce, localpart, password)):
+                if i:
+                    mac.update(b"\x00")
+                mac.update(part.encode())
+            mac.update(b"\x00")
+            mac.update(b"admin" if admin else b"notadmin")
+            data = {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            }
+            async with session.post(url, json=data) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status == 200:
+                    return body["user_id"], body["access_token"]
+                if not (resp.status == 400 and body.get("errcode") == "M_USER_IN_USE"):
+                    raise RuntimeError(f"POST {url} for {localpart}: {resp.status} {body}")
+            return await self.login(localpart, password, session=session)
+
+    async def login(
+        self,
+        localpart: str,
+        password: str = DEFAULT_PASSWORD,
+        *,
+        session: aiohttp.ClientSession | None = None,
+    ) -> tuple[str, str]:
+        """Password login; returns ``(user_id, access_token)`` of a new device."""
+        url = f"{self.base_url}/_matrix/client/v3/login"
+        data = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+        }
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+            async with session.post(url, json=data) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise RuntimeError(f"login of {localpart} failed: {resp.status} {body}")
+                return body["user_id"], body["access_token"]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def tail_file(path: Path, lines: int) -> str:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 256 * 1024))
+        data = f.read()
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

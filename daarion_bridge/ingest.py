@@ -1,0 +1,87 @@
+"""One Synapse transaction in: translate, accept invites, write, all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from asyncpg import Pool
+
+from . import metrics
+from .config import Config
+from .db import bookkeeping
+from .db.writer import ChannelSetup, Item, Outcome, Rejected, write_transaction
+from .matrix.bot import Bot
+from .translate.events import BotInvited, translate_event
+from .translate.preview import BadEvent
+
+log = logging.getLogger("daarion.ingest")
+
+
+class Ingestor:
+    def __init__(self, pool: Pool, bot: Bot, config: Config) -> None:
+        self.pool = pool
+        self.bot = bot
+        self.bot_mxid = config.bot_mxid
+        self.preview_length = config.bridge.preview_length
+        # Synapse sends one transaction at a time; a replay racing the original must not
+        # interleave its invite handling or writes with it.
+        self._lock = asyncio.Lock()
+
+    def translate(self, events: Sequence[Any]) -> list[Item]:
+        items: list[Item] = []
+        for event in events:
+            try:
+                items.append(
+                    translate_event(
+                        event, bot_mxid=self.bot_mxid, preview_length=self.preview_length
+                    )
+                )
+            except BadEvent as e:
+                items.append(Rejected(event, str(e)))
+        return items
+
+    async def handle_transaction(
+        self, txn_id: str, events: Sequence[Any], ephemeral: Sequence[Any] = ()
+    ) -> Outcome:
+        started = time.perf_counter()
+        items = self.translate(events)
+        digest = bookkeeping.events_digest(events)
+        async with self._lock:
+            # Checked before invites are handled so a replay never joins or speaks twice.
+            if await bookkeeping.is_committed(self.pool, txn_id, digest):
+                metrics.TRANSACTIONS.labels("replay").inc()
+                return Outcome(replay=True)
+            setups = await self._accept_invites(items)
+            async with self.pool.acquire() as conn:
+                outcome = await write_transaction(conn, txn_id, digest, items, setups)
+        self._record(outcome, ephemeral, time.perf_counter() - started)
+        return outcome
+
+    async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:
+        setups = []
+        for item in items:
+            if isinstance(item, BotInvited):
+                setup = await self.bot.accept_invite(item)
+                if setup is not None:
+                    setups.append(setup)
+        return setups
+
+    def _record(self, outcome: Outcome, ephemeral: Sequence[Any], seconds: float) -> None:
+        metrics.TRANSACTIONS.labels("replay" if outcome.replay else "committed").inc()
+        metrics.TRANSACTION_SECONDS.observe(seconds)
+        for kind, n in outcome.applied.items():
+            metrics.EVENTS.labels(kind, "applied").inc(n)
+        for kind, n in outcome.ignored.items():
+            metrics.EVENTS.labels(kind, "ignored").inc(n)
+        if outcome.dead_letters:
+            metrics.EVENTS.labels("invalid", "dead_letter").inc(outcome.dead_letters)
+            metrics.DEAD_LETTERS.inc(outcome.dead_letters)
+            log.warning("%d event(s) dead-lettered", outcome.dead_letters)
+        if ephemeral:
+            metrics.EVENTS.labels("ephemeral", "ignored").inc(len(ephemeral))
+        for channel in outcome.new_channels:
+            log.info("Room %s is now channel %s", channel.room_id, channel.id)

@@ -1,0 +1,28 @@
+"""Prometheus metrics. Defined once per process; served only when metrics.enabled."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+EVENTS = Counter(
+    "daarion_bridge_events_total",
+    "Room events handled, by operation and outcome",
+    ["kind", "outcome"],
+)
+TRANSACTIONS = Counter(
+    "daarion_bridge_transactions_total", "Synapse transactions, by outcome", ["outcome"]
+)
+TRANSACTION_SECONDS = Histogram(
+    "daarion_bridge_transaction_seconds",
+    "Time from receiving a transaction to its commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DEAD_LETTERS = Counter("daarion_bridge_dead_letters_total", "Events moved to the dead-letter table")
+DATABASE_ERRORS = Counter(
+    "daarion_bridge_database_errors_total", "Transactions refused because the database failed"
+)
+
+
+def serve(host: str, port: int):  # noqa: ANN201 (prometheus_client's server type)
+    server, _thread = start_http_server(port, addr=host)
+    return server

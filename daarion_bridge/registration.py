@@ -1,0 +1,83 @@
+"""The appservice registration the homeserver loads, generated from the config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .config import Config, read_yaml, write_yaml_atomic
+from .errors import ConfigError
+
+# Tokens in the registration committed to the repository: a homeserver must never load it.
+PLACEHOLDER_TOKEN = "PLACEHOLDER-do-not-load-run-daarion-bridge-g"
+LOCALPART_CHARS = "[a-z0-9._=/+\\-]+"
+
+
+def user_namespace_regexes(config: Config) -> list[str]:
+    """Exclusive regexes for the bot and agent puppets, pinned to our server at the end.
+
+    Synapse matches from the start of the id only, so `$` is what stops
+    `@daarion:localhost.evil.example` from matching.
+    """
+    domain = re.escape(config.homeserver.domain)
+    bot = re.escape(config.appservice.bot_username)
+    agent_prefix, _, agent_suffix = config.bridge.agent_localpart_template.partition("{name}")
+    agents = f"{re.escape(agent_prefix)}{LOCALPART_CHARS}{re.escape(agent_suffix)}"
+    return [f"^@{bot}:{domain}$", f"^@{agents}:{domain}$"]
+
+
+def build_registration(config: Config) -> dict[str, Any]:
+    a = config.appservice
+    return {
+        "id": a.id,
+        "url": a.address,
+        "as_token": a.as_token,
+        "hs_token": a.hs_token,
+        "sender_localpart": a.bot_username,
+        "namespaces": {
+            "users": [
+                {"exclusive": True, "regex": regex} for regex in user_namespace_regexes(config)
+            ],
+            "aliases": [],
+            "rooms": [],
+        },
+        # Synapse throttles puppets when this key is missing.
+        "rate_limited": False,
+        "receive_ephemeral": a.ephemeral_events,
+        "de.sorunome.msc2409.push_ephemeral": a.ephemeral_events,
+    }
+
+
+def write_registration(config: Config, path: Path) -> dict[str, Any]:
+    registration = build_registration(config)
+    write_yaml_atomic(path, registration, mode=0o600)
+    return registration
+
+
+def check_registration(config: Config, path: Path) -> list[str]:
+    """Compare a registration on disk with the config.
+
+    Raises on a mismatch that breaks the bridge (the homeserver would reject every
+    request or push with the wrong token). Returns warnings for the rest.
+    """
+    if not path.exists():
+        return [f"{path}: registration file not found; cannot check it against the config"]
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a registration mapping")
+    expected = build_registration(config)
+    for key in ("as_token", "hs_token"):
+        if raw.get(key) != expected[key]:
+            raise ConfigError(
+                f"{path}: {key} differs from appservice.{key} in {config.path}; "
+                "run -g again and reload the homeserver"
+            )
+    warnings = []
+    for key in ("id", "url", "sender_localpart", "rate_limited", "namespaces"):
+        if raw.get(key) != expected[key]:
+            warnings.append(
+                f"{path}: {key} differs from what {config.path} gives; "
+                "run -g again and restart the homeserver"
+            )
+    return warnings

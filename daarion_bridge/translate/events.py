@@ -1,0 +1,193 @@
+"""Matrix room events become index operations. Pure: no I/O, no clock, no logging.
+
+Each operation says what a single event means for the index; the database layer
+decides how to apply it. An event that can never be applied raises BadEvent and is
+dead-lettered by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .preview import BadEvent, render_preview
+from .rooms import visibility_for
+
+MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted"})
+DELETED = "[deleted]"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    room_id: str
+    event_id: str
+    sender: str
+    ts: datetime
+    preview: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage:
+    room_id: str
+    event_id: str
+    target_event_id: str
+    ts_ms: int
+    preview: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactMessage:
+    room_id: str
+    event_id: str
+    target_event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    room_id: str
+    event_id: str
+    user_id: str
+    membership: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PowerLevels:
+    room_id: str
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomName:
+    room_id: str
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRules:
+    room_id: str
+    visibility: str
+
+
+@dataclass(frozen=True, slots=True)
+class BotInvited:
+    room_id: str
+    event_id: str
+    inviter: str
+
+
+Operation = (
+    NewMessage
+    | EditMessage
+    | RedactMessage
+    | Membership
+    | PowerLevels
+    | RoomName
+    | JoinRules
+    | BotInvited
+)
+
+
+def _str(event: Mapping[str, Any], key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadEvent(f"event without a string {key}")
+    return value
+
+
+def _content(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    content = event.get("content", {})
+    if not isinstance(content, Mapping):
+        raise BadEvent("event content is not an object")
+    return content
+
+
+def timestamp(event: Mapping[str, Any]) -> tuple[int, datetime]:
+    ts = event.get("origin_server_ts")
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**53:
+        raise BadEvent("event without a valid origin_server_ts")
+    return ts, datetime.fromtimestamp(ts / 1000, UTC)
+
+
+def _replace_target(content: Mapping[str, Any]) -> str | None:
+    relates = content.get("m.relates_to")
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
+        target = relates.get("event_id")
+        if not isinstance(target, str) or not target:
+            raise BadEvent("m.replace relation without an event_id")
+        return target
+    return None
+
+
+def _is_redacted(event: Mapping[str, Any]) -> bool:
+    unsigned = event.get("unsigned")
+    return isinstance(unsigned, Mapping) and "redacted_because" in unsigned
+
+
+def _message(event: Mapping[str, Any], room_id: str, event_id: str, limit: int) -> Operation:
+    etype = event["type"]
+    sender = _str(event, "sender")
+    ts_ms, ts = timestamp(event)
+    if _is_redacted(event):
+        return NewMessage(room_id, event_id, sender, ts, DELETED)
+    content = _content(event)
+    target = _replace_target(content)
+    if target is None:
+        return NewMessage(room_id, event_id, sender, ts, render_preview(etype, content, limit))
+    if etype == "m.room.encrypted":
+        new_content: Mapping[str, Any] = content
+    else:
+        new_content = content.get("m.new_content")
+        if not isinstance(new_content, Mapping):
+            raise BadEvent("edit without an m.new_content object")
+    return EditMessage(room_id, event_id, target, ts_ms, render_preview(etype, new_content, limit))
+
+
+def _state(
+    event: Mapping[str, Any], room_id: str, event_id: str, bot_mxid: str
+) -> Operation | None:
+    etype = event["type"]
+    state_key = event.get("state_key")
+    if not isinstance(state_key, str):
+        raise BadEvent(f"{etype} without a string state_key")
+    content = _content(event)
+    if etype == "m.room.member":
+        membership = content.get("membership")
+        if not isinstance(membership, str):
+            raise BadEvent("m.room.member without a string membership")
+        if not state_key.startswith("@") or ":" not in state_key:
+            raise BadEvent("m.room.member state_key is not a user id")
+        if state_key == bot_mxid and membership == "invite":
+            return BotInvited(room_id, event_id, _str(event, "sender"))
+        return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
+    if state_key != "":
+        return None
+    if etype == "m.room.power_levels":
+        return PowerLevels(room_id, dict(content))
+    if etype == "m.room.name":
+        name = content.get("name")
+        return RoomName(room_id, name if isinstance(name, str) and name.strip() else None)
+    if etype == "m.room.join_rules":
+        return JoinRules(room_id, visibility_for(content.get("join_rule")))
+    return None
+
+
+def translate_event(event: Any, *, bot_mxid: str, preview_length: int) -> Operation | None:
+    """What one room event means for the index, or None when it means nothing."""
+    if not isinstance(event, Mapping):
+        raise BadEvent("event is not an object")
+    etype = _str(event, "type")
+    room_id = _str(event, "room_id")
+    event_id = _str(event, "event_id")
+    if etype in MESSAGE_TYPES and "state_key" not in event:
+        return _message(event, room_id, event_id, preview_length)
+    if etype == "m.room.redaction":
+        target = event.get("redacts") or _content(event).get("redacts")
+        if not isinstance(target, str) or not target:
+            raise BadEvent("m.room.redaction without redacts")
+        return RedactMessage(room_id, event_id, target)
+    if "state_key" in event:
+        return _state(event, room_id, event_id, bot_mxid)
+    return None

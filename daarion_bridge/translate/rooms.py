@@ -1,0 +1,128 @@
+"""Room state becomes channel attributes: name, slug, visibility, member roles. Pure."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Room versions where the creators hold implicit top power (MSC4289), not listed in
+# m.room.power_levels. Synapse creates version 12 rooms by default.
+CREATOR_POWER_VERSIONS = frozenset({"12", "org.matrix.hydra.11"})
+SLUG_MAX = 64
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def visibility_for(join_rule: Any) -> str:
+    if join_rule == "public":
+        return "public"
+    if join_rule in ("restricted", "knock_restricted"):
+        return "microdao"
+    return "private"
+
+
+def role_for_level(level: int) -> str:
+    if level >= 100:
+        return "owner"
+    if level >= 50:
+        return "admin"
+    return "member"
+
+
+def _int(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def role_for(user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]) -> str:
+    if user_id in creators:
+        return "owner"
+    if not power_levels:
+        return "member"
+    users = power_levels.get("users")
+    default = _int(power_levels.get("users_default"), 0)
+    level = _int(users.get(user_id), default) if isinstance(users, Mapping) else default
+    return role_for_level(level)
+
+
+def creators_of(create_event: Mapping[str, Any] | None, has_power_levels: bool) -> tuple[str, ...]:
+    """Users who hold top power without appearing in m.room.power_levels."""
+    if not create_event:
+        return ()
+    content = create_event.get("content") or {}
+    version = str(content.get("room_version", "1"))
+    sender = create_event.get("sender")
+    if version in CREATOR_POWER_VERSIONS:
+        extra = content.get("additional_creators") or []
+        found = [sender, *(u for u in extra if isinstance(u, str))]
+        return tuple(dict.fromkeys(u for u in found if isinstance(u, str)))
+    # Before any power levels exist, the spec gives the creator 100.
+    return (sender,) if isinstance(sender, str) and not has_power_levels else ()
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")
+    return slug[:SLUG_MAX].rstrip("-") or "room"
+
+
+def alias_localpart(alias: str) -> str:
+    return alias[1:].split(":", 1)[0] if alias.startswith("#") else alias
+
+
+@dataclass(frozen=True)
+class RoomSnapshot:
+    """What the index needs from a room's full state at the moment the bot joined."""
+
+    room_id: str
+    name: str
+    slug: str
+    visibility: str
+    room_version: str
+    creators: tuple[str, ...]
+    power_levels: dict[str, Any] | None
+    joined: tuple[str, ...] = field(default=())
+
+
+def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
+    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    joined: list[str] = []
+    for event in state:
+        etype, key = event.get("type"), event.get("state_key")
+        if not isinstance(etype, str) or not isinstance(key, str):
+            continue
+        by_key[(etype, key)] = event
+        content = event.get("content") or {}
+        if etype == "m.room.member" and content.get("membership") == "join":
+            joined.append(key)
+
+    def content(etype: str) -> Mapping[str, Any]:
+        return (by_key.get((etype, "")) or {}).get("content") or {}
+
+    name = content("m.room.name").get("name")
+    alias = content("m.room.canonical_alias").get("alias")
+    alias = alias if isinstance(alias, str) and alias else None
+    name = name.strip() if isinstance(name, str) and name.strip() else None
+    power_levels = dict(content("m.room.power_levels")) or None
+    fallback = name or room_id.lstrip("!").split(":")[0]
+    create = by_key.get(("m.room.create", ""))
+    return RoomSnapshot(
+        room_id=room_id,
+        name=name or alias or room_id,
+        slug=slugify(alias_localpart(alias) if alias else fallback),
+        visibility=visibility_for(content("m.room.join_rules").get("join_rule")),
+        room_version=str(content("m.room.create").get("room_version", "1")),
+        creators=creators_of(create, power_levels is not None),
+        power_levels=power_levels,
+        joined=tuple(joined),
+    )

@@ -1,0 +1,139 @@
+"""The appservice HTTP API the homeserver calls, per the Matrix appservice spec.
+
+Unlike the stock mautrix handler, a transaction is answered 200 only after its rows
+and its id are committed; any failure answers 5xx so the homeserver retries.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from ..config import Config
+from ..ingest import Ingestor
+from ..matrix.bot import HomeserverUnavailable
+
+log = logging.getLogger("daarion.web")
+
+DATABASE_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.QueryCanceledError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+PREFIX = "/_matrix/app/v1"
+
+
+def error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+@web.middleware
+async def unrecognized_as_json(request: web.Request, handler: Callable[..., Awaitable[Any]]):
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        return error(405, "M_UNRECOGNIZED", "Method not allowed on this endpoint")
+    except web.HTTPNotFound:
+        return error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+
+class AppserviceApi:
+    def __init__(
+        self,
+        config: Config,
+        ingestor: Ingestor,
+        on_database_error: Callable[[], None],
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.ingestor = ingestor
+        self.on_database_error = on_database_error
+        self.is_ready = is_ready
+        self._hs_token = config.appservice.hs_token.encode()
+        self.app = web.Application(middlewares=[unrecognized_as_json], client_max_size=64 << 20)
+        self.app.router.add_put(PREFIX + "/transactions/{txn_id}", self.transaction)
+        self.app.router.add_get(PREFIX + "/users/{user_id}", self.query_user)
+        self.app.router.add_get(PREFIX + "/rooms/{alias}", self.query_alias)
+        self.app.router.add_post(PREFIX + "/ping", self.ping)
+        self.app.router.add_get("/_matrix/mau/live", self.live)
+        self.app.router.add_get("/_matrix/mau/ready", self.ready)
+
+    def _auth(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer":
+                return error(401, "M_MISSING_TOKEN", "Authorization must be a Bearer token")
+        else:
+            token = request.query.get("access_token")  # deprecated by the spec, still sent
+        if token is None:
+            return error(401, "M_MISSING_TOKEN", "Missing access token")
+        if not hmac.compare_digest(token.strip().encode(), self._hs_token):
+            return error(403, "M_FORBIDDEN", "Invalid access token")
+        return None
+
+    async def transaction(self, request: web.Request) -> web.Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        txn_id = request.match_info["txn_id"]
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "M_NOT_JSON", "Transaction body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
+            return error(
+                400, "M_BAD_JSON", "Transaction body must be an object with an events list"
+            )
+        ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral")) or []
+        try:
+            await self.ingestor.handle_transaction(txn_id, body.get("events", []), ephemeral)
+        except HomeserverUnavailable as e:
+            log.warning("Transaction %s not committed: homeserver unavailable (%s)", txn_id, e)
+            return error(503, "M_UNKNOWN", "Homeserver unavailable, retry later")
+        except DATABASE_ERRORS as e:
+            log.warning("Transaction %s not committed: database error %s", txn_id, type(e).__name__)
+            self.on_database_error()
+            return error(503, "M_UNKNOWN", "Database unavailable, retry later")
+        except Exception:
+            log.exception("Transaction %s not committed: unexpected error", txn_id)
+            return error(500, "M_UNKNOWN", "Internal error, retry later")
+        return web.json_response({})
+
+    async def query_user(self, request: web.Request) -> web.Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        if request.match_info["user_id"] == self.config.bot_mxid:
+            return web.json_response({})
+        return error(404, "M_NOT_FOUND", "No such user in this bridge")
+
+    async def query_alias(self, request: web.Request) -> web.Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        return error(404, "M_NOT_FOUND", "No such room alias in this bridge")
+
+    async def ping(self, request: web.Request) -> web.Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        return web.json_response({})
+
+    async def live(self, _: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def ready(self, _: web.Request) -> web.Response:
+        if self.is_ready():
+            return web.json_response({})
+        return web.json_response({"errcode": "M_UNKNOWN", "error": "not ready"}, status=503)

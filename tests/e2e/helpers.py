@@ -1,0 +1,529 @@
+"""Helpers for the end-to-end tests: the bridge process, people acting as Element over the
+client-server API, a Postgres poller and bridge config writing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from ruamel.yaml import YAML
+
+from daarion_bridge.devtools.synapse import die_with_parent, tail_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = REPO_ROOT / "config.example.yaml"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+def child_env() -> dict[str, str]:
+    """Environment for `python -m daarion_bridge`: importable from the checkout."""
+    env = dict(os.environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *parts])
+    # Environment overrides would silently change what the test configs say.
+    for key in list(env):
+        if key.startswith("DAARION_BRIDGE_"):
+            del env[key]
+    return env
+
+
+def ts_to_datetime(ts_ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ts_ms)
+
+
+def datetime_to_ms(value: datetime) -> float:
+    return (value - EPOCH) / timedelta(milliseconds=1)
+
+
+# -- waiting ----------------------------------------------------------------------------------
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 15.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value.
+
+    Raises AssertionError naming ``what`` and the last value seen on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+def _yaml() -> YAML:
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return _yaml().load(f)
+
+
+def dump_yaml(data: Any, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        _yaml().dump(data, f)
+
+
+def file_logging(log_file: Path, level: str = "DEBUG") -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "formatter": "plain",
+                "filename": str(log_file),
+                "encoding": "utf-8",
+            }
+        },
+        "root": {"level": level, "handlers": ["file"]},
+        "loggers": {"aiohttp.access": {"level": "WARNING"}},
+    }
+
+
+def write_bridge_config(
+    path: Path,
+    *,
+    homeserver_url: str,
+    appservice_port: int,
+    database_url: str,
+    default_microdao: str | None,
+    log_file: Path,
+) -> Path:
+    """A copy of config.example.yaml pointed at the test Synapse and database."""
+    cfg = load_yaml(EXAMPLE_CONFIG)
+    cfg["homeserver"]["address"] = homeserver_url
+    cfg["homeserver"]["domain"] = "localhost"
+    cfg["homeserver"]["verify_ssl"] = False
+    cfg["homeserver"]["connect_timeout"] = 15
+    cfg["appservice"]["address"] = f"http://127.0.0.1:{appservice_port}"
+    cfg["appservice"]["hostname"] = "127.0.0.1"
+    cfg["appservice"]["port"] = appservice_port
+    cfg["database"]["url"] = database_url
+    cfg["bridge"]["default_microdao"] = default_microdao
+    cfg["logging"] = file_logging(log_file)
+    dump_yaml(cfg, path)
+    return path
+
+
+def derive_config(base: Path, path: Path, edit: Callable[[Any], None]) -> Path:
+    """Write a modified copy of the bridge config ``base`` (tokens included) to ``path``."""
+    cfg = copy.deepcopy(load_yaml(base))
+    edit(cfg)
+    dump_yaml(cfg, path)
+    return path
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+async def run_cli(*args: str, timeout: float = 90) -> CliResult:
+    """Run ``python -m daarion_bridge <args>`` to completion."""
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daarion_bridge",
+        *args,
+        cwd=REPO_ROOT,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = await proc.communicate()
+        raise AssertionError(
+            f"`python -m daarion_bridge {' '.join(args)}` still running after {timeout} s\n"
+            f"stdout: {out.decode(errors='replace')[-3000:]}\n"
+            f"stderr: {err.decode(errors='replace')[-3000:]}"
+        ) from None
+    assert proc.returncode is not None
+    return CliResult(
+        proc.returncode,
+        out.decode("utf-8", "replace"),
+        err.decode("utf-8", "replace"),
+        time.monotonic() - t0,
+    )
+
+
+# -- the bridge process -----------------------------------------------------------------------
+
+
+class BridgeProcess:
+    """``python -m daarion_bridge -c cfg -r reg`` as a child process, output to a file."""
+
+    def __init__(
+        self, config: Path, registration: Path, port: int, output: Path, log_file: Path
+    ) -> None:
+        self.config = config
+        self.registration = registration
+        self.port = port
+        self.output = output
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.start_seconds: list[float] = []
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/_matrix/mau/ready"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def start(self, timeout: float = 30) -> None:
+        assert not self.running, "bridge already running"
+        t0 = time.monotonic()
+        self.starts += 1
+        with self.output.open("ab") as out:
+            out.write(f"\n===== start #{self.starts} at {datetime.now(UTC)} =====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daarion_bridge",
+                    "-c",
+                    str(self.config),
+                    "-r",
+                    str(self.registration),
+                ],
+                cwd=REPO_ROOT,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        deadline = t0 + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    raise AssertionError(
+                        f"bridge exited with code {code} during start\n{self.tail()}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(
+                        self.ready_url, timeout=aiohttp.ClientTimeout(total=2)
+                    ) as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise AssertionError(
+                        f"bridge not ready at {self.ready_url} after {timeout} s\n{self.tail()}"
+                    )
+                await asyncio.sleep(0.05)
+        self.start_seconds.append(time.monotonic() - t0)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    async def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    async def restart(self, timeout: float = 30) -> None:
+        await self.stop()
+        await self.start(timeout)
+
+    def tail(self, lines: int = 60) -> str:
+        parts = []
+        for path in (self.output, self.log_file):
+            if path.exists():
+                parts.append(f"--- {path} ---\n{tail_file(path, lines)}")
+        return "\n".join(parts) or "(no bridge output)"
+
+
+# -- people acting as Element ----------------------------------------------------------------
+
+
+class MatrixError(AssertionError):
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        super().__init__(f"{method} {path}: {status} {body}")
+        self.status = status
+        self.body = body
+        self.errcode = body.get("errcode") if isinstance(body, dict) else None
+
+
+class Person:
+    """A Matrix user doing what Element does, over the client-server API."""
+
+    def __init__(self, base_url: str, user_id: str, access_token: str) -> None:
+        self.base_url = base_url
+        self.user_id = user_id
+        self.localpart = user_id[1:].split(":", 1)[0]
+        self.token = access_token
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.token}"},
+                connector=aiohttp.TCPConnector(limit=16),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        url = f"{self.base_url}/_matrix/client{path}"
+        for attempt in range(20):
+            async with self.session.request(method, url, json=body, params=params) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status == 429 and attempt < 19:  # should not happen: limits relaxed
+                    await asyncio.sleep((data or {}).get("retry_after_ms", 200) / 1000)
+                    continue
+                if resp.status != 200:
+                    raise MatrixError(method, path, resp.status, data)
+                return data
+        raise AssertionError("unreachable")
+
+    # rooms
+
+    async def create_room(
+        self,
+        name: str | None = None,
+        preset: str = "private_chat",
+        room_version: str | None = None,
+        invite: Iterable[str] = (),
+        topic: str | None = None,
+        **extra: Any,
+    ) -> str:
+        body: dict[str, Any] = {"preset": preset, "invite": list(invite), **extra}
+        if name is not None:
+            body["name"] = name
+        if topic is not None:
+            body["topic"] = topic
+        if room_version is not None:
+            body["room_version"] = room_version
+        return (await self.request("POST", "/v3/createRoom", body))["room_id"]
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self.request("POST", f"/v3/rooms/{q(room_id)}/invite", {"user_id": user_id})
+
+    async def join(self, room_id: str) -> None:
+        await self.request("POST", f"/v3/join/{q(room_id)}", {})
+
+    async def leave(self, room_id: str) -> None:
+        await self.request("POST", f"/v3/rooms/{q(room_id)}/leave", {})
+
+    async def kick(self, room_id: str, user_id: str, reason: str = "") -> None:
+        await self.request(
+            "POST", f"/v3/rooms/{q(room_id)}/kick", {"user_id": user_id, "reason": reason}
+        )
+
+    async def state(self, room_id: str, event_type: str, state_key: str = "") -> Any:
+        """Content of a state event, or None if there is none."""
+        try:
+            return await self.request(
+                "GET", f"/v3/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"
+            )
+        except MatrixError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def put_state(
+        self, room_id: str, event_type: str, content: Any, state_key: str = ""
+    ) -> str:
+        path = f"/v3/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"
+        return (await self.request("PUT", path, content))["event_id"]
+
+    async def set_room_name(self, room_id: str, name: str) -> str:
+        return await self.put_state(room_id, "m.room.name", {"name": name})
+
+    async def set_power_level(self, room_id: str, user_id: str, level: int) -> str:
+        content = await self.state(room_id, "m.room.power_levels") or {}
+        content.setdefault("users", {})[user_id] = level
+        return await self.put_state(room_id, "m.room.power_levels", content)
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        content = await self.state(room_id, "m.room.member", user_id)
+        return content.get("membership") if content else None
+
+    # messages
+
+    async def send(self, room_id: str, event_type: str, content: Any) -> str:
+        txn = uuid.uuid4().hex
+        path = f"/v3/rooms/{q(room_id)}/send/{q(event_type)}/{txn}"
+        return (await self.request("PUT", path, content))["event_id"]
+
+    async def send_text(self, room_id: str, body: str, msgtype: str = "m.text") -> str:
+        return await self.send(room_id, "m.room.message", {"msgtype": msgtype, "body": body})
+
+    async def reply(
+        self, room_id: str, parent_id: str, parent_sender: str, parent_body: str, body: str
+    ) -> str:
+        """A reply with the legacy fallback older Element versions put in front of it."""
+        quoted = "\n".join(f"> {line}" for line in f"<{parent_sender}> {parent_body}".split("\n"))
+        content = {
+            "msgtype": "m.text",
+            "body": f"{quoted}\n\n{body}",
+            "format": "org.matrix.custom.html",
+            "formatted_body": (
+                f'<mx-reply><blockquote><a href="https://matrix.to/#/{room_id}/{parent_id}">'
+                f'In reply to</a> <a href="https://matrix.to/#/{parent_sender}">{parent_sender}'
+                f"</a><br>{parent_body}</blockquote></mx-reply>{body}"
+            ),
+            "m.relates_to": {"m.in_reply_to": {"event_id": parent_id}},
+        }
+        return await self.send(room_id, "m.room.message", content)
+
+    async def edit(self, room_id: str, event_id: str, new_body: str) -> str:
+        content = {
+            "msgtype": "m.text",
+            "body": f"* {new_body}",
+            "m.new_content": {"msgtype": "m.text", "body": new_body},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+        }
+        return await self.send(room_id, "m.room.message", content)
+
+    async def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
+        txn = uuid.uuid4().hex
+        body = {"reason": reason} if reason else {}
+        path = f"/v3/rooms/{q(room_id)}/redact/{q(event_id)}/{txn}"
+        return (await self.request("PUT", path, body))["event_id"]
+
+    async def get_event(self, room_id: str, event_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v3/rooms/{q(room_id)}/event/{q(event_id)}")
+
+    async def history(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's whole timeline (as this user may see it), oldest first."""
+        events: list[dict[str, Any]] = []
+        params = {"dir": "b", "limit": "1000"}
+        while True:
+            page = await self.request("GET", f"/v3/rooms/{q(room_id)}/messages", params=params)
+            events.extend(page.get("chunk", []))
+            end = page.get("end")
+            if not end or not page.get("chunk"):
+                break
+            params = {"dir": "b", "limit": "1000", "from": end}
+        events.reverse()
+        return events
+
+
+def q(part: str) -> str:
+    return quote(part, safe="")
+
+
+# -- the index --------------------------------------------------------------------------------
+
+
+async def channel_row(db: Any, room_id: str) -> Any:
+    return await db.fetchrow("SELECT * FROM channels WHERE matrix_room_id = $1", room_id)
+
+
+async def user_row(db: Any, matrix_id: str) -> Any:
+    return await db.fetchrow("SELECT * FROM users WHERE matrix_id = $1", matrix_id)
+
+
+async def member_row(db: Any, channel_id: Any, matrix_id: str) -> Any:
+    """The channel_members row of a person (member_user_id) or an agent/bot
+    (member_agent_id) with this Matrix id, or None."""
+    return await db.fetchrow(
+        """
+        SELECT cm.*
+        FROM channel_members cm
+        LEFT JOIN users u ON u.id = cm.member_user_id
+        LEFT JOIN agents a ON a.id = cm.member_agent_id
+        WHERE cm.channel_id = $1 AND (u.matrix_id = $2 OR a.matrix_id = $2)
+        """,
+        channel_id,
+        matrix_id,
+    )
+
+
+async def open_channel(
+    db: Any,
+    person: Person,
+    bot: str,
+    name: str,
+    preset: str = "private_chat",
+    timeout: float = 15,
+    **create: Any,
+) -> tuple[str, Any]:
+    """Create a room as ``person``, invite the bot as Element would, wait for the bot to
+    join and for the channels row. Returns ``(room_id, channels row)``."""
+    room_id = await person.create_room(name=name, preset=preset, **create)
+    await person.invite(room_id, bot)
+
+    async def bot_joined() -> bool:
+        return await person.membership(room_id, bot) == "join"
+
+    await wait_for(bot_joined, timeout, what=f"{bot} to join {room_id}")
+    row = await wait_for(
+        lambda: channel_row(db, room_id), timeout, what=f"channels row for {room_id}"
+    )
+    return room_id, row
