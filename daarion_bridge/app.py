@@ -13,12 +13,12 @@ from aiohttp import web
 from mautrix.appservice import AppServiceAPI
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixRequestError
-from mautrix.util.async_db import Database, UnsupportedDatabaseVersion
+from mautrix.util.async_db import Database
 from yarl import URL
 
 from . import metrics
 from .config import Config
-from .db.upgrade import upgrade_table
+from .db.database import open_database
 from .embedded_db import EmbeddedPostgres
 from .errors import OperatorError
 from .ingest import Ingestor
@@ -27,11 +27,6 @@ from .recovery import DatabaseRecovery
 from .web.appservice import AppserviceApi
 
 log = logging.getLogger("daarion.bridge")
-
-
-def redact_url(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 class Bridge:
@@ -109,29 +104,12 @@ class Bridge:
 
     async def _start_database(self, url: str) -> None:
         cfg = self.config.database
-        where = "database.url embedded" if cfg.embedded else f"database.url {redact_url(url)}"
-        db_log = logging.getLogger("daarion.db")
-        self.db = Database.create(
+        self.db, self.state_db = await open_database(
             url,
-            upgrade_table=upgrade_table,
-            db_args={"min_size": cfg.pool_min_size, "max_size": cfg.pool_max_size},
-            log=db_log,
+            min_size=cfg.pool_min_size,
+            max_size=cfg.pool_max_size,
+            where="database.url embedded" if cfg.embedded else None,
         )
-        self.state_db = Database.create(url, upgrade_table=PgASStateStore.upgrade_table, log=db_log)
-        try:
-            await self.db.start()
-            self.state_db.override_pool(self.db)
-            await self.state_db.start()
-        except UnsupportedDatabaseVersion as e:
-            raise OperatorError(
-                f"{where}: the database schema is newer than this bridge ({e}); "
-                "upgrade the bridge or restore a matching backup"
-            ) from None
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-            reason = (
-                e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-            )
-            raise OperatorError(f"{where}: cannot connect or migrate: {reason}") from None
 
     async def _wait_for_homeserver(self) -> None:
         assert self.http is not None

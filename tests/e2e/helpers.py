@@ -70,7 +70,9 @@ async def wait_for(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -213,9 +215,7 @@ class BridgeProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    async def start(self, timeout: float = 30) -> None:
-        assert not self.running, "bridge already running"
-        t0 = time.monotonic()
+    def _spawn(self) -> None:
         self.starts += 1
         with self.output.open("ab") as out:
             out.write(f"\n===== start #{self.starts} at {datetime.now(UTC)} =====\n".encode())
@@ -238,6 +238,12 @@ class BridgeProcess:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+
+    async def start(self, timeout: float = 30) -> None:
+        assert not self.running, "bridge already running"
+        t0 = time.monotonic()
+        self._spawn()
+        assert self.proc is not None
         deadline = t0 + timeout
         async with aiohttp.ClientSession() as session:
             while True:

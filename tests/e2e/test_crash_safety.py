@@ -43,7 +43,7 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
             nonlocal count
             while queue:
                 n = queue.pop(0)
-                body = f"crash {person.localpart} #{n:03d} ✓ {'x' * rng.randint(0, 40)}"
+                body = f"crash {person.localpart} #{n:03d} ✓ {'x' * rng.randint(1, 40)}"
                 event_id = await person.send_text(room_id, body)
                 sent[event_id] = (person.user_id, body)
                 count += 1

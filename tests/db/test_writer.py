@@ -1,0 +1,319 @@
+"""One Synapse transaction -> rows, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from daarion_bridge.db.bookkeeping import events_digest
+from daarion_bridge.db.writer import ChannelSetup, Rejected, write_transaction
+from daarion_bridge.translate.events import NewMessage, translate_event
+from daarion_bridge.translate.preview import BadEvent
+from daarion_bridge.translate.rooms import snapshot_from_state
+
+BOT = "@daarion:localhost"
+ALICE, BOB, CAROL = "@alice:localhost", "@bob:localhost", "@carol:localhost"
+ROOM = "!room:localhost"
+_ids = itertools.count(1)
+_ts = itertools.count(1_700_000_000_000, 1000)
+
+
+def event(etype: str, content: dict[str, Any], sender: str = ALICE, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": etype,
+        "room_id": ROOM,
+        "event_id": f"$e{next(_ids)}",
+        "sender": sender,
+        "origin_server_ts": next(_ts),
+        "content": content,
+        **extra,
+    }
+
+
+def text(body: str, sender: str = ALICE, **content: Any) -> dict[str, Any]:
+    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender)
+
+
+def member(user: str, membership: str, sender: str | None = None) -> dict[str, Any]:
+    return event("m.room.member", {"membership": membership}, sender or user, state_key=user)
+
+
+def room_state(name: str = "General", room_id: str = ROOM) -> list[dict[str, Any]]:
+    return [
+        {"type": "m.room.create", "state_key": "", "sender": ALICE,
+         "content": {"room_version": "12"}},
+        {"type": "m.room.power_levels", "state_key": "", "sender": ALICE,
+         "content": {"users": {BOB: 50}, "users_default": 0}},
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
+        {"type": "m.room.name", "state_key": "", "content": {"name": name}},
+        {"type": "m.room.member", "state_key": ALICE, "content": {"membership": "join"}},
+        {"type": "m.room.member", "state_key": BOB, "content": {"membership": "join"}},
+        {"type": "m.room.member", "state_key": BOT, "content": {"membership": "join"}},
+    ]  # fmt: skip
+
+
+def items_of(events: list[Any]) -> list[Any]:
+    items = []
+    for e in events:
+        try:
+            items.append(translate_event(e, bot_mxid=BOT, preview_length=20))
+        except BadEvent as err:
+            items.append(Rejected(e, str(err)))
+    return items
+
+
+class Txns:
+    """Sends transactions the way the ingest path does, with fresh ids."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.counter = itertools.count(1)
+
+    async def send(
+        self, events: list[Any], setups: list[ChannelSetup] = (), txn_id: str | None = None
+    ):
+        txn_id = txn_id or f"t{next(self.counter)}"
+        async with self.pool.acquire() as conn:
+            return await write_transaction(
+                conn, txn_id, events_digest(events), items_of(events), setups
+            )
+
+
+def setup(
+    room_id: str = ROOM, name: str = "General", microdao: str = "microdao:core"
+) -> ChannelSetup:
+    return ChannelSetup(snapshot_from_state(room_id, room_state(name, room_id)), microdao, ALICE)
+
+
+@pytest.fixture
+async def txns(pool: asyncpg.Pool) -> Txns:
+    t = Txns(pool)
+    await t.send([], [setup()])
+    return t
+
+
+async def previews(pool: asyncpg.Pool) -> dict[str, str]:
+    rows = await pool.fetch("SELECT matrix_event_id, content_preview FROM messages")
+    return {r["matrix_event_id"]: r["content_preview"] for r in rows}
+
+
+async def roles(pool: asyncpg.Pool) -> dict[str, tuple[str, bool]]:
+    rows = await pool.fetch(
+        "SELECT u.matrix_id, m.role, m.left_at IS NULL AS present FROM channel_members m "
+        "JOIN users u ON u.id = m.member_user_id"
+    )
+    return {r["matrix_id"]: (r["role"], r["present"]) for r in rows}
+
+
+async def test_channel_setup_creates_microdao_channel_and_members(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    channel = await pool.fetchrow("SELECT * FROM channels")
+    assert (channel["matrix_room_id"], channel["name"], channel["slug"]) == (
+        ROOM,
+        "General",
+        "general",
+    )
+    assert channel["visibility"] == "private"
+    dao = await pool.fetchrow("SELECT * FROM microdaos")
+    assert dao["id"] == channel["microdao_id"] and dao["external_id"] == "microdao:core"
+    alice = await pool.fetchrow("SELECT * FROM users WHERE matrix_id = $1", ALICE)
+    assert (alice["external_id"], alice["handle"]) == (f"matrix:{ALICE}", "@alice")
+    assert dao["owner_user_id"] == alice["id"] == channel["created_by_user_id"]
+    assert (
+        await pool.fetchval("SELECT role FROM microdao_members WHERE user_id = $1", alice["id"])
+        == "owner"
+    )
+    # Room v12: the creator is owner without appearing in power levels.
+    assert await roles(pool) == {
+        ALICE: ("owner", True),
+        BOB: ("admin", True),
+        BOT: ("member", True),
+    }
+
+
+async def test_messages_become_rows_with_sender_time_and_preview(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    first, second = text("hello   world\n!"), text("x" * 50, sender=BOB)
+    outcome = await txns.send([first, second])
+    assert outcome.applied["NewMessage"] == 2
+    rows = {
+        r["matrix_event_id"]: r
+        for r in await pool.fetch(
+            "SELECT m.*, u.matrix_id FROM messages m JOIN users u ON u.id = m.sender_user_id"
+        )
+    }
+    assert rows[first["event_id"]]["content_preview"] == "hello world !"
+    assert rows[second["event_id"]]["content_preview"] == "x" * 19 + "…"
+    assert rows[second["event_id"]]["matrix_id"] == BOB
+    assert {r["sender_type"] for r in rows.values()} == {"human"}
+    assert all(r["sender_agent_id"] is None for r in rows.values())
+    expected = datetime.fromtimestamp(first["origin_server_ts"] / 1000, UTC)
+    assert rows[first["event_id"]]["created_at"] == expected
+
+
+async def test_replayed_transaction_is_a_no_op(pool: asyncpg.Pool, txns: Txns) -> None:
+    events = [text("one"), text("two")]
+    assert not (await txns.send(events, txn_id="same")).replay
+    again = await txns.send(events, txn_id="same")
+    assert again.replay and not again.applied
+    # The same events under a new id double nothing either.
+    await txns.send(events, txn_id="other")
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 2
+
+
+async def test_reused_transaction_id_with_new_events_is_processed(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    await txns.send([text("before reset")], txn_id="1")
+    outcome = await txns.send([text("after reset")], txn_id="1")
+    assert not outcome.replay
+    assert sorted((await previews(pool)).values()) == ["after reset", "before reset"]
+
+
+async def test_edit_updates_preview_and_adds_no_row(pool: asyncpg.Pool, txns: Txns) -> None:
+    original = text("typo")
+    edit = text(
+        "* fixed",
+        **{
+            "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original["event_id"]},
+        },
+    )
+    await txns.send([original, edit])
+    assert await previews(pool) == {original["event_id"]: "fixed"}
+
+
+async def test_older_edit_never_overwrites_newer(pool: asyncpg.Pool, txns: Txns) -> None:
+    original = text("v0")
+
+    def edit(body: str) -> dict[str, Any]:
+        return text(
+            f"* {body}",
+            **{
+                "m.new_content": {"msgtype": "m.text", "body": body},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": original["event_id"]},
+            },
+        )
+
+    first, second = edit("v1"), edit("v2")
+    await txns.send([original, second])
+    await txns.send([first])  # arrives late, e.g. replayed under a new id
+    assert await previews(pool) == {original["event_id"]: "v2"}
+
+
+async def test_redaction_is_final(pool: asyncpg.Pool, txns: Txns) -> None:
+    original = text("secret")
+    redaction = event("m.room.redaction", {"redacts": original["event_id"]})
+    late_edit = text(
+        "* back",
+        **{
+            "m.new_content": {"msgtype": "m.text", "body": "back"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original["event_id"]},
+        },
+    )
+    await txns.send([original, redaction])
+    await txns.send([late_edit])
+    assert await previews(pool) == {original["event_id"]: "[deleted]"}
+
+
+async def test_bad_event_is_dead_lettered_and_does_not_block(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    good = text("fine")
+    bad = text("lost body")
+    del bad["origin_server_ts"]
+    outcome = await txns.send([bad, good, "not an event"])
+    assert outcome.dead_letters == 2
+    assert list((await previews(pool)).values()) == ["fine"]
+    letters = await pool.fetch("SELECT * FROM bridge_dead_letters ORDER BY id")
+    assert [r["event_id"] for r in letters] == [bad["event_id"], None]
+    assert "origin_server_ts" in letters[0]["reason"]
+
+
+async def test_failure_mid_transaction_commits_nothing(pool: asyncpg.Pool, txns: Txns) -> None:
+    good = text("committed together or not at all")
+    unstorable = NewMessage(ROOM, "$nul", ALICE, datetime.now(UTC), "nul \x00 byte")
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.PostgresError):
+            await write_transaction(conn, "boom", "d", [*items_of([good]), unstorable])
+    assert await previews(pool) == {}
+    assert (
+        await pool.fetchval("SELECT count(*) FROM bridge_transactions WHERE txn_id = 'boom'") == 0
+    )
+
+
+async def test_membership_changes_keep_members_true(pool: asyncpg.Pool, txns: Txns) -> None:
+    await txns.send([member(CAROL, "invite", ALICE)])
+    assert CAROL not in await roles(pool)
+    await txns.send([member(CAROL, "join")])
+    assert (await roles(pool))[CAROL] == ("member", True)
+    levels = {"users": {BOB: 50, CAROL: 100}, "users_default": 0}
+    await txns.send([event("m.room.power_levels", levels, state_key="")])
+    assert (await roles(pool))[CAROL] == ("owner", True)
+    await txns.send([event("m.room.power_levels", {"users": {}}, state_key="")])
+    assert (await roles(pool))[BOB] == ("member", True)
+    assert (await roles(pool))[ALICE] == ("owner", True)  # creator stays owner
+    leave = member(CAROL, "leave")
+    await txns.send([leave])
+    left_at = await pool.fetchval("SELECT left_at FROM channel_members WHERE left_at IS NOT NULL")
+    assert left_at == datetime.fromtimestamp(leave["origin_server_ts"] / 1000, UTC)
+    rejoin = member(CAROL, "join")
+    await txns.send([rejoin])
+    row = await pool.fetchrow(
+        "SELECT m.* FROM channel_members m JOIN users u ON u.id = m.member_user_id WHERE u.matrix_id = $1",
+        CAROL,
+    )
+    assert row["left_at"] is None
+    assert row["joined_at"] == datetime.fromtimestamp(rejoin["origin_server_ts"] / 1000, UTC)
+    await txns.send([member(BOB, "ban", ALICE)])
+    assert (await roles(pool))[BOB][1] is False
+
+
+async def test_room_name_and_join_rule_changes(pool: asyncpg.Pool, txns: Txns) -> None:
+    await txns.send(
+        [
+            event("m.room.name", {"name": "Renamed"}, state_key=""),
+            event("m.room.join_rules", {"join_rule": "public"}, state_key=""),
+        ]
+    )
+    row = await pool.fetchrow("SELECT name, visibility, slug FROM channels")
+    assert (row["name"], row["visibility"], row["slug"]) == ("Renamed", "public", "general")
+
+
+async def test_events_of_rooms_that_are_not_channels_are_ignored(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    stray = text("elsewhere")
+    stray["room_id"] = "!other:localhost"
+    outcome = await txns.send([stray])
+    assert outcome.ignored["NewMessage"] == 1
+    assert await previews(pool) == {}
+
+
+async def test_slug_is_unique_within_the_microdao(pool: asyncpg.Pool, txns: Txns) -> None:
+    await txns.send([], [setup("!two:localhost"), setup("!three:localhost")])
+    await txns.send([], [setup("!four:localhost", microdao="microdao:other")])
+    rows = await pool.fetch(
+        "SELECT c.slug, d.external_id FROM channels c JOIN microdaos d ON d.id = c.microdao_id "
+        "ORDER BY c.created_at, c.slug"
+    )
+    slugs = sorted((r["external_id"], r["slug"]) for r in rows)
+    assert slugs == [
+        ("microdao:core", "general"),
+        ("microdao:core", "general-2"),
+        ("microdao:core", "general-3"),
+        ("microdao:other", "general"),
+    ]
+
+
+async def test_hostile_text_is_stored_literally(pool: asyncpg.Pool, txns: Txns) -> None:
+    hostile = "'); DROP TABLE messages; -- <b>\u202e\x07"
+    await txns.send([text(hostile), event("m.room.name", {"name": hostile}, state_key="")])
+    assert list((await previews(pool)).values()) == [hostile[:19] + "…"]
+    assert await pool.fetchval("SELECT name FROM channels") == hostile
