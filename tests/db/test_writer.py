@@ -266,7 +266,8 @@ async def test_membership_changes_keep_members_true(pool: asyncpg.Pool, txns: Tx
     rejoin = member(CAROL, "join")
     await txns.send([rejoin])
     row = await pool.fetchrow(
-        "SELECT m.* FROM channel_members m JOIN users u ON u.id = m.member_user_id WHERE u.matrix_id = $1",
+        "SELECT m.* FROM channel_members m JOIN users u ON u.id = m.member_user_id "
+        "WHERE u.matrix_id = $1",
         CAROL,
     )
     assert row["left_at"] is None

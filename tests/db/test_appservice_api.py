@@ -1,0 +1,170 @@
+"""The appservice HTTP API on a real listener and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+from mautrix.appservice.state_store.asyncpg import PgASStateStore
+from mautrix.util.async_db import Database
+from yarl import URL
+
+from daarion_bridge.config import Config, parse_config
+from daarion_bridge.ingest import Ingestor
+from daarion_bridge.matrix.bot import Bot
+from daarion_bridge.web.appservice import AppserviceApi
+
+HS_TOKEN = "hs-secret-token"
+ROOM = "!room:localhost"
+
+
+def make_config(**bridge: Any) -> Config:
+    raw = {
+        # Nothing listens on port 1: the homeserver is unreachable in these tests.
+        "homeserver": {"address": "http://127.0.0.1:1", "domain": "localhost"},
+        "appservice": {
+            "address": "http://127.0.0.1:2",
+            "as_token": "as-token",
+            "hs_token": HS_TOKEN,
+        },
+        "bridge": {"default_microdao": "microdao:test", **bridge},
+    }
+    return parse_config(Path("test-config.yaml"), raw, environ={})
+
+
+class Api:
+    def __init__(self, client: aiohttp.ClientSession, base: URL) -> None:
+        self.client = client
+        self.base = base
+        self.database_failures = 0
+
+    async def put_txn(
+        self, txn_id: str, body: Any, token: str | None = HS_TOKEN
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        async with self.client.put(
+            self.base / f"_matrix/app/v1/transactions/{txn_id}", data=data, headers=headers
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def api(pool: asyncpg.Pool, state_db: Database) -> AsyncIterator[Api]:
+    config = make_config()
+    async with aiohttp.ClientSession() as http:
+        bot = Bot.connect(config, http, PgASStateStore(state_db))
+        holder: dict[str, Api] = {}
+
+        def failed() -> None:
+            holder["api"].database_failures += 1
+
+        web_api = AppserviceApi(config, Ingestor(pool, bot, config), failed, lambda: True)
+        server = TestServer(web_api.app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            holder["api"] = Api(http, server.make_url("/"))
+            yield holder["api"]
+        finally:
+            await server.close()
+
+
+async def test_missing_token_is_401(api: Api) -> None:
+    status, body = await api.put_txn("1", {"events": []}, token=None)
+    assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+
+
+async def test_wrong_token_is_403(api: Api) -> None:
+    status, body = await api.put_txn("1", {"events": []}, token="nope")
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_body_not_json_is_400(api: Api) -> None:
+    status, body = await api.put_txn("1", b"{not json")
+    assert (status, body["errcode"]) == (400, "M_NOT_JSON")
+
+
+async def test_events_not_a_list_is_400(api: Api) -> None:
+    status, body = await api.put_txn("1", {"events": {"a": 1}})
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+
+
+async def test_unknown_route_and_wrong_method_are_json_unrecognized(api: Api) -> None:
+    async with api.client.get(api.base / "_matrix/app/v1/nothing") as resp:
+        assert resp.status == 404 and (await resp.json())["errcode"] == "M_UNRECOGNIZED"
+    async with api.client.post(api.base / "_matrix/app/v1/transactions/1") as resp:
+        assert resp.status == 405 and (await resp.json())["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_empty_transaction_is_200_and_recorded(api: Api, pool: asyncpg.Pool) -> None:
+    assert await api.put_txn("42", {"events": [], "ephemeral": [{"type": "m.typing"}]}) == (200, {})
+    assert (
+        await pool.fetchval("SELECT event_count FROM bridge_transactions WHERE txn_id = '42'") == 0
+    )
+
+
+async def test_user_and_alias_queries(api: Api) -> None:
+    headers = {"Authorization": f"Bearer {HS_TOKEN}"}
+    url = api.base / "_matrix/app/v1/users" / "@daarion:localhost"
+    async with api.client.get(url, headers=headers) as resp:
+        assert resp.status == 200 and await resp.json() == {}
+    async with api.client.get(
+        api.base / "_matrix/app/v1/users/@agent-x:localhost", headers=headers
+    ) as resp:
+        assert resp.status == 404
+    async with api.client.get(
+        api.base / "_matrix/app/v1/rooms/%23a:localhost", headers=headers
+    ) as resp:
+        assert resp.status == 404
+    async with api.client.get(api.base / "_matrix/app/v1/rooms/%23a:localhost") as resp:
+        assert resp.status == 401
+
+
+async def test_ping_and_probes(api: Api) -> None:
+    async with api.client.post(
+        api.base / "_matrix/app/v1/ping", json={"transaction_id": "x"},
+        headers={"Authorization": f"Bearer {HS_TOKEN}"},
+    ) as resp:  # fmt: skip
+        assert resp.status == 200 and await resp.json() == {}
+    for probe in ("live", "ready"):
+        async with api.client.get(api.base / f"_matrix/mau/{probe}") as resp:
+            assert resp.status == 200
+
+
+async def test_invite_with_homeserver_down_is_503_and_commits_nothing(
+    api: Api, pool: asyncpg.Pool
+) -> None:
+    invite = {
+        "type": "m.room.member", "room_id": ROOM, "event_id": "$invite",
+        "sender": "@alice:localhost", "origin_server_ts": 1,
+        "state_key": "@daarion:localhost", "content": {"membership": "invite"},
+    }  # fmt: skip
+    status, body = await api.put_txn("7", {"events": [invite]})
+    assert status == 503 and body["errcode"] == "M_UNKNOWN"
+    assert await pool.fetchval("SELECT count(*) FROM bridge_transactions") == 0
+
+
+async def test_database_unavailable_is_503_then_retry_commits(
+    api: Api, pool: asyncpg.Pool, pg_server_url: str
+) -> None:
+    dbname = await pool.fetchval("SELECT current_database()")
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname
+        )
+        status, body = await api.put_txn("9", {"events": []})
+        assert status == 503 and body["errcode"] == "M_UNKNOWN"
+        assert api.database_failures == 1
+        await admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+    assert await api.put_txn("9", {"events": []}) == (200, {})
+    assert await pool.fetchval("SELECT count(*) FROM bridge_transactions WHERE txn_id = '9'") == 1
