@@ -19,7 +19,9 @@ def _sqlstate_class(error: BaseException) -> str:
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, asyncpg.PostgresError):
         return _sqlstate_class(error) in _TRANSIENT_CLASSES
-    return isinstance(error, asyncpg.InterfaceError | OSError | TimeoutError)
+    # InternalClientError: asyncpg's state broke with a connection that died under it.
+    transient = asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | TimeoutError
+    return isinstance(error, transient)
 
 
 def is_data_error(error: BaseException) -> bool:

