@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -23,25 +24,23 @@ BOB = "@bob:localhost"
 CAROL = "@carol:localhost"
 DAVE = "@dave:localhost"
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ids = itertools.count(1)
 
 
 # --- builders --------------------------------------------------------------------
 
 
 def state(etype: str, content: dict[str, Any], state_key: str = "", sender: str = ALICE) -> dict:
-    state.counter += 1  # type: ignore[attr-defined]
+    n = next(_ids)
     return {
         "type": etype,
         "state_key": state_key,
         "content": content,
         "sender": sender,
         "room_id": ROOM,
-        "event_id": f"$state{state.counter}",  # type: ignore[attr-defined]
-        "origin_server_ts": 1_732_530_000_000 + state.counter,  # type: ignore[attr-defined]
+        "event_id": f"$state{n}",
+        "origin_server_ts": 1_732_530_000_000 + n,
     }
-
-
-state.counter = 0  # type: ignore[attr-defined]
 
 
 def create(version: str | None = "12", sender: str = ALICE, **extra: Any) -> dict:
