@@ -82,11 +82,19 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(bridge.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await bridge.start()
-        await stop.wait()
+        # A signal while starting (e.g. waiting for the homeserver) stops at once.
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
         log.info("Stopping")
     finally:
+        for task in (starting, stopping):
+            task.cancel()
+        await asyncio.gather(starting, stopping, return_exceptions=True)
         await bridge.stop()
 
 

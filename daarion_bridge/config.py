@@ -24,7 +24,10 @@ GENERATE = "generate"
 ENV_PREFIX = "DAARION_BRIDGE_"
 MICRODAO_ID = re.compile(r"^microdao:[a-z0-9-]+$")
 LOCALPART = re.compile(r"^[a-z0-9._=/+-]+$")
-AGENT_TEMPLATE = re.compile(r"^[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]*$")
+# {name} with something around it: a bare {name} would claim every user on the server.
+AGENT_TEMPLATE = re.compile(
+    r"^(?:[a-z0-9._=/+-]+\{name\}[a-z0-9._=/+-]*|[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]+)$"
+)
 TOKEN_KEYS = (("appservice", "as_token"), ("appservice", "hs_token"))
 
 # Defaults for keys an admin may leave out. Keys absent from here are required.
@@ -150,6 +153,8 @@ def read_yaml(path: Path) -> Any:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
+    except ValueError as e:  # a tag such as !!int on a value that is not one
+        raise ConfigError(f"{path}: invalid value: {e}") from None
 
 
 def write_yaml_atomic(path: Path, data: Any, mode: int | None = None) -> None:
@@ -172,7 +177,7 @@ def _existing_mode(path: Path) -> int:
         return 0o600
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_env(path: Path, raw: dict[str, Any], environ: dict[str, str]) -> None:
     """DAARION_BRIDGE_<SECTION>_<KEY>=value overrides a key.
 
     Values of keys whose default is not a string (ports, flags, null) are parsed as YAML
@@ -185,7 +190,11 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             if value is None:
                 continue
             default = defaults.get(key, "")
-            parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            try:
+                parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
+            except (YAMLError, ValueError):
+                raise ConfigError(f"{path}: environment {name} is not a valid value") from None
             section_map = raw.get(section)
             if not isinstance(section_map, dict):
                 raw[section] = section_map = {}
@@ -222,11 +231,17 @@ class _Reader:
             self.fail(key, f"must match {pattern.pattern}, got {value!r}")
         return value
 
-    def url(self, key: str) -> str:
+    def url(self, key: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
         value = self.str(key)
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            self.fail(key, f"must be an http(s) URL, got {value!r}")
+        try:
+            url = URL(value)
+            web = url.scheme in ("http", "https")
+            valid = url.scheme in schemes and (bool(url.host) or not web)
+            url.port  # noqa: B018  (parses the port: out of range raises)
+        except ValueError:
+            valid = False
+        if not valid:
+            self.fail(key, f"must be a {' or '.join(schemes)} URL, got {value!r}")
         return value.rstrip("/")
 
     def bool(self, key: str) -> bool:
@@ -254,7 +269,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    _apply_env(path, raw, dict(os.environ) if environ is None else environ)
 
     hs = _Reader(path, raw, "homeserver")
     homeserver = HomeserverConfig(
@@ -279,8 +294,8 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         a.fail("hs_token", "must differ from appservice.as_token")
     d = _Reader(path, raw, "database")
     db_url = d.str("url")
-    if db_url != "embedded" and URL(db_url).scheme not in ("postgres", "postgresql"):
-        d.fail("url", "must be `embedded` or a postgresql:// URL")
+    if db_url != "embedded":
+        db_url = d.url("url", ("postgresql", "postgres"))
     pool_min = d.int("pool_min_size", 1, 100)
     database = DatabaseConfig(
         url=db_url,

@@ -81,9 +81,15 @@ def _load(path: Path) -> Any:
 
 
 def _dump(data: Any, path: Path) -> None:
+    """Atomic rewrite; the config holds the appservice tokens, so never world-readable."""
+    try:
+        mode = path.stat().st_mode & 0o770
+    except FileNotFoundError:
+        mode = 0o600
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         _yaml().dump(data, f)
+    tmp.chmod(mode)
     os.replace(tmp, path)
 
 

@@ -176,6 +176,7 @@ class LocalSynapse:
         tmp = self.config_path.with_suffix(".yaml.tmp")
         with tmp.open("w", encoding="utf-8") as f:
             yaml.dump(config, f)
+        tmp.chmod(0o600)  # holds registration_shared_secret
         os.replace(tmp, self.config_path)
 
         if not signing_key.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .preview import BadEvent, render_preview
@@ -104,11 +104,16 @@ def _content(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return content
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime holds
+
+
 def timestamp(event: Mapping[str, Any]) -> tuple[int, datetime]:
     ts = event.get("origin_server_ts")
-    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**53:
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TS:
         raise BadEvent("event without a valid origin_server_ts")
-    return ts, datetime.fromtimestamp(ts / 1000, UTC)
+    # Integer arithmetic: going through a float would be off by a microsecond.
+    return ts, EPOCH + timedelta(milliseconds=ts)
 
 
 def _replace_target(content: Mapping[str, Any]) -> str | None:

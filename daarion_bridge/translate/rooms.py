@@ -63,7 +63,8 @@ def creators_of(create_event: Mapping[str, Any] | None, has_power_levels: bool) 
     version = str(content.get("room_version", "1"))
     sender = create_event.get("sender")
     if version in CREATOR_POWER_VERSIONS:
-        extra = content.get("additional_creators") or []
+        extra = content.get("additional_creators")
+        extra = extra if isinstance(extra, list) else []
         found = [sender, *(u for u in extra if isinstance(u, str))]
         return tuple(dict.fromkeys(u for u in found if isinstance(u, str)))
     # Before any power levels exist, the spec gives the creator 100.

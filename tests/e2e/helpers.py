@@ -266,6 +266,12 @@ class BridgeProcess:
                 await asyncio.sleep(0.05)
         self.start_seconds.append(time.monotonic() - t0)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the bridge keeps its sockets but answers nothing, so a transaction
+        Synapse pushes now stays in flight until the process dies or thaws."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
     def kill(self) -> None:
         """SIGKILL, no goodbye."""
         proc, self.proc = self.proc, None

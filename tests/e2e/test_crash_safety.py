@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,21 @@ pytestmark = pytest.mark.e2e
 MESSAGES = 300
 KILLS = 3
 SENDERS_IN_FLIGHT = 4  # concurrent sends per person
+
+
+def interrupted_pushes(synapse_log: Path, offset: int) -> list[str]:
+    """Transactions whose push failed other than by `connection refused` (bridge down):
+    the bridge died holding them."""
+    with synapse_log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    return [
+        line.split("transactions/", 1)[1][:80]
+        for line in text.splitlines()
+        if "Error sending request to" in line
+        and "/_matrix/app/v1/transactions/" in line
+        and "ConnectionRefused" not in line
+    ]
 
 
 async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, people, db):
@@ -51,17 +67,23 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
         await asyncio.gather(*(worker() for _ in range(SENDERS_IN_FLIGHT)))
 
     async def killer() -> None:
-        for threshold in kill_at:
+        for i, threshold in enumerate(kill_at):
             while count < threshold:
                 await asyncio.sleep(0.005)
-            # A random extra delay so the kill lands anywhere inside a transaction.
+            # A random extra delay so the kill lands anywhere, inside a transaction or not.
             await asyncio.sleep(rng.uniform(0, 0.2))
             at = count
+            if i == 1:
+                # One kill surely cuts a pushed transaction: freeze the bridge while the
+                # flood goes on, so Synapse's next push is in flight, then SIGKILL it.
+                bridge.freeze()
+                await asyncio.sleep(0.3)
             bridge.kill()
-            kill_log.append(f"killed after {at} sends")
+            kill_log.append(f"killed after {at} sends" + (" (frozen first)" if i == 1 else ""))
             await asyncio.sleep(rng.uniform(0, 0.5))
             await bridge.start()
 
+    log_offset = e2e.synapse.log_path.stat().st_size
     numbers = list(range(MESSAGES))
     t0 = time.monotonic()
     await asyncio.gather(flood(alice, numbers[0::2]), flood(bob, numbers[1::2]), killer())
@@ -69,6 +91,9 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
     assert len(sent) == MESSAGES
     assert bridge.running
     print(f"[e2e] {MESSAGES} sends in {send_seconds:.1f} s; {kill_log}")
+    cut = interrupted_pushes(e2e.synapse.log_path, log_offset)
+    print(f"[e2e] pushes cut in flight by the kills: {cut}")
+    assert cut, "test premise: at least one kill must land while Synapse awaits an answer"
 
     async def settled():
         n = await db.fetchval("SELECT count(*) FROM messages WHERE channel_id = $1", cid)
