@@ -338,7 +338,14 @@ class DevSetup:
         say(f"Synapse is up ({self.synapse.start_seconds:.1f} s)")
 
         user, password = dev_credentials(self.workdir)
-        await self.synapse.register_user(user, password, admin=True)
+        try:
+            await self.synapse.register_user(user, password, admin=True)
+        except RuntimeError as e:
+            raise DevError(
+                f"cannot register or sign in {user} ({e}); if you deleted "
+                f"{self.workdir / 'dev-credentials.txt'}, delete {self.workdir / 'synapse'} too "
+                "to start Synapse afresh"
+            ) from e
 
         asv = cfg.get("appservice") or {}
         bot = f"@{asv.get('bot_username') or 'daarion'}:{domain}"

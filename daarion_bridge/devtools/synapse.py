@@ -85,15 +85,25 @@ def _yaml() -> YAML:
     return yaml
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the child when the process that started it dies."""
+def _load_prctl() -> Any:
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Looked up now, in the parent: the child of a fork must not import or load anything.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """preexec_fn: have Linux SIGTERM the child when the thread that started it dies, so a
+    killed test run or dev session leaves no Synapse or bridge behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalSynapse:
@@ -158,6 +168,12 @@ class LocalSynapse:
         if self.config_path.exists():
             with self.config_path.open(encoding="utf-8") as f:
                 config = yaml.load(f)
+            if config.get("server_name") != self.server_name:
+                raise RuntimeError(
+                    f"{self.config_path} is for server_name {config.get('server_name')!r}, "
+                    f"not {self.server_name!r}; use another workdir or delete this one"
+                )
+            signing_key = Path(config.get("signing_key_path", signing_key))
         else:
             config = self._default_config(signing_key, log_config)
         config["listeners"] = [

@@ -39,7 +39,8 @@ async def test_config_missing_key(e2e):
 
 
 async def test_database_unreachable(e2e):
-    url = f"postgresql://x@{CLOSED}/x"
+    secret = "e2e-db-secret"
+    url = f"postgresql://x:{secret}@{CLOSED}/x"
 
     def closed_db(cfg):
         cfg["database"]["url"] = url
@@ -47,6 +48,7 @@ async def test_database_unreachable(e2e):
     config = e2e.derived_config("config-closed-db", closed_db)
     result = await run_cli("-c", str(config), "-r", str(e2e.registration), timeout=120)
     assert_one_line_error(result, CLOSED)
+    assert secret not in result.stdout + result.stderr, "the database password was printed"
 
 
 async def test_homeserver_unreachable(e2e):
