@@ -74,10 +74,14 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
             await asyncio.sleep(rng.uniform(0, 0.2))
             at = count
             if i == 1:
-                # One kill surely cuts a pushed transaction: freeze the bridge while the
-                # flood goes on, so Synapse's next push is in flight, then SIGKILL it.
+                # One kill surely cuts a pushed transaction: freeze the bridge, send one
+                # more message (the flood may be over by now) so Synapse pushes to the
+                # frozen process, then SIGKILL it with that push in flight.
                 bridge.freeze()
-                await asyncio.sleep(0.3)
+                body = f"crash frozen #{i} ✓"
+                event_id = await alice.send_text(room_id, body)
+                sent[event_id] = (alice.user_id, body)
+                await asyncio.sleep(0.5)
             bridge.kill()
             kill_log.append(f"killed after {at} sends" + (" (frozen first)" if i == 1 else ""))
             await asyncio.sleep(rng.uniform(0, 0.5))
@@ -88,19 +92,19 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
     t0 = time.monotonic()
     await asyncio.gather(flood(alice, numbers[0::2]), flood(bob, numbers[1::2]), killer())
     send_seconds = time.monotonic() - t0
-    assert len(sent) == MESSAGES
+    assert len(sent) == MESSAGES + 1  # the flood and the message sent while frozen
     assert bridge.running
-    print(f"[e2e] {MESSAGES} sends in {send_seconds:.1f} s; {kill_log}")
+    print(f"[e2e] {len(sent)} sends in {send_seconds:.1f} s; {kill_log}")
     cut = interrupted_pushes(e2e.synapse.log_path, log_offset)
     print(f"[e2e] pushes cut in flight by the kills: {cut}")
     assert cut, "test premise: at least one kill must land while Synapse awaits an answer"
 
     async def settled():
         n = await db.fetchval("SELECT count(*) FROM messages WHERE channel_id = $1", cid)
-        return n if n >= MESSAGES else None
+        return n if n >= len(sent) else None
 
     t1 = time.monotonic()
-    await wait_for(settled, timeout=120, interval=0.25, what=f"{MESSAGES} message rows")
+    await wait_for(settled, timeout=120, interval=0.25, what=f"{len(sent)} message rows")
     print(f"[e2e] index settled {time.monotonic() - t1:.1f} s after the last send")
     await asyncio.sleep(1)  # anything still in flight would show up as an extra row
 
@@ -125,7 +129,7 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(e2e, bridge, pe
     assert not missing, f"{len(missing)} messages have no row (seed {seed}): {missing[:5]}"
     assert not extra, f"{len(extra)} rows match no message (seed {seed}): {extra[:5]}"
     assert not dupes, f"duplicate rows (seed {seed}): {dupes[:5]}"
-    assert len(rows) == MESSAGES
+    assert len(rows) == len(sent)
 
     wrong = []
     for event in history:
