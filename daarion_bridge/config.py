@@ -40,6 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bot_username": "daarion",
         "bot_displayname": "DAARION",
         "ephemeral_events": True,
+        "max_body_size": 20 * 1024 * 1024,
     },
     "database": {
         "url": "embedded",
@@ -80,6 +81,7 @@ class AppserviceConfig:
     as_token: str
     hs_token: str
     ephemeral_events: bool
+    max_body_size: int
 
     @property
     def tokens_generated(self) -> bool:
@@ -289,6 +291,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         as_token=a.str("as_token"),
         hs_token=a.str("hs_token"),
         ephemeral_events=a.bool("ephemeral_events"),
+        max_body_size=a.int("max_body_size", 1024, 1 << 30),
     )
     if appservice.as_token == appservice.hs_token and appservice.as_token != GENERATE:
         a.fail("hs_token", "must differ from appservice.as_token")

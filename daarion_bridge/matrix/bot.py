@@ -11,7 +11,7 @@ from mautrix.appservice import AppServiceAPI, ASStateStore, IntentAPI
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from yarl import URL
 
-from ..config import Config
+from ..config import BridgeConfig, Config
 from ..db.writer import ChannelSetup
 from ..translate.events import BotInvited
 from ..translate.rooms import snapshot_from_state
@@ -22,6 +22,11 @@ NO_MICRODAO_NOTICE = (
     "This room cannot be bridged: no microDAO is mapped to it and the bridge has no "
     "default (bridge.default_microdao). Ask the bridge admin to set one, then invite me again."
 )
+
+
+def invite_allowed(inviter: str, domain: str, bridge: BridgeConfig) -> bool:
+    """Only people of our own homeserver may bring the bot in, unless the admin opens it."""
+    return inviter.split(":", 1)[-1] == domain or bridge.allow_federated_invites
 
 
 class HomeserverUnavailable(Exception):
@@ -50,15 +55,12 @@ class Bot:
         await self.intent.ensure_registered()
         await self.intent.set_displayname(self.config.appservice.bot_displayname)
 
-    def _may_invite(self, inviter: str) -> bool:
-        server = inviter.split(":", 1)[-1]
-        return server == self.config.homeserver.domain or self.config.bridge.allow_federated_invites
-
     async def accept_invite(self, invite: BotInvited) -> ChannelSetup | None:
         """Join and snapshot the room, or refuse; None when no channel is to be made."""
         room_id = invite.room_id
         try:
-            if not self._may_invite(invite.inviter):
+            bridge = self.config.bridge
+            if not invite_allowed(invite.inviter, self.config.homeserver.domain, bridge):
                 log.info("Refusing invite to %s from %s: other homeserver", room_id, invite.inviter)
                 await self.intent.leave_room(room_id, reason="Invites from other servers are off")
                 return None

@@ -51,7 +51,11 @@ class AppserviceApi:
         self.on_database_error = on_database_error
         self.is_ready = is_ready
         self._hs_token = config.appservice.hs_token.encode()
-        self.app = web.Application(middlewares=[unrecognized_as_json], client_max_size=64 << 20)
+        # aiohttp stops reading a body at this size and raises 413.
+        self.app = web.Application(
+            middlewares=[unrecognized_as_json],
+            client_max_size=config.appservice.max_body_size,
+        )
         self.app.router.add_put(PREFIX + "/transactions/{txn_id}", self.transaction)
         self.app.router.add_get(PREFIX + "/users/{user_id}", self.query_user)
         self.app.router.add_get(PREFIX + "/rooms/{alias}", self.query_alias)
@@ -60,13 +64,16 @@ class AppserviceApi:
         self.app.router.add_get("/_matrix/mau/ready", self.ready)
 
     def _auth(self, request: web.Request) -> web.Response | None:
+        """Bearer header per the spec; the deprecated access_token query still accepted."""
         header = request.headers.get("Authorization")
+        query = request.query.get("access_token")
+        token = query
         if header is not None:
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer":
+            if scheme.lower() != "bearer" or not token.strip():
                 return error(401, "M_MISSING_TOKEN", "Authorization must be a Bearer token")
-        else:
-            token = request.query.get("access_token")  # deprecated by the spec, still sent
+            if query is not None and query != token:
+                return error(403, "M_FORBIDDEN", "Header and query tokens disagree")
         if token is None:
             return error(401, "M_MISSING_TOKEN", "Missing access token")
         if not hmac.compare_digest(token.strip().encode(), self._hs_token):
@@ -79,6 +86,9 @@ class AppserviceApi:
         txn_id = request.match_info["txn_id"]
         try:
             body = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.config.appservice.max_body_size
+            return error(413, "M_TOO_LARGE", f"Transaction body over {limit} bytes")
         except (ValueError, UnicodeDecodeError):
             return error(400, "M_NOT_JSON", "Transaction body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("events", []), list):

@@ -168,3 +168,51 @@ async def test_database_unavailable_is_503_then_retry_commits(
         await admin.close()
     assert await api.put_txn("9", {"events": []}) == (200, {})
     assert await pool.fetchval("SELECT count(*) FROM bridge_transactions WHERE txn_id = '9'") == 1
+
+
+async def test_wrong_scheme_and_empty_bearer_are_401(api: Api) -> None:
+    url = api.base / "_matrix/app/v1/transactions/1"
+    for header in (f"Basic {HS_TOKEN}", "Bearer ", HS_TOKEN):
+        async with api.client.put(url, data="{}", headers={"Authorization": header}) as resp:
+            assert resp.status == 401, header
+            assert (await resp.json())["errcode"] == "M_MISSING_TOKEN"
+
+
+async def test_query_token_accepted_and_disagreement_refused(api: Api, pool: asyncpg.Pool) -> None:
+    url = api.base / "_matrix/app/v1/transactions/q1"
+    async with api.client.put(url.with_query(access_token=HS_TOKEN), data="{}") as resp:
+        assert resp.status == 200
+    headers = {"Authorization": f"Bearer {HS_TOKEN}"}
+    async with api.client.put(
+        url.with_query(access_token="other"), data="{}", headers=headers
+    ) as resp:
+        assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
+
+
+async def test_body_over_the_limit_is_413_and_commits_nothing(api: Api, pool: asyncpg.Pool) -> None:
+    huge = b'{"events": [], "pad": "' + b"x" * (21 * 1024 * 1024) + b'"}'
+    status, body = await api.put_txn("big", huge)
+    assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+    assert await pool.fetchval("SELECT count(*) FROM bridge_transactions") == 0
+
+
+async def test_metrics_count_transactions_and_events(api: Api) -> None:
+    from daarion_bridge import metrics
+    from daarion_bridge.devtools.synapse import free_port
+
+    port = free_port()
+    server = metrics.serve("127.0.0.1", port)
+    try:
+        message = {
+            "type": "m.room.message", "room_id": ROOM, "event_id": "$m", "sender": "@a:localhost",
+            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "hi"},
+        }  # fmt: skip
+        assert (await api.put_txn("metrics-1", {"events": [message, "bad"]}))[0] == 200
+        async with api.client.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+    finally:
+        server.shutdown()
+    assert 'daarion_bridge_transactions_total{outcome="committed"}' in text
+    assert 'daarion_bridge_events_total{kind="NewMessage",outcome="ignored"}' in text
+    assert "daarion_bridge_dead_letters_total" in text
+    assert "daarion_bridge_transaction_seconds_bucket" in text

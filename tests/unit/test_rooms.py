@@ -367,3 +367,28 @@ def test_snapshot_skips_events_without_string_type_or_state_key() -> None:
     snap = snapshot_from_state(ROOM, events)
     assert snap.name == "General"
     assert snap.joined == (ALICE, BOB)
+
+
+# --- who may invite the bot ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inviter", "federated", "allowed"),
+    [
+        ("@alice:localhost", False, True),
+        ("@eve:elsewhere.org", False, False),
+        ("@eve:localhost.evil.org", False, False),
+        ("@eve:elsewhere.org", True, True),
+    ],
+)
+def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
+    from daarion_bridge.config import BridgeConfig
+    from daarion_bridge.matrix.bot import invite_allowed
+
+    bridge = BridgeConfig(
+        preview_length=500,
+        default_microdao=None,
+        allow_federated_invites=federated,
+        agent_localpart_template="agent-{name}",
+    )
+    assert invite_allowed(inviter, "localhost", bridge) is allowed
