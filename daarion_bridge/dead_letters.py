@@ -97,7 +97,7 @@ async def _replay_one(pool: asyncpg.Pool, config: Config, letter_id: int, raw_js
                     conn, f"dead-letter-{letter_id}", events_digest([event]), [op]
                 )
                 await conn.execute("DELETE FROM bridge_dead_letters WHERE id = $1", letter_id)
-        except asyncpg.PostgresError as e:
+        except (asyncpg.PostgresError, UnicodeError) as e:
             if not is_data_error(e):
                 raise
             return f"{letter_id}: still rejected by the database: {type(e).__name__}"

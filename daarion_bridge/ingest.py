@@ -61,7 +61,7 @@ class Ingestor:
             async with self.pool.acquire() as conn:
                 try:
                     outcome = await write_transaction(conn, txn_id, digest, items, setups)
-                except asyncpg.PostgresError as e:
+                except (asyncpg.PostgresError, UnicodeError) as e:
                     if not is_data_error(e):
                         raise
                     log.warning(

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from asyncpg import Connection, Pool
 
+from ..translate.preview import storable
+
 
 def events_digest(events: Sequence[Any]) -> str:
     """Identifies a transaction's content: the homeserver resends the same events."""
     ids = (e.get("event_id") if isinstance(e, dict) else None for e in events)
-    return hashlib.sha256("\n".join(str(i) for i in ids).encode()).hexdigest()
+    joined = "\n".join(str(i) for i in ids)
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _CLAIM = """
@@ -47,21 +51,40 @@ async def claim_transaction(conn: Connection, txn_id: str, digest: str, event_co
     return await conn.fetchval(_CLAIM, txn_id, digest, event_count) is not None
 
 
+def _scrub(value: Any) -> Any:
+    """The event as JSON PostgreSQL accepts: no NUL, no lone surrogates."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no Infinity or NaN, though Python's parser takes them
+    return value
+
+
+def _event_json(event: Any) -> str:
+    try:
+        return json.dumps(_scrub(event))
+    except (RecursionError, ValueError, TypeError):
+        return json.dumps({"unstorable": "event too deeply nested or not JSON"})
+
+
 async def dead_letter(conn: Connection, txn_id: str, event: Any, reason: str) -> None:
     fields = event if isinstance(event, dict) else {}
 
     def text(key: str) -> str | None:
         value = fields.get(key)
-        return value.replace("\x00", "\ufffd") if isinstance(value, str) else None
+        return storable(value) if isinstance(value, str) else None
 
     await conn.execute(
         "INSERT INTO bridge_dead_letters (txn_id, event_id, room_id, event_type, reason, event) "
         "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        txn_id,
+        storable(txn_id),
         text("event_id"),
         text("room_id"),
         text("type"),
         reason,
-        # jsonb rejects \u0000 as well; keep the rest of the event as it came.
-        json.dumps(event, default=repr).replace("\\u0000", "\\ufffd"),
+        _event_json(event),
     )

@@ -25,4 +25,6 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_data_error(error: BaseException) -> bool:
+    if isinstance(error, UnicodeError):  # asyncpg could not encode a value as UTF-8
+        return True
     return isinstance(error, asyncpg.PostgresError) and _sqlstate_class(error) in _DATA_CLASSES

@@ -141,7 +141,7 @@ class _Applier:
         try:
             async with self.conn.transaction():  # a savepoint inside the outer transaction
                 return await self.apply(op, channel)
-        except asyncpg.PostgresError as e:
+        except (asyncpg.PostgresError, UnicodeError) as e:
             if not is_data_error(e):
                 raise
             self.power.pop(op.room_id, None)  # may hold what the savepoint rolled back

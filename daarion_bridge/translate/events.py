@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .preview import BadEvent, render_preview
+from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted"})
@@ -94,6 +94,8 @@ def _str(event: Mapping[str, Any], key: str) -> str:
     value = event.get(key)
     if not isinstance(value, str) or not value:
         raise BadEvent(f"event without a string {key}")
+    if has_unstorable(value):
+        raise BadEvent(f"event {key} holds NUL or a lone surrogate")
     return value
 
 
@@ -162,7 +164,7 @@ def _state(
         membership = content.get("membership")
         if not isinstance(membership, str):
             raise BadEvent("m.room.member without a string membership")
-        if not state_key.startswith("@") or ":" not in state_key:
+        if not state_key.startswith("@") or ":" not in state_key or has_unstorable(state_key):
             raise BadEvent("m.room.member state_key is not a user id")
         if state_key == bot_mxid and membership == "invite":
             return BotInvited(room_id, event_id, _str(event, "sender"))
@@ -173,7 +175,7 @@ def _state(
         return PowerLevels(room_id, dict(content))
     if etype == "m.room.name":
         name = content.get("name")
-        return RoomName(room_id, name if isinstance(name, str) and name.strip() else None)
+        return RoomName(room_id, storable(name) if isinstance(name, str) and name.strip() else None)
     if etype == "m.room.join_rules":
         return JoinRules(room_id, visibility_for(content.get("join_rule")))
     return None

@@ -119,9 +119,18 @@ def _is_quote_line(line: str) -> bool:
     return line.startswith("> ") or line in (">", ">\r")
 
 
+def storable(text: str) -> str:
+    """Text PostgreSQL can hold: NUL and lone surrogates become U+FFFD, the rest stays."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def has_unstorable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is not None
+
+
 def normalize_text(text: str) -> str:
     """One line, storable in a Postgres text column; everything else stays literal."""
-    text = _UNSTORABLE.sub("\ufffd", text)
+    text = storable(text)
     if _C0_SEPARATORS.search(text) is None:
         return " ".join(text.split())  # exactly White_Space here, and 3x faster than sub()
     return _WHITESPACE_RUN.sub(" ", text).strip(" ")

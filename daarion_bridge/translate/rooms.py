@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .preview import storable
+
 # Room versions where the creators hold implicit top power (MSC4289), not listed in
 # m.room.power_levels. Synapse creates version 12 rooms by default.
 CREATOR_POWER_VERSIONS = frozenset({"12", "org.matrix.hydra.11"})
@@ -112,8 +114,8 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
 
     name = content("m.room.name").get("name")
     alias = content("m.room.canonical_alias").get("alias")
-    alias = alias if isinstance(alias, str) and alias else None
-    name = name.strip() if isinstance(name, str) and name.strip() else None
+    alias = storable(alias) if isinstance(alias, str) and alias else None
+    name = storable(name.strip()) if isinstance(name, str) and name.strip() else None
     power_levels = dict(content("m.room.power_levels")) or None
     fallback = name or room_id.lstrip("!").split(":")[0]
     create = by_key.get(("m.room.create", ""))

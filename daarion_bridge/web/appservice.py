@@ -18,6 +18,7 @@ from ..config import Config
 from ..db.errors import is_transient
 from ..ingest import Ingestor
 from ..matrix.bot import HomeserverUnavailable
+from ..translate.preview import has_unstorable
 
 log = logging.getLogger("daarion.web")
 
@@ -84,6 +85,8 @@ class AppserviceApi:
         if (denied := self._auth(request)) is not None:
             return denied
         txn_id = request.match_info["txn_id"]
+        if has_unstorable(txn_id):
+            return error(400, "M_INVALID_PARAM", "Transaction id holds NUL or a lone surrogate")
         try:
             body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
@@ -91,11 +94,14 @@ class AppserviceApi:
             return error(413, "M_TOO_LARGE", f"Transaction body over {limit} bytes")
         except (ValueError, UnicodeDecodeError):
             return error(400, "M_NOT_JSON", "Transaction body is not JSON")
+        except RecursionError:
+            return error(400, "M_BAD_JSON", "Transaction body is nested too deeply")
         if not isinstance(body, dict) or not isinstance(body.get("events", []), list):
             return error(
                 400, "M_BAD_JSON", "Transaction body must be an object with an events list"
             )
-        ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral")) or []
+        ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral"))
+        ephemeral = ephemeral if isinstance(ephemeral, list) else []
         try:
             await self.ingestor.handle_transaction(txn_id, body.get("events", []), ephemeral)
         except HomeserverUnavailable as e:

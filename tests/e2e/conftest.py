@@ -7,6 +7,7 @@ written, then Synapse starts.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from tests.e2e.helpers import (
     BridgeProcess,
     Person,
     derive_config,
+    hs_token_of,
     run_cli,
     wait_for,
     write_bridge_config,
@@ -49,17 +51,34 @@ class E2E:
     bot: str = BOT
     microdao: str = MICRODAO
 
-    def new_bridge(self, name: str, config: Path | None = None) -> BridgeProcess:
+    def new_bridge(
+        self,
+        name: str,
+        config: Path | None = None,
+        port: int | None = None,
+        log_file: Path | None = None,
+    ) -> BridgeProcess:
+        """A bridge process (not started). ``port`` and ``log_file`` must match what
+        ``config`` says when it changes them."""
         return BridgeProcess(
             config or self.config,
             self.registration,
-            self.appservice_port,
+            port or self.appservice_port,
             output=self.workdir / f"{name}.out",
-            log_file=self.log_file,
+            log_file=log_file or self.log_file,
         )
 
     def derived_config(self, name: str, edit: Callable[[Any], None]) -> Path:
         return derive_config(self.config, self.workdir / f"{name}.yaml", edit)
+
+    @property
+    def hs_token(self) -> str:
+        return hs_token_of(self.config)
+
+    async def person(self, localpart: str, admin: bool = False) -> Person:
+        """Register (or log in) a person on this stack's Synapse; the caller closes it."""
+        user_id, token = await self.synapse.register_user(localpart, admin=admin)
+        return Person(self.synapse.base_url, user_id, token)
 
 
 def _distinct_ports(n: int) -> list[int]:
@@ -69,18 +88,22 @@ def _distinct_ports(n: int) -> list[int]:
     return list(ports)
 
 
-@pytest.fixture(scope="session")
-async def e2e(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str) -> AsyncIterator[E2E]:
-    workdir = tmp_path_factory.mktemp("e2e")
+@contextlib.asynccontextmanager
+async def e2e_stack(
+    workdir: Path, database_url: str, default_microdao: str | None = MICRODAO
+) -> AsyncIterator[E2E]:
+    """A Synapse with a bridge config and registration of its own (made by the bridge's
+    ``-g``), on fresh ports, in ``workdir`` (which must exist). The session has one; a
+    test module whose faults would disturb other modules (restarting Synapse, say) starts
+    another."""
     synapse_port, as_port = _distinct_ports(2)
-    database_url = await create_database(pg_server_url, "e2e")
     log_file = workdir / "bridge.log"
     config = write_bridge_config(
         workdir / "config.yaml",
         homeserver_url=f"http://127.0.0.1:{synapse_port}",
         appservice_port=as_port,
         database_url=database_url,
-        default_microdao=MICRODAO,
+        default_microdao=default_microdao,
         log_file=log_file,
     )
     registration = workdir / "registration.yaml"
@@ -102,6 +125,14 @@ async def e2e(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str) -> A
         yield E2E(workdir, synapse, config, registration, as_port, database_url, log_file)
     finally:
         await synapse.stop()
+
+
+@pytest.fixture(scope="session")
+async def e2e(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str) -> AsyncIterator[E2E]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    database_url = await create_database(pg_server_url, "e2e")
+    async with e2e_stack(workdir, database_url) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -427,13 +427,38 @@ class Person:
 
     # messages
 
-    async def send(self, room_id: str, event_type: str, content: Any) -> str:
-        txn = uuid.uuid4().hex
+    async def send(
+        self, room_id: str, event_type: str, content: Any, txn_id: str | None = None
+    ) -> str:
+        txn = txn_id or uuid.uuid4().hex
         path = f"/v3/rooms/{q(room_id)}/send/{q(event_type)}/{txn}"
         return (await self.request("PUT", path, content))["event_id"]
 
-    async def send_text(self, room_id: str, body: str, msgtype: str = "m.text") -> str:
-        return await self.send(room_id, "m.room.message", {"msgtype": msgtype, "body": body})
+    async def send_text(
+        self, room_id: str, body: str, msgtype: str = "m.text", txn_id: str | None = None
+    ) -> str:
+        content = {"msgtype": msgtype, "body": body}
+        return await self.send(room_id, "m.room.message", content, txn_id)
+
+    async def send_text_retrying(
+        self, room_id: str, body: str, timeout: float = 60, interval: float = 0.2
+    ) -> tuple[str, int]:
+        """Send as a client that survives a homeserver restart would: on a connection
+        error or a 5xx, send again with the same transaction id (the homeserver answers a
+        repeat with the event it already made). Returns ``(event_id, retries)``."""
+        txn = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        retries = 0
+        while True:
+            try:
+                return await self.send_text(room_id, body, txn_id=txn), retries
+            except (aiohttp.ClientError, OSError, TimeoutError, MatrixError) as e:
+                if isinstance(e, MatrixError) and e.status < 500:
+                    raise
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"send of txn {txn} failed for {timeout} s: {e!r}") from e
+                retries += 1
+                await asyncio.sleep(interval)
 
     async def reply(
         self, room_id: str, parent_id: str, parent_sender: str, parent_body: str, body: str
@@ -539,3 +564,165 @@ async def open_channel(
         lambda: channel_row(db, room_id), timeout, what=f"channels row for {room_id}"
     )
     return room_id, row
+
+
+async def wait_indexed(
+    db: Any, channel_id: Any, expected: int, timeout: float = 60, interval: float = 0.1
+) -> float | None:
+    """Wait until the channel has at least ``expected`` message rows; returns the seconds
+    that took, or None on timeout (then :func:`index_report` tells what is missing)."""
+    t0 = time.monotonic()
+    while True:
+        n = await db.fetchval("SELECT count(*) FROM messages WHERE channel_id = $1", channel_id)
+        if n >= expected:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            return None
+        await asyncio.sleep(interval)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    return "(timed out)" if seconds is None else f"{seconds:.2f} s"
+
+
+@dataclass
+class IndexReport:
+    """The index compared with a room's history as the client-server API returns it."""
+
+    messages: int  # m.room.message events in the history
+    rows: int  # messages rows of the channel
+    missing: list[str]  # events without a row (lost)
+    doubled: list[str]  # events with more than one row
+    extra: list[str]  # rows that match no message of the history
+    wrong: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (event id, row, expected)
+    unexpected: list[str]  # history differs from what the test sent (sent given)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.doubled or self.extra or self.wrong or self.unexpected)
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages} messages, {self.rows} rows: lost {len(self.missing)}, "
+            f"doubled {len(self.doubled)}, extra {len(self.extra)}, wrong {len(self.wrong)}"
+        )
+
+
+async def index_report(
+    db: Any,
+    reader: Person,
+    room_id: str,
+    channel_id: Any,
+    sent: dict[str, tuple[str, str]] | None = None,
+) -> IndexReport:
+    """Read the room's history through ``reader`` and the channel's messages rows.
+
+    Each m.room.message must have exactly one row with preview == its body, sender == its
+    sender (a human), created_at == its origin_server_ts; no row may match nothing. Meant
+    for plain, unedited texts shorter than the preview length. With ``sent`` (event id ->
+    (sender, body) as the test sent them), the history must hold exactly those."""
+    history = [e for e in await reader.history(room_id) if e["type"] == "m.room.message"]
+    rows = await db.fetch(
+        """
+        SELECT m.matrix_event_id, m.content_preview, m.sender_type, m.created_at,
+               u.matrix_id
+        FROM messages m LEFT JOIN users u ON u.id = m.sender_user_id
+        WHERE m.channel_id = $1
+        """,
+        channel_id,
+    )
+    by_event: dict[str, list[Any]] = {}
+    for row in rows:
+        by_event.setdefault(row["matrix_event_id"], []).append(row)
+    in_history = {e["event_id"] for e in history}
+
+    unexpected: list[str] = []
+    if sent is not None:
+        unexpected += [f"sent, not in history: {i}" for i in sorted(set(sent) - in_history)]
+        unexpected += [f"in history, not sent: {i}" for i in sorted(in_history - set(sent))]
+        for e in history:
+            if e["event_id"] in sent and sent[e["event_id"]] != (
+                e["sender"],
+                e["content"].get("body"),
+            ):
+                unexpected.append(f"history differs from what was sent: {e['event_id']}")
+
+    wrong = []
+    for e in history:
+        found = by_event.get(e["event_id"], [])
+        if len(found) != 1:
+            continue
+        row = found[0]
+        expected = {
+            "content_preview": e["content"].get("body"),
+            "matrix_id": e["sender"],
+            "sender_type": "human",
+            "created_at": ts_to_datetime(e["origin_server_ts"]),
+        }
+        actual = {key: row[key] for key in expected}
+        if actual != expected:
+            wrong.append((e["event_id"], actual, expected))
+
+    return IndexReport(
+        messages=len(history),
+        rows=len(rows),
+        missing=[e["event_id"] for e in history if e["event_id"] not in by_event],
+        doubled=[k for k, v in by_event.items() if len(v) > 1],
+        extra=sorted(set(by_event) - in_history),
+        wrong=wrong,
+        unexpected=unexpected,
+    )
+
+
+async def assert_index_matches_history(
+    db: Any,
+    reader: Person,
+    room_id: str,
+    channel_id: Any,
+    sent: dict[str, tuple[str, str]] | None = None,
+    note: str = "",
+) -> IndexReport:
+    """:func:`index_report`, then assert it is clean; returns the report for figures.
+    ``note`` (a seed, say) is added to every failure message."""
+    r = await index_report(db, reader, room_id, channel_id, sent)
+    where = f" ({note})" if note else ""
+    assert not r.unexpected, f"test premise{where}: {r.unexpected[:5]}"
+    assert not r.missing, f"{len(r.missing)} messages have no row{where}: {r.missing[:5]}"
+    assert not r.extra, f"{len(r.extra)} rows match no message{where}: {r.extra[:5]}"
+    assert not r.doubled, f"duplicate rows{where}: {r.doubled[:5]}"
+    assert not r.wrong, f"{len(r.wrong)} rows with wrong fields{where}: {r.wrong[:3]}"
+    assert r.rows == r.messages
+    return r
+
+
+# -- pushing transactions by hand -------------------------------------------------------------
+
+
+def hs_token_of(config: Path) -> str:
+    return str(load_yaml(config)["appservice"]["hs_token"])
+
+
+async def put_transaction(
+    session: aiohttp.ClientSession,
+    port: int,
+    hs_token: str,
+    txn_id: str,
+    events: list[dict[str, Any]],
+    timeout: float = 30,
+) -> tuple[int, Any]:
+    """PUT a transaction to the bridge on ``port`` as the homeserver would; returns
+    ``(status, body)``."""
+    url = f"http://127.0.0.1:{port}/_matrix/app/v1/transactions/{q(txn_id)}"
+    async with session.put(
+        url,
+        json={"events": events},
+        headers={"Authorization": f"Bearer {hs_token}"},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def http_status(session: aiohttp.ClientSession, url: str, timeout: float = 5) -> int:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        await resp.read()
+        return resp.status
