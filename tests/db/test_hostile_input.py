@@ -4,8 +4,8 @@ while the database is up, never breaks a constraint, and sets bad events aside."
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 import uuid
 from typing import Any
 
