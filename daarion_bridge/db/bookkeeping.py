@@ -31,6 +31,17 @@ RETURNING true
 """
 
 
+# One writer at a time across every bridge process on this database (a rolling restart,
+# an HA pair): Synapse sends one transaction at a time anyway, and serial writers can
+# neither deadlock nor race each other to create the same channel or slug.
+INGEST_LOCK_KEY = 0x6461_6172  # "daar"
+
+
+async def lock_ingest(conn: Connection) -> None:
+    """Held until the surrounding transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", INGEST_LOCK_KEY)
+
+
 async def is_committed(conn: Connection | Pool, txn_id: str, digest: str) -> bool:
     return bool(
         await conn.fetchval(

@@ -65,6 +65,7 @@ async def write_transaction(
     """
     outcome = Outcome()
     async with conn.transaction():
+        await bookkeeping.lock_ingest(conn)
         if not await bookkeeping.claim_transaction(conn, txn_id, digest, len(items)):
             outcome.replay = True
             return outcome
