@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -9,10 +11,12 @@ from asyncpg import Connection
 
 DELETED = "[deleted]"
 
-_INSERT = """
+_INSERT_MANY = """
 INSERT INTO messages (channel_id, matrix_event_id, sender_user_id, sender_type,
                       content_preview, created_at)
-VALUES ($1, $2, $3, 'human', $4, $5)
+SELECT channel_id, event_id, sender_user_id, 'human', preview, created_at
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[])
+    AS m(channel_id, event_id, sender_user_id, preview, created_at)
 ON CONFLICT (matrix_event_id) DO NOTHING
 """
 # The state row makes edits order-independent: only a newer edit wins, and a
@@ -36,16 +40,26 @@ RETURNING 1
 """
 
 
-async def insert(
-    conn: Connection,
-    *,
-    channel_id: UUID,
-    event_id: str,
-    sender_user_id: UUID,
-    preview: str,
-    created_at: datetime,
-) -> None:
-    await conn.execute(_INSERT, channel_id, event_id, sender_user_id, preview, created_at)
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    channel_id: UUID
+    event_id: str
+    sender_user_id: UUID
+    preview: str
+    created_at: datetime
+
+
+async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> None:
+    """One statement for a run of messages: one round trip instead of one per message."""
+    if rows:
+        await conn.execute(
+            _INSERT_MANY,
+            [r.channel_id for r in rows],
+            [r.event_id for r in rows],
+            [r.sender_user_id for r in rows],
+            [r.preview for r in rows],
+            [r.created_at for r in rows],
+        )
 
 
 async def edit(

@@ -126,17 +126,29 @@ class _Applier:
             if isinstance(op, ev.NewMessage | ev.Membership) and op.room_id in self.channels
         }
         self.users = await users.ensure_users(self.conn, sorted(people & bridged))
+        pending: list[messages.NewRow] = []  # a run of new messages, written in one go
         for raw, op in pairs:
             kind = type(op).__name__
             channel = self.channels.get(op.room_id)
             if channel is None or isinstance(op, ev.BotInvited):
                 self.outcome.ignored[kind] += 1
                 continue
+            if isinstance(op, ev.NewMessage) and not self.isolate:
+                pending.append(self.new_row(op, channel))
+                self.outcome.applied[kind] += 1
+                continue
+            # Later operations (an edit, a redaction) may refer to the pending rows.
+            await messages.insert_many(self.conn, pending)
+            pending.clear()
             if self.isolate:
                 applied = await self.apply_isolated(raw, op, channel)
             else:
                 applied = await self.apply(op, channel)
             (self.outcome.applied if applied else self.outcome.ignored)[kind] += 1
+        await messages.insert_many(self.conn, pending)
+
+    def new_row(self, op: ev.NewMessage, channel: channels.Channel) -> messages.NewRow:
+        return messages.NewRow(channel.id, op.event_id, self.users[op.sender], op.preview, op.ts)
 
     async def apply_isolated(self, raw: Any, op: ev.Operation, channel: channels.Channel) -> bool:
         try:
@@ -159,14 +171,7 @@ class _Applier:
     async def apply(self, op: ev.Operation, channel: channels.Channel) -> bool:
         conn = self.conn
         if isinstance(op, ev.NewMessage):
-            await messages.insert(
-                conn,
-                channel_id=channel.id,
-                event_id=op.event_id,
-                sender_user_id=self.users[op.sender],
-                preview=op.preview,
-                created_at=op.ts,
-            )
+            await messages.insert_many(conn, [self.new_row(op, channel)])
             return True
         if isinstance(op, ev.EditMessage):
             return await messages.edit(conn, op.target_event_id, op.event_id, op.ts_ms, op.preview)
