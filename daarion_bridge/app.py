@@ -14,7 +14,7 @@ from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
 
-from . import metrics
+from . import maintenance, metrics
 from .config import Config
 from .db.database import open_database
 from .embedded_db import EmbeddedPostgres
@@ -37,6 +37,7 @@ class Bridge:
         self.runner: web.AppRunner | None = None
         self.recovery: DatabaseRecovery | None = None
         self.metrics_server: Any = None
+        self.maintenance: asyncio.Task[None] | None = None
         self.started = False
 
     def is_ready(self) -> bool:
@@ -75,6 +76,7 @@ class Bridge:
 
         await self._wait_for_homeserver()
         await self._check_homeserver(bot)
+        self.maintenance = asyncio.create_task(maintenance.run_forever(pool), name="maintenance")
         self.started = True
         log.info(
             "Bridge ready in %.1f s: listening on %s:%d as %s",
@@ -156,6 +158,9 @@ class Bridge:
             await self.runner.cleanup()
         if self.recovery is not None:
             await self.recovery.stop()
+        if self.maintenance is not None:
+            self.maintenance.cancel()
+            await asyncio.gather(self.maintenance, return_exceptions=True)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         if self.http is not None:

@@ -318,3 +318,17 @@ async def test_hostile_text_is_stored_literally(pool: asyncpg.Pool, txns: Txns) 
     await txns.send([text(hostile), event("m.room.name", {"name": hostile}, state_key="")])
     assert list((await previews(pool)).values()) == [hostile[:19] + "…"]
     assert await pool.fetchval("SELECT name FROM channels") == hostile
+
+
+async def test_old_transaction_ids_are_pruned(pool: asyncpg.Pool, txns: Txns) -> None:
+    from daarion_bridge.maintenance import prune_transactions
+
+    await txns.send([text("a")], txn_id="old")
+    await txns.send([text("b")], txn_id="new")
+    await pool.execute(
+        "UPDATE bridge_transactions SET processed_at = now() - interval '8 days' "
+        "WHERE txn_id = 'old'"
+    )
+    assert await prune_transactions(pool) == 1
+    ids = {r["txn_id"] for r in await pool.fetch("SELECT txn_id FROM bridge_transactions")}
+    assert "old" not in ids and "new" in ids

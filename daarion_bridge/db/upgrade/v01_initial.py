@@ -127,6 +127,7 @@ CREATE TABLE bridge_transactions (
     event_count   integer NOT NULL,
     processed_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX bridge_transactions_processed_at_idx ON bridge_transactions (processed_at);
 
 -- Events that can never be processed, kept with the reason instead of blocking
 -- the transaction they came in.
