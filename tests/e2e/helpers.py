@@ -6,20 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp import web
 from ruamel.yaml import YAML
 
 from daarion_bridge.devtools.synapse import die_with_parent, tail_file
@@ -567,16 +570,26 @@ async def open_channel(
 
 
 async def wait_indexed(
-    db: Any, channel_id: Any, expected: int, timeout: float = 60, interval: float = 0.1
+    db: Any,
+    channel_id: Any,
+    expected: int,
+    timeout: float = 60,
+    interval: float = 0.1,
+    stall: float | None = None,
 ) -> float | None:
     """Wait until the channel has at least ``expected`` message rows; returns the seconds
-    that took, or None on timeout (then :func:`index_report` tells what is missing)."""
-    t0 = time.monotonic()
+    that took, or None on timeout, or once the count has not moved for ``stall`` seconds
+    (then :func:`index_report` tells what is missing)."""
+    t0 = last_change = time.monotonic()
+    last = -1
     while True:
         n = await db.fetchval("SELECT count(*) FROM messages WHERE channel_id = $1", channel_id)
+        now = time.monotonic()
         if n >= expected:
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
+            return now - t0
+        if n != last:
+            last, last_change = n, now
+        if now - t0 > timeout or (stall is not None and now - last_change > stall):
             return None
         await asyncio.sleep(interval)
 
@@ -596,6 +609,7 @@ class IndexReport:
     extra: list[str]  # rows that match no message of the history
     wrong: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (event id, row, expected)
     unexpected: list[str]  # history differs from what the test sent (sent given)
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the messages
 
     @property
     def ok(self) -> bool:
@@ -671,7 +685,21 @@ async def index_report(
         extra=sorted(set(by_event) - in_history),
         wrong=wrong,
         unexpected=unexpected,
+        history=history,
     )
+
+
+def assert_report_clean(r: IndexReport, note: str = "") -> IndexReport:
+    """Fail with the first few of whatever :func:`index_report` found wrong. ``note`` (a
+    seed, say) is added to every failure message."""
+    where = f" ({note})" if note else ""
+    assert not r.unexpected, f"test premise{where}: {r.unexpected[:5]}"
+    assert not r.missing, f"{len(r.missing)} messages have no row{where}: {r.missing[:5]}"
+    assert not r.extra, f"{len(r.extra)} rows match no message{where}: {r.extra[:5]}"
+    assert not r.doubled, f"duplicate rows{where}: {r.doubled[:5]}"
+    assert not r.wrong, f"{len(r.wrong)} rows with wrong fields{where}: {r.wrong[:3]}"
+    assert r.rows == r.messages
+    return r
 
 
 async def assert_index_matches_history(
@@ -682,17 +710,9 @@ async def assert_index_matches_history(
     sent: dict[str, tuple[str, str]] | None = None,
     note: str = "",
 ) -> IndexReport:
-    """:func:`index_report`, then assert it is clean; returns the report for figures.
-    ``note`` (a seed, say) is added to every failure message."""
-    r = await index_report(db, reader, room_id, channel_id, sent)
-    where = f" ({note})" if note else ""
-    assert not r.unexpected, f"test premise{where}: {r.unexpected[:5]}"
-    assert not r.missing, f"{len(r.missing)} messages have no row{where}: {r.missing[:5]}"
-    assert not r.extra, f"{len(r.extra)} rows match no message{where}: {r.extra[:5]}"
-    assert not r.doubled, f"duplicate rows{where}: {r.doubled[:5]}"
-    assert not r.wrong, f"{len(r.wrong)} rows with wrong fields{where}: {r.wrong[:3]}"
-    assert r.rows == r.messages
-    return r
+    """:func:`index_report`, then :func:`assert_report_clean`; returns the report."""
+    report = await index_report(db, reader, room_id, channel_id, sent)
+    return assert_report_clean(report, note)
 
 
 # -- pushing transactions by hand -------------------------------------------------------------
@@ -726,3 +746,104 @@ async def http_status(session: aiohttp.ClientSession, url: str, timeout: float =
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
         await resp.read()
         return resp.status
+
+
+class RecordingProxy:
+    """Sits on the registration's URL in front of a bridge listening elsewhere, forwards
+    every request and records each transaction the homeserver pushed: ``(txn id, event
+    ids, status the bridge answered)``; a status of 0 means the bridge did not answer.
+    Tells "the homeserver never pushed it" from "the bridge said 200 and lost it"."""
+
+    def __init__(self, port: int, target_port: int) -> None:
+        self.port = port
+        self.target = f"http://127.0.0.1:{target_port}"
+        self.pushes: list[tuple[str, list[str], int]] = []
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._client is not None
+        body = await request.read()
+        keep = ("authorization", "content-type")
+        headers = {k: v for k, v in request.headers.items() if k.lower() in keep}
+        event_ids: list[str] | None = None
+        if request.method == "PUT" and "/transactions/" in request.path:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                event_ids = [e.get("event_id") for e in json.loads(body).get("events", [])]
+        status, data, ctype = 0, b"", "application/json"
+        try:
+            async with self._client.request(
+                request.method, self.target + request.path_qs, data=body, headers=headers
+            ) as resp:
+                status, data = resp.status, await resp.read()
+                ctype = resp.headers.get("Content-Type", ctype)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        finally:
+            if event_ids is not None:
+                self.pushes.append((request.match_info["txn"], event_ids, status))
+        if status == 0:
+            return web.json_response({"errcode": "M_UNKNOWN", "error": "bridge down"}, status=502)
+        return web.Response(status=status, body=data, headers={"Content-Type": ctype})
+
+    async def start(self) -> None:
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("PUT", "/_matrix/app/v1/transactions/{txn}", self._forward)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def fate(self, event_id: str) -> str:
+        """What happened to an event on its way to the bridge."""
+        answers = [(txn, status) for txn, ids, status in self.pushes if event_id in ids]
+        if not answers:
+            return "never pushed by the homeserver"
+        if any(status == 200 for _, status in answers):
+            return f"answered 200 by the bridge (txn {[t for t, s in answers if s == 200]})"
+        return f"pushed, never answered 200: {answers}"
+
+
+def synapse_unsent_transactions(synapse_workdir: Path) -> dict[str, tuple[int, str]]:
+    """What Synapse (SQLite) holds as appservice transactions not yet completed:
+    event id -> (txn id, appservice state). Once traffic has settled, an event found here
+    was never pushed: Synapse left its transaction behind (seen when its recoverer
+    declares the service up just as a new transaction is stored for a down service)."""
+    db = synapse_workdir / "homeserver.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT as_id, txn_id, event_ids FROM application_services_txns")
+        txns = rows.fetchall()
+        states = dict(con.execute("SELECT as_id, state FROM application_services_state"))
+    finally:
+        con.close()
+    return {
+        event_id: (txn_id, states.get(as_id) or "up")
+        for as_id, txn_id, ids in txns
+        for event_id in json.loads(ids)
+    }
+
+
+def explain_missing(missing: Iterable[str], synapse_workdir: Path) -> str:
+    """A note for the failure message: which missing events Synapse never pushed."""
+    missing = list(missing)
+    if not missing:
+        return ""
+    unsent = synapse_unsent_transactions(synapse_workdir)
+    stuck = {i: unsent[i] for i in missing if i in unsent}
+    if not stuck:
+        return "none of them is in Synapse's unsent appservice transactions"
+    parts = [f"{i} in txn {txn} (service {state})" for i, (txn, state) in stuck.items()]
+    return (
+        f"{len(stuck)} of the {len(missing)} missing never pushed by Synapse: it still holds "
+        f"them in unsent appservice transactions: {'; '.join(parts[:5])}"
+    )
