@@ -15,6 +15,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
+from .catchup import CatchUp
 from .config import Config
 from .db.database import open_database
 from .embedded_db import EmbeddedPostgres
@@ -38,6 +39,7 @@ class Bridge:
         self.recovery: DatabaseRecovery | None = None
         self.metrics_server: Any = None
         self.maintenance: asyncio.Task[None] | None = None
+        self.catch_up: CatchUp | None = None
         self.started = False
 
     def is_ready(self) -> bool:
@@ -58,6 +60,8 @@ class Bridge:
         bot = Bot.connect(cfg, self.http, PgASStateStore(self.state_db))
         self.recovery = DatabaseRecovery(pool, bot)
         ingestor = Ingestor(pool, bot, cfg)
+        self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
+        ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("a homeserver restart")
         web_api = AppserviceApi(cfg, ingestor, self.recovery.database_failed, self.is_ready)
 
         # Listen before talking to the homeserver: its ping calls us back.
@@ -86,6 +90,7 @@ class Bridge:
             cfg.bot_mxid,
         )
         await self._ping(bot)
+        self.catch_up.schedule("start")
 
     async def _database_url(self) -> str:
         if not self.config.database.embedded:
@@ -158,6 +163,8 @@ class Bridge:
             await self.runner.cleanup()
         if self.recovery is not None:
             await self.recovery.stop()
+        if self.catch_up is not None:
+            await self.catch_up.stop()
         if self.maintenance is not None:
             self.maintenance.cancel()
             await asyncio.gather(self.maintenance, return_exceptions=True)

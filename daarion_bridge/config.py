@@ -53,6 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "default_microdao": None,
         "allow_federated_invites": False,
         "agent_localpart_template": "agent-{name}",
+        "catch_up_window": 600,
     },
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
 }
@@ -106,6 +107,7 @@ class BridgeConfig:
     default_microdao: str | None
     allow_federated_invites: bool
     agent_localpart_template: str
+    catch_up_window: float
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         default_microdao=b.str("default_microdao", MICRODAO_ID, optional=True),
         allow_federated_invites=b.bool("allow_federated_invites"),
         agent_localpart_template=b.str("agent_localpart_template", AGENT_TEMPLATE),
+        catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
     )
     m = _Reader(path, raw, "metrics")
     host, _, port = m.str("listen").rpartition(":")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -32,6 +32,10 @@ class Ingestor:
         # Synapse sends one transaction at a time; a replay racing the original must not
         # interleave its invite handling or writes with it.
         self._lock = asyncio.Lock()
+        # Synapse numbers its transactions; a smaller number means it restarted and may
+        # have dropped events it had queued in memory.
+        self._last_numeric_id = -1
+        self.on_homeserver_reset: Callable[[], None] = lambda: None
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -73,6 +77,11 @@ class Ingestor:
                         conn, txn_id, digest, items, setups, events=events
                     )
         self._record(outcome, ephemeral, time.perf_counter() - started)
+        if txn_id.isdigit():
+            number, self._last_numeric_id = int(txn_id), max(int(txn_id), self._last_numeric_id)
+            if number < self._last_numeric_id or outcome.reused_id:
+                log.info("Transaction ids started again at %s: the homeserver restarted", txn_id)
+                self.on_homeserver_reset()
         return outcome
 
     async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import math
@@ -27,8 +28,14 @@ ON CONFLICT (txn_id) DO UPDATE SET
     event_count = EXCLUDED.event_count,
     processed_at = now()
 WHERE bridge_transactions.events_digest <> EXCLUDED.events_digest
-RETURNING true
+RETURNING (xmax = 0) AS inserted
 """
+
+
+class Claim(enum.Enum):
+    NEW = "new"
+    REPLAY = "replay"  # committed before: nothing to do
+    REUSED = "reused"  # an id seen before with other events: the homeserver reset its counter
 
 
 # One writer at a time across every bridge process on this database (a rolling restart,
@@ -52,14 +59,16 @@ async def is_committed(conn: Connection | Pool, txn_id: str, digest: str) -> boo
     )
 
 
-async def claim_transaction(conn: Connection, txn_id: str, digest: str, event_count: int) -> bool:
-    """Record the transaction; False when this same transaction was committed before.
+async def claim_transaction(conn: Connection, txn_id: str, digest: str, event_count: int) -> Claim:
+    """Record the transaction id in the transaction that writes its rows.
 
-    Runs inside the transaction that writes the rows, so the id and the rows commit
-    together. A concurrent duplicate blocks on the primary key until the first commits.
-    An id seen before with other events (the homeserver's counter was reset) is new.
+    The id and the rows commit together. A concurrent duplicate blocks on the primary
+    key until the first commits, then sees a replay.
     """
-    return await conn.fetchval(_CLAIM, txn_id, digest, event_count) is not None
+    inserted = await conn.fetchval(_CLAIM, txn_id, digest, event_count)
+    if inserted is None:
+        return Claim.REPLAY
+    return Claim.NEW if inserted else Claim.REUSED
 
 
 def _scrub(value: Any) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from asyncpg import Connection
+from asyncpg import Connection, Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +51,20 @@ async def set_power_levels(conn: Connection, room_id: str, power_levels: dict[st
         room_id,
         json.dumps(power_levels),
     )
+
+
+async def touch(conn: Connection, room_ids: Collection[str]) -> None:
+    if room_ids:
+        await conn.execute(
+            "UPDATE bridge_rooms SET last_event_at = now() WHERE room_id = ANY($1::text[])",
+            list(room_ids),
+        )
+
+
+async def recently_active(conn: Connection | Pool, window_seconds: float) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT room_id FROM bridge_rooms "
+        "WHERE last_event_at > now() - make_interval(secs => $1) ORDER BY last_event_at DESC",
+        float(window_seconds),
+    )
+    return [r["room_id"] for r in rows]

@@ -42,6 +42,7 @@ Item = ev.Operation | Rejected | None
 @dataclass
 class Outcome:
     replay: bool = False
+    reused_id: bool = False  # the homeserver reused a committed id for new events
     applied: Counter[str] = field(default_factory=Counter)
     ignored: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
@@ -66,9 +67,11 @@ async def write_transaction(
     outcome = Outcome()
     async with conn.transaction():
         await bookkeeping.lock_ingest(conn)
-        if not await bookkeeping.claim_transaction(conn, txn_id, digest, len(items)):
+        claim = await bookkeeping.claim_transaction(conn, txn_id, digest, len(items))
+        if claim is bookkeeping.Claim.REPLAY:
             outcome.replay = True
             return outcome
+        outcome.reused_id = claim is bookkeeping.Claim.REUSED
         for item in items:
             if isinstance(item, Rejected):
                 await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
@@ -146,6 +149,7 @@ class _Applier:
                 applied = await self.apply(op, channel)
             (self.outcome.applied if applied else self.outcome.ignored)[kind] += 1
         await messages.insert_many(self.conn, pending)
+        await rooms.touch(self.conn, {op.room_id for op in ops if op.room_id in self.channels})
 
     def new_row(self, op: ev.NewMessage, channel: channels.Channel) -> messages.NewRow:
         return messages.NewRow(channel.id, op.event_id, self.users[op.sender], op.preview, op.ts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -82,6 +83,25 @@ class Bot:
 
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         return await self.intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
+
+    async def room_history(
+        self, room_id: str, page_size: int = 100
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The room's timeline as the bot sees it, newest first, one page at a time."""
+        token: str | None = None
+        while True:
+            query = {"dir": "b", "limit": str(page_size)}
+            if token:
+                query["from"] = token
+            page = await self.intent.api.request(
+                Method.GET, Path.v3.rooms[room_id].messages, query_params=query
+            )
+            chunk = page.get("chunk") or []
+            if chunk:
+                yield chunk
+            token = page.get("end")
+            if not chunk or not token:
+                return
 
     async def ping(self) -> None:
         """Ask the homeserver to retry its queued transactions now (after an outage)."""

@@ -159,7 +159,8 @@ async def test_messages_become_rows_with_sender_time_and_preview(
 
 async def test_replayed_transaction_is_a_no_op(pool: asyncpg.Pool, txns: Txns) -> None:
     events = [text("one"), text("two")]
-    assert not (await txns.send(events, txn_id="same")).replay
+    first = await txns.send(events, txn_id="same")
+    assert not first.replay and not first.reused_id
     again = await txns.send(events, txn_id="same")
     assert again.replay and not again.applied
     # The same events under a new id double nothing either.
@@ -172,7 +173,7 @@ async def test_reused_transaction_id_with_new_events_is_processed(
 ) -> None:
     await txns.send([text("before reset")], txn_id="1")
     outcome = await txns.send([text("after reset")], txn_id="1")
-    assert not outcome.replay
+    assert not outcome.replay and outcome.reused_id
     assert sorted((await previews(pool)).values()) == ["after reset", "before reset"]
 
 

@@ -390,5 +390,6 @@ def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
         default_microdao=None,
         allow_federated_invites=federated,
         agent_localpart_template="agent-{name}",
+        catch_up_window=600,
     )
     assert invite_allowed(inviter, "localhost", bridge) is allowed

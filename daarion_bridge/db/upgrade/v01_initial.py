@@ -143,13 +143,16 @@ CREATE TABLE bridge_dead_letters (
 );
 CREATE INDEX bridge_dead_letters_created_at_idx ON bridge_dead_letters (created_at);
 
--- The room state the index needs to derive member roles.
+-- The room state the index needs to derive member roles, and when a transaction last
+-- touched the room (the catch-up reads recently active rooms back from the homeserver).
 CREATE TABLE bridge_rooms (
-    room_id      text PRIMARY KEY,
-    room_version text NOT NULL,
-    creators     text[] NOT NULL,
-    power_levels jsonb
+    room_id       text PRIMARY KEY,
+    room_version  text NOT NULL,
+    creators      text[] NOT NULL,
+    power_levels  jsonb,
+    last_event_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX bridge_rooms_last_event_at_idx ON bridge_rooms (last_event_at);
 
 -- Which edit a message row shows and whether it was redacted, so a replayed
 -- older edit never overwrites a newer one and nothing resurrects a redaction.

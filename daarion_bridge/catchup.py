@@ -1,0 +1,178 @@
+"""Catch-up: read recently active rooms back from the homeserver, index what never came.
+
+Synapse can lose events on their way to an appservice: those queued in memory when it
+stops, or one stored while it still counts the appservice as down. The homeserver's
+room history is the truth, so after a start or a homeserver restart the bridge pages
+back through each room active in the last `bridge.catch_up_window` seconds and feeds
+the message events it has no row for through the normal ingest path (idempotent by
+event id, so anything already indexed is untouched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from asyncpg import Pool
+from mautrix.errors import MatrixRequestError
+
+from .db import rooms
+from .db.bookkeeping import events_digest
+from .ingest import Ingestor
+from .matrix.bot import Bot
+from .translate.events import MESSAGE_TYPES
+
+log = logging.getLogger("daarion.catchup")
+
+CATCH_UP_TYPES = MESSAGE_TYPES | {"m.room.redaction"}
+MAX_EVENTS_PER_ROOM = 1000
+BATCH = 100
+
+
+def _is_join_of(event: dict[str, Any], user_id: str) -> bool:
+    content = event.get("content") or {}
+    return (
+        event.get("type") == "m.room.member"
+        and event.get("state_key") == user_id
+        and content.get("membership") == "join"
+    )
+
+
+def _target(event: dict[str, Any]) -> str | None:
+    """The message an edit or a redaction acts on, None for a new message."""
+    content = event.get("content") or {}
+    if event.get("type") == "m.room.redaction":
+        target = event.get("redacts") or content.get("redacts")
+        return target if isinstance(target, str) else None
+    relates = content.get("m.relates_to") if isinstance(content, dict) else None
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+        target = relates.get("event_id")
+        return target if isinstance(target, str) else None
+    return None
+
+
+class CatchUp:
+    def __init__(
+        self,
+        pool: Pool,
+        bot: Bot,
+        ingestor: Ingestor,
+        window_seconds: float,
+        delay_seconds: float = 2.0,
+    ) -> None:
+        self.pool = pool
+        self.bot = bot
+        self.ingestor = ingestor
+        self.window = window_seconds
+        # Let the homeserver push what it still has queued before reading history.
+        self.delay = delay_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.window > 0
+
+    def schedule(self, reason: str) -> None:
+        if not self.enabled:
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True  # one more round when this one ends
+            return
+        self._task = asyncio.create_task(self._run(reason), name=f"catch-up ({reason})")
+        self._task.add_done_callback(self._report)
+
+    @staticmethod
+    def _report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Catch-up failed", exc_info=task.exception())
+
+    async def _run(self, reason: str) -> None:
+        while True:
+            self._again = False
+            await asyncio.sleep(self.delay)
+            started = time.monotonic()
+            room_ids = await rooms.recently_active(self.pool, self.window)
+            late = 0
+            for room_id in room_ids:
+                late += await self.catch_up_room(room_id)
+            log.info(
+                "Catch-up after %s: read back %d room(s) in %.1f s, %d event(s) were missing",
+                reason,
+                len(room_ids),
+                time.monotonic() - started,
+                late,
+            )
+            if not self._again:
+                return
+            reason = "more activity"
+
+    async def catch_up_room(self, room_id: str) -> int:
+        """Index the room's recent message events that have no row; returns how many."""
+        try:
+            recent = await self._recent_events(room_id)
+        except MatrixRequestError as e:
+            log.info("Catch-up skips %s: %s", room_id, e.errcode)
+            return 0
+        missing = await self._without_rows(recent)
+        for start in range(0, len(missing), BATCH):
+            chunk = missing[start : start + BATCH]
+            txn_id = f"catch-up-{events_digest(chunk)[:32]}"
+            await self.ingestor.handle_transaction(txn_id, chunk)
+        return len(missing)
+
+    async def _recent_events(self, room_id: str) -> list[dict[str, Any]]:
+        cutoff_ms = (time.time() - self.window) * 1000
+        found: list[dict[str, Any]] = []
+        async for page in self.bot.room_history(room_id):
+            for event in page:
+                ts = event.get("origin_server_ts")
+                if _is_join_of(event, self.bot.intent.mxid) or (
+                    isinstance(ts, int) and ts < cutoff_ms
+                ):
+                    return found[::-1]
+                if event.get("type") in CATCH_UP_TYPES:
+                    found.append(event)
+            if len(found) >= MAX_EVENTS_PER_ROOM:
+                break
+        return found[::-1]  # oldest first, as the homeserver would have pushed them
+
+    async def _without_rows(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events whose effect the index lacks: messages without a row, edits newer
+        than what their row shows, redactions of rows not yet `[deleted]`."""
+        ids = [e["event_id"] for e in events if isinstance(e.get("event_id"), str)]
+        targets = [t for t in map(_target, events) if t is not None]
+        known = {
+            r["matrix_event_id"]
+            for r in await self.pool.fetch(
+                "SELECT matrix_event_id FROM messages WHERE matrix_event_id = ANY($1::text[])",
+                ids,
+            )
+        }
+        state = {
+            r["matrix_event_id"]: (r["last_edit_ts"], r["redacted"])
+            for r in await self.pool.fetch(
+                "SELECT matrix_event_id, last_edit_ts, redacted FROM bridge_message_state "
+                "WHERE matrix_event_id = ANY($1::text[])",
+                targets,
+            )
+        }
+
+        def lacking(event: dict[str, Any]) -> bool:
+            target = _target(event)
+            if target is None:
+                return event.get("event_id") not in known
+            last_edit_ts, redacted = state.get(target, (None, False))
+            if event.get("type") == "m.room.redaction":
+                return not redacted
+            return not redacted and (last_edit_ts or -1) < (event.get("origin_server_ts") or 0)
+
+        return [e for e in events if lacking(e)]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
