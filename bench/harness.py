@@ -1,0 +1,335 @@
+"""The processes under test: PostgreSQL, Synapse (only to create channels) and the bridge.
+
+Reuses the end-to-end harness (``tests.e2e.helpers``: config writing, ``-g``, the bridge
+process, people acting over the client API) and ``LocalSynapse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+from yarl import URL
+
+from daarion_bridge.devtools.synapse import LocalSynapse, free_port
+from daarion_bridge.embedded_db import EmbeddedPostgres
+from tests.conftest import create_database
+from tests.e2e.helpers import (
+    BridgeProcess,
+    Person,
+    derive_config,
+    file_logging,
+    load_yaml,
+    open_channel,
+    run_cli,
+    write_bridge_config,
+)
+
+SERVER_NAME = "localhost"
+BOT = f"@daarion:{SERVER_NAME}"
+MICRODAO = "microdao:bench"
+OWNER = "bench-owner"
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def distinct_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
+
+
+class Postgres:
+    """The embedded server in the work dir, or the server of ``--database-url``."""
+
+    def __init__(self, workdir: Path, url: str | None) -> None:
+        self.workdir = workdir
+        self.given_url = url
+        self.embedded: EmbeddedPostgres | None = None
+        self.server_url = ""
+        self.created: list[str] = []
+
+    async def start(self) -> str:
+        if self.given_url:
+            self.server_url = self.given_url
+        else:
+            self.embedded = EmbeddedPostgres(self.workdir / "postgres")
+            self.server_url = await self.embedded.start()
+        return self.server_url
+
+    async def new_database(self, prefix: str) -> str:
+        url = await create_database(self.server_url, prefix)
+        self.created.append(url)
+        return url
+
+    async def settings(self) -> dict[str, str]:
+        conn = await asyncpg.connect(self.server_url)
+        try:
+            names = (
+                "server_version",
+                "shared_buffers",
+                "work_mem",
+                "synchronous_commit",
+                "fsync",
+                "wal_level",
+                "max_wal_size",
+            )
+            return {n: await conn.fetchval(f"SHOW {n}") for n in names}
+        finally:
+            await conn.close()
+
+    async def stop(self, keep: bool) -> None:
+        if self.embedded is not None:
+            await self.embedded.stop()
+        elif not keep and self.created:
+            conn = await asyncpg.connect(self.server_url)
+            try:
+                for url in self.created:
+                    name = URL(url).path.lstrip("/")
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+
+@dataclass
+class Stack:
+    """Synapse + the bridge process on a fresh database; channels made the bridge's way."""
+
+    workdir: Path
+    database_url: str
+    synapse: LocalSynapse | None = None
+    bridge: BridgeProcess | None = None
+    hs_token: str = ""
+    as_port: int = 0
+    metrics_port: int = 0
+    rooms: list[str] = field(default_factory=list)
+    owner_id: str = ""
+    _people: list[Person] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.as_port}"
+
+    async def start(self) -> None:
+        synapse_port, self.as_port, self.metrics_port = distinct_ports(3)
+        log_file = self.workdir / "bridge.log"
+        config = write_bridge_config(
+            self.workdir / "config.yaml",
+            homeserver_url=f"http://127.0.0.1:{synapse_port}",
+            appservice_port=self.as_port,
+            database_url=self.database_url,
+            default_microdao=MICRODAO,
+            log_file=log_file,
+        )
+
+        def production_like(cfg: Any) -> None:
+            cfg["logging"] = file_logging(log_file, "INFO")  # the e2e harness logs DEBUG
+            cfg["metrics"]["enabled"] = True  # to read the server-side transaction time
+            cfg["metrics"]["listen"] = f"127.0.0.1:{self.metrics_port}"
+
+        derive_config(config, config, production_like)
+        registration = self.workdir / "registration.yaml"
+        gen = await run_cli("-g", "-c", str(config), "-r", str(registration))
+        if gen.returncode != 0:
+            raise RuntimeError(f"`daarion_bridge -g` failed: {gen.stderr[-2000:]}")
+        self.hs_token = str(load_yaml(config)["appservice"]["hs_token"])
+        self.synapse = LocalSynapse(
+            self.workdir / "synapse",
+            server_name=SERVER_NAME,
+            port=synapse_port,
+            registrations=[registration],
+        )
+        await self.synapse.start()
+        say(f"Synapse up in {self.synapse.start_seconds:.1f} s")
+        self.bridge = BridgeProcess(
+            config,
+            registration,
+            self.as_port,
+            output=self.workdir / "bridge.out",
+            log_file=log_file,
+        )
+        await self.bridge.start(timeout=60)
+        say(f"bridge up in {self.bridge.start_seconds[-1]:.1f} s (pid {self.bridge_pid})")
+
+    @property
+    def bridge_pid(self) -> int:
+        assert self.bridge is not None and self.bridge.proc is not None
+        return self.bridge.proc.pid
+
+    async def create_channels(self, n: int, parallel: int = 8) -> list[str]:
+        """n rooms created over the client API, the bot invited; returns once every room
+        has its channels row (written by the bridge from Synapse's pushes)."""
+        assert self.synapse is not None
+        user_id, token = await self.synapse.register_user(OWNER)
+        owner = Person(self.synapse.base_url, user_id, token)
+        self._people.append(owner)
+        self.owner_id = user_id
+        sem = asyncio.Semaphore(parallel)
+        done = 0
+        t0 = time.monotonic()
+        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=parallel)
+        try:
+
+            async def one(i: int) -> str:
+                nonlocal done
+                async with sem:
+                    room_id, _ = await open_channel(pool, owner, BOT, f"bench {i:05d}", timeout=120)
+                done += 1
+                if done % 25 == 0 or done == n:
+                    say(f"channels: {done}/{n} ({time.monotonic() - t0:.0f} s)")
+                return room_id
+
+            self.rooms = list(await asyncio.gather(*(one(i) for i in range(n))))
+        finally:
+            await pool.close()
+        return self.rooms
+
+    async def stop_synapse(self) -> None:
+        """Stop Synapse so none of its own pushes can overlap the measured transactions;
+        then wait until the bridge has finished whatever Synapse had in flight."""
+        for person in self._people:
+            await person.close()
+        if self.synapse is not None:
+            await self.synapse.stop()
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            last = None
+            while True:
+                now = await conn.fetchval("SELECT count(*) FROM bridge_transactions")
+                if now == last:
+                    break
+                last = now
+                await asyncio.sleep(1.0)
+        finally:
+            await conn.close()
+
+    async def metrics(self) -> dict[str, float]:
+        """The bridge's Prometheus counters that say where a transaction's time went."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            text = await resp.text()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("daarion_bridge_") and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    async def stop(self) -> None:
+        for person in self._people:
+            await person.close()
+        if self.bridge is not None:
+            await self.bridge.stop()
+        if self.synapse is not None:
+            await self.synapse.stop()
+
+
+def rss(pid: int) -> dict[str, int]:
+    """Resident set size now, and its peak (VmHWM) over the process's life, in bytes."""
+    out = {"rss": psutil.Process(pid).memory_info().rss}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["peak"] = int(line.split()[1]) * 1024
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of the bridge process and of the PostgreSQL server (postmaster and all
+    its children: backends, WAL writer, checkpointer, autovacuum) over a phase."""
+
+    def __init__(self, bridge_pid: int, postmaster_pid: int | None) -> None:
+        self.bridge = psutil.Process(bridge_pid)
+        self.postmaster = psutil.Process(postmaster_pid) if postmaster_pid else None
+        self.t0 = 0.0
+        self.driver0 = 0.0
+        self.bridge0 = 0.0
+        self.pg0: float | None = None
+        self.busy0 = 0.0
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    def _pg(self) -> float | None:
+        """Postmaster and live children, plus children that exited (reaped by the
+        postmaster, so in its children_* times): asyncpg's pool replaces a connection
+        after 50,000 queries, so backends do come and go during a phase."""
+        if self.postmaster is None:
+            return None
+        t = self.postmaster.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for proc in self.postmaster.children():
+            with contextlib.suppress(psutil.Error):
+                total += self._cpu(proc)
+        return total
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()  # guest time is already in user; iowait is idle
+        return sum(
+            getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal")
+        )
+
+    def start(self) -> None:
+        self.busy0 = self._busy()
+        self.t0 = time.perf_counter()
+        self.driver0 = time.process_time()
+        self.bridge0 = self._cpu(self.bridge)
+        self.pg0 = self._pg()
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.t0
+        pg1 = self._pg()
+        pg = pg1 - self.pg0 if pg1 is not None and self.pg0 is not None else None
+        bridge = self._cpu(self.bridge) - self.bridge0
+        driver = time.process_time() - self.driver0
+        busy = self._busy() - self.busy0
+        return {
+            "wall_s": wall,
+            "bridge_cpu_s": bridge,
+            "postgres_cpu_s": pg,
+            "driver_cpu_s": driver,
+            # everything else on the machine (other jobs, the kernel's share): interference
+            "other_cpu_s": busy - bridge - driver - (pg or 0.0),
+            "machine_cpu_capacity_s": wall * (psutil.cpu_count() or 1),
+        }
+
+
+async def postmaster_pid(database_url: str) -> int | None:
+    """The server's postmaster, when it runs on this machine and psutil may see it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        parent = psutil.Process(backend).parent()  # while the backend still lives
+    except psutil.Error:
+        return None
+    finally:
+        await conn.close()
+    return parent.pid if parent is not None else None
+
+
+def make_workdir(keep: bool) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="daarion-bench-"))
+    os.chmod(path, 0o755)  # the embedded server runs as another user when we are root
+    if not keep:
+        import atexit
+
+        atexit.register(shutil.rmtree, path, True)
+    return path

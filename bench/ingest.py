@@ -1,0 +1,591 @@
+"""Ingest benchmark of the bridge process, and (``--mode size``) the index at size.
+
+    .venv/bin/python -m bench.ingest [--quick] [--events N] [--batch N] [--channels N]
+        [--senders N] [--database-url URL] [--seed N] [--keep]
+    .venv/bin/python -m bench.ingest --mode size [--messages N] [--channels N] [--users N]
+
+Ingest mode: PostgreSQL (embedded in a temp dir, or a fresh database on
+``--database-url``), a real Synapse and the real bridge process (``python -m
+daarion_bridge -c cfg -r reg``). Synapse only creates the channels (rooms made over the
+client API, the bot invited, each room's ``channels`` row awaited) and is then stopped,
+so none of its own pushes can overlap the measured transactions. The benchmark then
+PUTs the transactions to the bridge itself, as Synapse does (see driver.py), one in
+flight: a warm-up (not counted), the measured phase, and a phase of 1-event
+transactions. The floor is the same rows written with COPY (see floor.py).
+
+Printed: a table on stdout and, last, one JSON line with every figure. Progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from daarion_bridge.db.bookkeeping import events_digest
+from daarion_bridge.translate.events import translate_event
+
+from . import floor, size
+from .driver import Driver, percentile
+from .harness import BOT, CpuMeter, Postgres, Stack, make_workdir, postmaster_pid, rss, say
+from .workload import Phase, Workload
+
+INGEST_START_MS = size.FILL_END_MS + 86_400_000
+REPO = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=("ingest", "size"), default="ingest")
+    p.add_argument("--quick", action="store_true", help="smoke run: 10,000 events")
+    p.add_argument("--events", type=int, default=None, help="measured events (100,000)")
+    p.add_argument("--batch", type=int, default=100, help="events per transaction (100)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="ingest mode: rooms made via Synapse (100); size mode: filled channels (10,000)",
+    )
+    p.add_argument("--senders", type=int, default=1000, help="distinct senders (1,000)")
+    p.add_argument("--warmup", type=int, default=2000, help="warm-up events, not counted")
+    p.add_argument("--single", type=int, default=500, help="1-event transactions (500)")
+    p.add_argument("--database-url", default=None, help="server to create fresh databases on")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
+    g = p.add_argument_group("size mode")
+    g.add_argument("--messages", type=int, default=10_000_000)
+    g.add_argument("--users", type=int, default=100_000)
+    g.add_argument("--agents", type=int, default=1_000)
+    g.add_argument("--sessions-per-agent", type=int, default=100)
+    g.add_argument("--memberships-per-user", type=float, default=5.0)
+    g.add_argument("--big-microdao-channels", type=int, default=1_000)
+    g.add_argument("--ingest-channels", type=int, default=100, help="rooms via Synapse (100)")
+    g.add_argument("--query-runs", type=int, default=2000, help="timed runs per query")
+    g.add_argument("--query-budget", type=float, default=15.0, help="seconds per query at most")
+    args = p.parse_args(argv)
+    if args.events is None:
+        args.events = 10_000 if args.quick else 100_000
+    if args.channels is None:
+        args.channels = 10_000 if args.mode == "size" else 100
+    if args.mode == "ingest" and args.quick:
+        args.warmup = min(args.warmup, 1000)
+        args.single = min(args.single, 200)
+    return args
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def latency(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": ms(percentile(values, 50)),
+        "p95_ms": ms(percentile(values, 95)),
+        "p99_ms": ms(percentile(values, 99)),
+        "max_ms": ms(max(values)),
+        "mean_ms": ms(sum(values) / len(values)),
+    }
+
+
+async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    row = await conn.fetchrow(
+        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
+        "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
+        "current_database()"
+    )
+    return dict(row)
+
+
+async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
+    # An idle backend publishes its pending counters after PGSTAT_IDLE_INTERVAL (10 s).
+    await asyncio.sleep(11)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+
+
+def metric(m: dict[str, float], name: str) -> float:
+    return m.get(name, 0.0)
+
+
+def offline_cpu(phase: Phase) -> dict[str, float]:
+    """CPU the bridge spends per event outside the database, measured here on the same
+    code, one body at a time as the bridge does: parse the JSON, digest the event ids,
+    translate every event."""
+    json_s = translate_s = 0.0
+    clock = time.process_time
+    for txn in phase.txns:
+        t0 = clock()
+        body = json.loads(txn.body)
+        t1 = clock()
+        events_digest(body["events"])
+        for event in body["events"]:
+            translate_event(event, bot_mxid=BOT, preview_length=500)
+        t2 = clock()
+        json_s += t1 - t0
+        translate_s += t2 - t1
+    return {
+        "json_parse_us_per_event": round(json_s / phase.events * 1e6, 2),
+        "digest_and_translate_us_per_event": round(translate_s / phase.events * 1e6, 2),
+    }
+
+
+async def measure_ingest(
+    args: argparse.Namespace,
+    pg: Postgres,
+    stack: Stack,
+    floor_target: str,
+) -> dict[str, Any]:
+    """Warm-up, measured phase, 1-event phase, floor. Returns the figures."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return await _measure(args, pg, stack, conn, floor_target)
+    finally:
+        await conn.close()
+
+
+async def _measure(
+    args: argparse.Namespace,
+    pg: Postgres,
+    stack: Stack,
+    conn: asyncpg.Connection,
+    floor_target: str,
+) -> dict[str, Any]:
+    senders = [f"@bench-u{i:05d}:localhost" for i in range(args.senders)]
+    t = time.perf_counter()
+    wl = Workload(stack.rooms, senders, stack.owner_id, seed=args.seed, start_ts=INGEST_START_MS)
+    warm = wl.phase("warmup", args.warmup, args.batch, "bench-warm")
+    main = wl.phase("main", args.events, args.batch, "bench-main")
+    single = wl.phase("single", args.single, 1, "bench-one")
+    say(
+        f"workload: {warm.events + main.events + single.events:,} events generated in "
+        f"{time.perf_counter() - t:.1f} s; measured phase {main.events:,} events in "
+        f"{len(main.txns):,} transactions, {main.body_bytes / MB:.1f} MB of JSON"
+    )
+    offline = offline_cpu(main)
+    channel_ids = [
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT id FROM channels WHERE matrix_room_id = ANY($1::text[])", stack.rooms
+        )
+    ]
+    pm = await postmaster_pid(stack.database_url)
+    out: dict[str, Any] = {}
+    async with Driver(stack.base_url, stack.hs_token) as driver:
+        out["http_baseline"] = latency(await driver.http_baseline())
+        t = time.perf_counter()
+        await driver.send(warm.txns)
+        say(f"warm-up: {warm.events:,} events in {time.perf_counter() - t:.1f} s")
+
+        members_before = await floor.member_ids(conn, channel_ids)
+        await wait_stats_flushed(conn)
+        stats0 = await db_stats(conn)
+        metrics0 = await stack.metrics()
+        rss0 = rss(stack.bridge_pid)
+        cpu = CpuMeter(stack.bridge_pid, pm)
+        step = max(1, len(main.txns) // 10)
+
+        def progress(n: int) -> None:
+            if n % step == 0:
+                say(f"measured: {n:,}/{len(main.txns):,} transactions")
+
+        cpu.start()
+        t0 = time.perf_counter()
+        lat = await driver.send(main.txns, progress)
+        elapsed = time.perf_counter() - t0
+        cpus = cpu.stop()
+        rss1 = rss(stack.bridge_pid)
+        metrics1 = await stack.metrics()
+        await wait_stats_flushed(conn)
+        stats1 = await db_stats(conn)
+
+        # The bridge wrote what it said it did.
+        n_msg = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE matrix_event_id = ANY($1::text[])",
+            list(main.message_txn),
+        )
+        dead = await conn.fetchval("SELECT count(*) FROM bridge_dead_letters")
+        if n_msg != len(main.message_txn) or dead:
+            raise RuntimeError(
+                f"bridge wrote {n_msg} of {len(main.message_txn)} messages, {dead} dead letters"
+            )
+
+        t = time.perf_counter()
+        rows = await floor.collect(conn, main, "bench-main", channel_ids, members_before)
+        bridge_counts = await floor.counts(conn)
+        floor_dbs: list[str] = []
+        if floor_target == "fresh":
+            for prefix in ("bench_floor", "bench_floor_bulk"):
+                url = await pg.new_database(prefix)
+                await floor.prepare_fresh(conn, url, rows)
+                floor_dbs.append(url)
+        say(f"floor rows collected and floor databases prepared in {time.perf_counter() - t:.1f} s")
+
+        metrics_s0 = await stack.metrics()
+        lat1 = await driver.send(single.txns)
+        metrics_s1 = await stack.metrics()
+        rss2 = rss(stack.bridge_pid)
+
+    # the floor
+    floor_cpu = CpuMeter(stack.bridge_pid, pm)
+    if floor_target == "fresh":
+        fconn = await asyncpg.connect(floor_dbs[0])
+        try:
+            floor_cpu.start()
+            floor_s = await floor.run(fconn, rows, bulk=False)
+            floor_cpus = floor_cpu.stop()
+            floor_counts = await floor.counts(fconn)
+        finally:
+            await fconn.close()
+        if floor_counts != bridge_counts:
+            raise RuntimeError(f"floor rows {floor_counts} != bridge rows {bridge_counts}")
+        fconn = await asyncpg.connect(floor_dbs[1])
+        try:
+            bulk_s = await floor.run(fconn, rows, bulk=True)
+        finally:
+            await fconn.close()
+    else:
+        batched = await floor.clone_for(conn, rows, "floor1")
+        floor_cpu.start()
+        floor_s = await floor.run(conn, batched, bulk=False)
+        floor_cpus = floor_cpu.stop()
+        bulk = await floor.clone_for(conn, rows, "floor2")
+        bulk_s = await floor.run(conn, bulk, bulk=True)
+    say(f"floor: {floor_s:.2f} s per-transaction COPY, {bulk_s:.2f} s one bulk COPY")
+
+    n_txn = len(main.txns)
+    server_sum = metric(metrics1, "daarion_bridge_transaction_seconds_sum") - metric(
+        metrics0, "daarion_bridge_transaction_seconds_sum"
+    )
+    server_n = metric(metrics1, "daarion_bridge_transaction_seconds_count") - metric(
+        metrics0, "daarion_bridge_transaction_seconds_count"
+    )
+    single_sum = metric(metrics_s1, "daarion_bridge_transaction_seconds_sum") - metric(
+        metrics_s0, "daarion_bridge_transaction_seconds_sum"
+    )
+    single_n = metric(metrics_s1, "daarion_bridge_transaction_seconds_count") - metric(
+        metrics_s0, "daarion_bridge_transaction_seconds_count"
+    )
+    applied = {
+        k.split('kind="')[1].split('"')[0]: v - metrics0.get(k, 0.0)
+        for k, v in metrics1.items()
+        if k.startswith("daarion_bridge_events_total{") and 'outcome="applied"' in k
+    }
+    eps = main.events / elapsed
+    batch_mean = server_sum / server_n if server_n else math.nan
+    single_mean = single_sum / single_n if single_n else math.nan
+    per_event = (batch_mean - single_mean) / (main.events / n_txn - 1) if n_txn else math.nan
+    floor_eps = main.events / floor_s
+    out.update(
+        {
+            "events": main.events,
+            "transactions": n_txn,
+            "batch": args.batch,
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(eps, 1),
+            "transactions_per_s": round(n_txn / elapsed, 2),
+            "txn_latency": latency(lat),
+            "server_side_txn_mean_ms": ms(server_sum / server_n) if server_n else None,
+            "single_event_txns": len(single.txns),
+            "single_event_latency": latency(lat1),
+            "single_event_server_side_mean_ms": ms(single_sum / single_n) if single_n else None,
+            "model": {
+                # server-side time = fixed per transaction + marginal per event
+                "marginal_ms_per_event": ms(per_event),
+                "fixed_ms_per_txn": ms(single_mean - per_event),
+                "bridge_cpu_us_per_event": round(cpus["bridge_cpu_s"] / main.events * 1e6, 1),
+                "postgres_cpu_us_per_event": (
+                    round(cpus["postgres_cpu_s"] / main.events * 1e6, 1)
+                    if cpus["postgres_cpu_s"] is not None
+                    else None
+                ),
+                **offline,
+            },
+            "bridge_rss_mb": {
+                "start": round(rss0["rss"] / MB, 1),
+                "end": round(rss1["rss"] / MB, 1),
+                "after_single_phase": round(rss2["rss"] / MB, 1),
+                # VmHWM is updated lazily by the kernel: never below a sample we took
+                "peak": round(
+                    max(rss0["rss"], rss1["rss"], rss2["rss"], rss2.get("peak", 0)) / MB, 1
+                ),
+            },
+            "cpu_s": {k: (round(v, 2) if v is not None else None) for k, v in cpus.items()},
+            "db_delta": {k: stats1[k] - stats0[k] for k in stats0},
+            "applied": applied,
+            "workload": {
+                "kinds": dict(main.kinds),
+                "ephemeral": main.ephemeral,
+                "json_mb": round(main.body_bytes / MB, 2),
+                "warmup_events": warm.events,
+            },
+            "floor": {
+                "rows": dict(rows.totals),
+                "unattributed_rows": rows.unattributed,
+                "target": floor_target,
+                "seconds": round(floor_s, 3),
+                "events_per_s": round(floor_eps, 1),
+                "cpu_s": {
+                    k: (round(v, 2) if v is not None else None) for k, v in floor_cpus.items()
+                },
+                "bulk_seconds": round(bulk_s, 3),
+                "bulk_events_per_s": round(main.events / bulk_s, 1),
+            },
+            "ratio_bridge_over_floor": round(eps / floor_eps, 4),
+            "bridge_time_over_floor_time": round(elapsed / floor_s, 2),
+            "bridge_time_over_bulk_floor_time": round(elapsed / bulk_s, 2),
+        }
+    )
+    return out
+
+
+def table(rows: list[tuple[str, Any]], title: str) -> str:
+    width = max(len(k) for k, _ in rows)
+    lines = [title, "-" * len(title)]
+    for k, v in rows:
+        lines.append(f"  {k:<{width}}  {v}")
+    return "\n".join(lines)
+
+
+def ingest_table(r: dict[str, Any], title: str) -> str:
+    lat, one, cpu = r["txn_latency"], r["single_event_latency"], r["cpu_s"]
+    f = r["floor"]
+    pg_cpu = cpu["postgres_cpu_s"]
+    return table(
+        [
+            ("measured events / transactions", f"{r['events']:,} / {r['transactions']:,}"),
+            ("elapsed", f"{r['seconds']:.2f} s"),
+            ("events/s (bridge)", f"{r['events_per_s']:,.0f}"),
+            (
+                f"txn latency p50/p95/p99 ({r['batch']} ev)",
+                f"{lat['p50_ms']:.2f} / {lat['p95_ms']:.2f} / {lat['p99_ms']:.2f} ms "
+                f"(max {lat['max_ms']:.1f})",
+            ),
+            ("  of which in handle_transaction", f"{r['server_side_txn_mean_ms']} ms (mean)"),
+            (
+                "1-event txn latency p50/p95/p99",
+                f"{one['p50_ms']:.2f} / {one['p95_ms']:.2f} / {one['p99_ms']:.2f} ms",
+            ),
+            ("  of which in handle_transaction", f"{r['single_event_server_side_mean_ms']} ms"),
+            (
+                "model: fixed per txn + per event",
+                f"{r['model']['fixed_ms_per_txn']} ms + {r['model']['marginal_ms_per_event']} ms",
+            ),
+            (
+                "CPU per event: bridge / postgres",
+                f"{r['model']['bridge_cpu_us_per_event']} / "
+                f"{r['model']['postgres_cpu_us_per_event']} us",
+            ),
+            (
+                "  of bridge: JSON / digest+translate",
+                f"{r['model']['json_parse_us_per_event']} / "
+                f"{r['model']['digest_and_translate_us_per_event']} us (measured offline)",
+            ),
+            ("HTTP round trip alone (GET live)", f"{r['http_baseline']['p50_ms']:.3f} ms p50"),
+            (
+                "bridge RSS start / end / peak",
+                f"{r['bridge_rss_mb']['start']} / {r['bridge_rss_mb']['end']} / "
+                f"{r['bridge_rss_mb']['peak']} MB",
+            ),
+            (
+                "CPU s: bridge / postgres / driver",
+                f"{cpu['bridge_cpu_s']} / {pg_cpu} / {cpu['driver_cpu_s']} (wall {cpu['wall_s']}"
+                f", other processes {cpu['other_cpu_s']})",
+            ),
+            ("commits in the phase", r["db_delta"]["xact_commit"]),
+            (
+                "rows inserted / updated",
+                f"{r['db_delta']['tup_inserted']:,} / {r['db_delta']['tup_updated']:,}",
+            ),
+            (
+                "floor (COPY per txn) events/s",
+                f"{f['events_per_s']:,.0f} ({f['seconds']:.2f} s, rows {f['rows']})",
+            ),
+            (
+                "  CPU s: postgres / driver",
+                f"{f['cpu_s']['postgres_cpu_s']} / {f['cpu_s']['driver_cpu_s']} "
+                f"(other processes {f['cpu_s']['other_cpu_s']})",
+            ),
+            ("floor (one bulk COPY) events/s", f"{f['bulk_events_per_s']:,.0f}"),
+            ("bridge / floor (events/s)", f"{r['ratio_bridge_over_floor']}"),
+            ("bridge time / floor time", f"{r['bridge_time_over_floor_time']}x"),
+        ],
+        title,
+    )
+
+
+def code_version() -> dict[str, Any]:
+    """The commit benchmarked, and whether daarion_bridge/ differs from it (read-only git)."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *cmd], capture_output=True, text=True, timeout=10, cwd=REPO
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "daarion_bridge_modified": bool(git("status", "--porcelain", "--", "daarion_bridge")),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = make_workdir(args.keep)
+    say(f"work dir {workdir}{' (kept)' if args.keep else ''}")
+    pg = Postgres(workdir, args.database_url)
+    stack: Stack | None = None
+    result: dict[str, Any] = {
+        "mode": args.mode,
+        "seed": args.seed,
+        "code": code_version(),
+        "machine": {
+            "loadavg_at_start": os.getloadavg(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+    try:
+        await pg.start()
+        result["postgres"] = await pg.settings()
+        result["postgres"]["embedded"] = args.database_url is None
+        stack = Stack(workdir, await pg.new_database("bench_bridge"))
+        await stack.start()
+        n_rooms = args.ingest_channels if args.mode == "size" else args.channels
+        t = time.perf_counter()
+        await stack.create_channels(n_rooms)
+        result["setup"] = {
+            "channels_via_synapse": n_rooms,
+            "channels_seconds": round(time.perf_counter() - t, 1),
+        }
+        await stack.stop_synapse()
+        say("Synapse stopped; from now on only the benchmark talks to the bridge")
+
+        if args.mode == "size":
+            spec = size.FillSpec(
+                messages=args.messages,
+                channels=args.channels,
+                users=args.users,
+                agents=args.agents,
+                sessions_per_agent=args.sessions_per_agent,
+                memberships_per_user=args.memberships_per_user,
+                big_microdao_channels=args.big_microdao_channels,
+                seed=args.seed,
+            )
+            conn = await asyncpg.connect(stack.database_url)
+            try:
+                filled = await size.fill(conn, spec, size.preview_pool(4096, args.seed))
+                result["fill"] = {
+                    "spec": vars(spec),
+                    "rows": filled.rows,
+                    "seconds": {k: round(v, 1) for k, v in filled.seconds.items()},
+                    "database_mb": round(
+                        await conn.fetchval("SELECT pg_database_size(current_database())") / MB
+                    ),
+                    "messages_table_mb": round(
+                        await conn.fetchval("SELECT pg_total_relation_size('messages')") / MB
+                    ),
+                }
+                say(f"fill done in {filled.seconds['total']:.0f} s; timing queries")
+                result["queries"] = await size.run_queries(
+                    conn, filled, args.query_runs, args.query_budget, args.seed
+                )
+            finally:
+                await conn.close()
+            say("queries done; ingest at this size")
+            result["ingest"] = await measure_ingest(args, pg, stack, "clone")
+        else:
+            result["ingest"] = await measure_ingest(args, pg, stack, "fresh")
+    finally:
+        if stack is not None:
+            await stack.stop()
+        await pg.stop(args.keep)
+    return result
+
+
+def plan_word(check: dict[str, Any]) -> str:
+    if check["seq_scan"]:
+        return "SEQ SCAN"
+    if check["sorts_all_matches"]:
+        return "SORTS ALL MATCHING ROWS"
+    return "index scan" if check["index_scan"] else "no seq scan"
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    r = result["ingest"]
+    pgs = result["postgres"]
+    print(
+        f"\ndaarion_bridge {result['code']['commit']}"
+        f"{' (modified)' if result['code']['daarion_bridge_modified'] else ''} "
+        f"ingest benchmark ({result['mode']} mode, seed {result['seed']}, "
+        f"{result['machine']['cpus']} CPUs, PostgreSQL {pgs['server_version']} "
+        f"{'embedded' if pgs['embedded'] else 'external'}, shared_buffers "
+        f"{pgs['shared_buffers']}, synchronous_commit {pgs['synchronous_commit']})\n"
+    )
+    if result["mode"] == "size":
+        fill = result["fill"]
+        print(
+            table(
+                [(k, f"{v:,}") for k, v in fill["rows"].items()]
+                + [(f"{k} s", v) for k, v in fill["seconds"].items()]
+                + [
+                    ("database MB", fill["database_mb"]),
+                    ("messages MB", fill["messages_table_mb"]),
+                ],
+                "Fill",
+            )
+        )
+        print()
+        qrows = []
+        for name, q in result["queries"].items():
+            c = q["custom_plan_timing"]
+            qrows.append(
+                (
+                    name,
+                    f"prepared p50 {q['p50_ms']:.3f} / p99 {q['p99_ms']:.3f} ms "
+                    f"(mean {q['mean_ms']:.2f}, {q['runs']} runs, {q['rows_mean']:.0f} rows); "
+                    f"custom plans p50 {c['p50_ms']:.3f} / p99 {c['p99_ms']:.3f} ms",
+                )
+            )
+            qrows.append(
+                (
+                    "",
+                    f"plan: custom {plan_word(q['custom_plan'])}, "
+                    f"generic {plan_word(q['generic_plan'])}",
+                )
+            )
+        print(table(qrows, "Queries (client-side, asyncpg, 1 connection)"))
+        for name, q in result["queries"].items():
+            print(f"\nEXPLAIN (ANALYZE, BUFFERS) {name}, custom plan:\n{q['explain_custom']}")
+            print(f"\n{name}, generic plan (prepared statement):\n{q['explain_generic']}")
+        print()
+    print(ingest_table(r, "Ingest" + (" at size" if result["mode"] == "size" else "")))
+    print()
+    # the JSON line: last, and without the long EXPLAIN texts' line breaks
+    print(json.dumps(result, separators=(",", ":"), default=str))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = asyncio.run(main_async(args))
+    result["args"] = vars(args)
+    if code_version() != result["code"]:
+        result["code"]["changed_during_run"] = code_version()
+    report(result, args)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
