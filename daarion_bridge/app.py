@@ -61,7 +61,7 @@ class Bridge:
         self.recovery = DatabaseRecovery(pool, bot)
         ingestor = Ingestor(pool, bot, cfg)
         self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
-        ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("a homeserver restart")
+        ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("signs of dropped events")
         web_api = AppserviceApi(cfg, ingestor, self.recovery.database_failed, self.is_ready)
 
         # Listen before talking to the homeserver: its ping calls us back.

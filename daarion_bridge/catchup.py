@@ -62,6 +62,7 @@ class CatchUp:
         ingestor: Ingestor,
         window_seconds: float,
         delay_seconds: float = 2.0,
+        min_interval_seconds: float = 10.0,
     ) -> None:
         self.pool = pool
         self.bot = bot
@@ -69,6 +70,9 @@ class CatchUp:
         self.window = window_seconds
         # Let the homeserver push what it still has queued before reading history.
         self.delay = delay_seconds
+        # Homeservers with other appservices skip ids often: rounds are spaced, never lost.
+        self.min_interval = min_interval_seconds
+        self._last_round = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
@@ -93,8 +97,9 @@ class CatchUp:
     async def _run(self, reason: str) -> None:
         while True:
             self._again = False
-            await asyncio.sleep(self.delay)
-            started = time.monotonic()
+            wait = max(self.delay, self._last_round + self.min_interval - time.monotonic())
+            await asyncio.sleep(wait)
+            started = self._last_round = time.monotonic()
             room_ids = await rooms.recently_active(self.pool, self.window)
             late = 0
             for room_id in room_ids:
@@ -108,7 +113,7 @@ class CatchUp:
             )
             if not self._again:
                 return
-            reason = "more activity"
+            reason = "more signs of dropped events"
 
     async def catch_up_room(self, room_id: str) -> int:
         """Index the room's recent message events that have no row; returns how many."""

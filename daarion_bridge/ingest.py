@@ -32,8 +32,8 @@ class Ingestor:
         # Synapse sends one transaction at a time; a replay racing the original must not
         # interleave its invite handling or writes with it.
         self._lock = asyncio.Lock()
-        # Synapse numbers its transactions; a smaller number means it restarted and may
-        # have dropped events it had queued in memory.
+        # Synapse numbers its transactions: the sequence tells when it may have dropped
+        # events (see _note_sequence).
         self._last_numeric_id = -1
         self.on_homeserver_reset: Callable[[], None] = lambda: None
 
@@ -57,9 +57,13 @@ class Ingestor:
         items = self.translate(events)
         digest = bookkeeping.events_digest(events)
         async with self._lock:
-            # Checked before invites are handled so a replay never joins or speaks twice.
-            if await bookkeeping.is_committed(self.pool, txn_id, digest):
+            # Invites act on the homeserver before anything is written, so a replay must be
+            # recognised first, or it would join and speak twice. Without invites the
+            # claim inside the write recognises replays on its own.
+            has_invites = any(isinstance(item, BotInvited) for item in items)
+            if has_invites and await bookkeeping.is_committed(self.pool, txn_id, digest):
                 metrics.TRANSACTIONS.labels("replay").inc()
+                self._note_sequence(txn_id, Outcome(replay=True))
                 return Outcome(replay=True)
             setups = await self._accept_invites(items)
             async with self.pool.acquire() as conn:
@@ -71,18 +75,35 @@ class Ingestor:
                     log.warning(
                         "Transaction %s: database rejected a row (%s); retrying event by event",
                         txn_id,
-                        e.sqlstate,
+                        getattr(e, "sqlstate", type(e).__name__),
                     )
                     outcome = await write_transaction(
                         conn, txn_id, digest, items, setups, events=events
                     )
         self._record(outcome, ephemeral, time.perf_counter() - started)
-        if txn_id.isdigit():
-            number, self._last_numeric_id = int(txn_id), max(int(txn_id), self._last_numeric_id)
-            if number < self._last_numeric_id or outcome.reused_id:
-                log.info("Transaction ids started again at %s: the homeserver restarted", txn_id)
-                self.on_homeserver_reset()
+        self._note_sequence(txn_id, outcome)
         return outcome
+
+    def _note_sequence(self, txn_id: str, outcome: Outcome) -> None:
+        """Signs that the homeserver dropped events on their way here: its transaction ids
+        went back (it restarted), skipped one (a transaction it stored but never sent), or
+        it resent one already committed (its queue was lost in a restart)."""
+        if not txn_id.isdigit():
+            return
+        number, last = int(txn_id), self._last_numeric_id
+        self._last_numeric_id = number
+        if last < 0:
+            return  # the first since start: the start's own catch-up covers it
+        if number < last or outcome.reused_id:
+            sign = f"transaction ids started again at {number}"
+        elif number > last + 1:
+            sign = f"transaction ids skipped from {last} to {number}"
+        elif outcome.replay:
+            sign = f"transaction {number} was sent again"
+        else:
+            return
+        log.info("The homeserver may have dropped events: %s", sign)
+        self.on_homeserver_reset()
 
     async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:
         setups = []

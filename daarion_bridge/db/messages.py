@@ -19,25 +19,43 @@ FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[])
     AS m(channel_id, event_id, sender_user_id, preview, created_at)
 ON CONFLICT (matrix_event_id) DO NOTHING
 """
-# The state row makes edits order-independent: only a newer edit wins, and a
-# redaction is final.
-_EDIT_STATE = """
-INSERT INTO bridge_message_state (matrix_event_id, last_edit_ts, last_edit_event_id)
-SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
-ON CONFLICT (matrix_event_id) DO UPDATE SET
-    last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id
-WHERE NOT bridge_message_state.redacted
-  AND (bridge_message_state.last_edit_ts IS NULL
-       OR (bridge_message_state.last_edit_ts, bridge_message_state.last_edit_event_id)
-          < (EXCLUDED.last_edit_ts, EXCLUDED.last_edit_event_id))
+# The state row makes edits and redactions order-independent: only a newer edit wins,
+# and a redaction is final. One statement per edit or redaction, each a pair of
+# primary-key lookups; all of a transaction's go in one pipelined round trip.
+_EDIT = """
+WITH won AS (
+    INSERT INTO bridge_message_state AS s (matrix_event_id, last_edit_ts, last_edit_event_id)
+    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    ON CONFLICT (matrix_event_id) DO UPDATE SET
+        last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id
+    WHERE NOT s.redacted
+      AND (s.last_edit_ts IS NULL OR (s.last_edit_ts, s.last_edit_event_id)
+                                     < (EXCLUDED.last_edit_ts, EXCLUDED.last_edit_event_id))
+    RETURNING 1
+)
+UPDATE messages SET content_preview = $4
+WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM won)
 RETURNING 1
 """
-_REDACT_STATE = """
-INSERT INTO bridge_message_state (matrix_event_id, redacted)
-SELECT $1, true WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
-ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true
+_REDACT = """
+WITH done AS (
+    INSERT INTO bridge_message_state AS s (matrix_event_id, redacted)
+    SELECT $1, true WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true
+    RETURNING 1
+)
+UPDATE messages SET content_preview = $2
+WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
 RETURNING 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    target_event_id: str
+    edit_event_id: str
+    ts_ms: int
+    preview: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +80,16 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> None:
         )
 
 
-async def edit(
-    conn: Connection, target_event_id: str, edit_event_id: str, ts_ms: int, preview: str
-) -> bool:
-    """Show the edit's text on the original row; False when the edit is stale or unknown."""
-    if await conn.fetchval(_EDIT_STATE, target_event_id, ts_ms, edit_event_id) is None:
-        return False
-    await conn.execute(
-        "UPDATE messages SET content_preview = $2 WHERE matrix_event_id = $1",
-        target_event_id,
-        preview,
-    )
-    return True
+async def edit_many(conn: Connection, edits: Sequence[Edit]) -> int:
+    """Show each edit's text on its original row, in order; returns rows changed."""
+    if not edits:
+        return 0
+    args = [(e.target_event_id, e.ts_ms, e.edit_event_id, e.preview) for e in edits]
+    return len(await conn.fetchmany(_EDIT, args))
 
 
-async def redact(conn: Connection, target_event_id: str) -> bool:
-    if await conn.fetchval(_REDACT_STATE, target_event_id) is None:
-        return False
-    await conn.execute(
-        "UPDATE messages SET content_preview = $2 WHERE matrix_event_id = $1",
-        target_event_id,
-        DELETED,
-    )
-    return True
+async def redact_many(conn: Connection, target_event_ids: Sequence[str]) -> int:
+    """Set each target row to `[deleted]` for good; returns rows changed."""
+    if not target_event_ids:
+        return 0
+    return len(await conn.fetchmany(_REDACT, [(t, DELETED) for t in target_event_ids]))

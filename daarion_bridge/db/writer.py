@@ -106,6 +106,10 @@ async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Cha
     return channel
 
 
+def edit_of(op: ev.EditMessage) -> messages.Edit:
+    return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview)
+
+
 class _Applier:
     """Applies operations in order; rooms that are not channels are ignored."""
 
@@ -121,48 +125,63 @@ class _Applier:
             return
         ops = [op for _, op in pairs]
         self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
-        people = {op.sender for op in ops if isinstance(op, ev.NewMessage)}
-        people |= {op.user_id for op in ops if isinstance(op, ev.Membership)}
-        bridged = {
+        people = {
             op.sender if isinstance(op, ev.NewMessage) else op.user_id
             for op in ops
             if isinstance(op, ev.NewMessage | ev.Membership) and op.room_id in self.channels
         }
-        self.users = await users.ensure_users(self.conn, sorted(people & bridged))
-        pending: list[messages.NewRow] = []  # a run of new messages, written in one go
-        for raw, op in pairs:
-            kind = type(op).__name__
-            channel = self.channels.get(op.room_id)
-            if channel is None or isinstance(op, ev.BotInvited):
-                self.outcome.ignored[kind] += 1
-                continue
-            if isinstance(op, ev.NewMessage) and not self.isolate:
-                pending.append(self.new_row(op, channel))
-                self.outcome.applied[kind] += 1
-                continue
-            # Later operations (an edit, a redaction) may refer to the pending rows.
-            await messages.insert_many(self.conn, pending)
-            pending.clear()
-            if self.isolate:
-                applied = await self.apply_isolated(raw, op, channel)
-            else:
-                applied = await self.apply(op, channel)
-            (self.outcome.applied if applied else self.outcome.ignored)[kind] += 1
-        await messages.insert_many(self.conn, pending)
+        self.users = await users.ensure_users(self.conn, sorted(people))
+        bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
+        if self.isolate:
+            for raw, op in bridged:
+                self.count(op, await self.apply_isolated(raw, op))
+        else:
+            await self.apply_batched([op for _, op in bridged])
         await rooms.touch(self.conn, {op.room_id for op in ops if op.room_id in self.channels})
 
-    def new_row(self, op: ev.NewMessage, channel: channels.Channel) -> messages.NewRow:
+    def bridged(self, op: ev.Operation) -> bool:
+        if op.room_id in self.channels and not isinstance(op, ev.BotInvited):
+            return True
+        self.outcome.ignored[type(op).__name__] += 1
+        return False
+
+    def count(self, op: ev.Operation, applied: bool) -> None:
+        (self.outcome.applied if applied else self.outcome.ignored)[type(op).__name__] += 1
+
+    async def apply_batched(self, ops: Sequence[ev.Operation]) -> None:
+        """The fast path: all new messages in one statement, then membership and room
+        state in order, then all edits and all redactions in one statement each. Edits
+        and redactions commute (newest edit wins, redaction is final) and only need the
+        rows to exist; membership and state never depend on messages."""
+        news = [op for op in ops if isinstance(op, ev.NewMessage)]
+        await messages.insert_many(self.conn, [self.new_row(op) for op in news])
+        self.outcome.applied["NewMessage"] += len(news)
+        for op in ops:
+            if not isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
+                self.count(op, await self.apply(op))
+        edits = [op for op in ops if isinstance(op, ev.EditMessage)]
+        changed = await messages.edit_many(self.conn, [edit_of(op) for op in edits])
+        self.outcome.applied["EditMessage"] += changed
+        self.outcome.ignored["EditMessage"] += len(edits) - changed
+        redactions = [op for op in ops if isinstance(op, ev.RedactMessage)]
+        changed = await messages.redact_many(self.conn, [op.target_event_id for op in redactions])
+        self.outcome.applied["RedactMessage"] += changed
+        self.outcome.ignored["RedactMessage"] += len(redactions) - changed
+
+    def new_row(self, op: ev.NewMessage) -> messages.NewRow:
+        channel = self.channels[op.room_id]
         return messages.NewRow(channel.id, op.event_id, self.users[op.sender], op.preview, op.ts)
 
-    async def apply_isolated(self, raw: Any, op: ev.Operation, channel: channels.Channel) -> bool:
+    async def apply_isolated(self, raw: Any, op: ev.Operation) -> bool:
         try:
             async with self.conn.transaction():  # a savepoint inside the outer transaction
-                return await self.apply(op, channel)
+                return await self.apply(op)
         except (asyncpg.PostgresError, UnicodeError) as e:
             if not is_data_error(e):
                 raise
             self.power.pop(op.room_id, None)  # may hold what the savepoint rolled back
-            reason = f"database rejected the row: {type(e).__name__} ({e.sqlstate})"
+            code = getattr(e, "sqlstate", None) or "encoding"
+            reason = f"database rejected the row: {type(e).__name__} ({code})"
             await bookkeeping.dead_letter(self.conn, self.txn_id, raw, reason)
             self.outcome.dead_letters += 1
             return False
@@ -172,15 +191,17 @@ class _Applier:
             self.power[room_id] = await rooms.get(self.conn, room_id)
         return self.power[room_id]
 
-    async def apply(self, op: ev.Operation, channel: channels.Channel) -> bool:
+    async def apply(self, op: ev.Operation) -> bool:
+        """One operation on its own (the slow path, and membership and state always)."""
         conn = self.conn
+        channel = self.channels[op.room_id]
         if isinstance(op, ev.NewMessage):
-            await messages.insert_many(conn, [self.new_row(op, channel)])
+            await messages.insert_many(conn, [self.new_row(op)])
             return True
         if isinstance(op, ev.EditMessage):
-            return await messages.edit(conn, op.target_event_id, op.event_id, op.ts_ms, op.preview)
+            return await messages.edit_many(conn, [edit_of(op)]) > 0
         if isinstance(op, ev.RedactMessage):
-            return await messages.redact(conn, op.target_event_id)
+            return await messages.redact_many(conn, [op.target_event_id]) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
         if isinstance(op, ev.PowerLevels):

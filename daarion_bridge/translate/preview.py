@@ -7,6 +7,7 @@ so short texts never pay for grapheme segmentation.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -146,16 +147,52 @@ def truncate_graphemes(text: str, limit: int) -> str:
     window = text[:limit]
     if window.isascii() and "\r" not in window:  # every code point is its own cluster
         return window[:budget].rstrip(_WHITESPACE) + ELLIPSIS
-    keep = 0
+    # Segment only near the cut: from a nearby point where a cluster surely begins.
+    start = keep = _cluster_start_near(text, budget)
     # endpos=limit: a boundary at p <= budget depends only on text[:p + 1], and it stops
     # a single enormous cluster (Zalgo) from being scanned to its end.
-    for cluster in _GRAPHEME.finditer(text, 0, limit):
+    for cluster in _GRAPHEME.finditer(text, start, limit):
         end = cluster.end()
         if end > budget:
             break
         if cluster.group().strip(_WHITESPACE):  # cutting after trailing spaces looks broken
             keep = end
     return text[:keep] + ELLIPSIS
+
+
+_SCAN_BACK = 64
+_HANGUL = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xAC00, 0xD7FF))
+_REGIONAL_INDICATORS = (0x1F1E6, 0x1F1FF)
+
+
+def _cluster_start_near(text: str, pos: int) -> int:
+    """An index at or before ``pos`` where a grapheme cluster begins whatever precedes it
+    and the cluster before it is not whitespace (so the text may be cut there), or 0 when
+    none is near (then the caller segments from the start).
+
+    A letter, digit, punctuation, symbol or space begins a cluster unless the character
+    before it joins onward: a mark or format character (ZWJ, viramas of Indic conjuncts,
+    prepended concatenation marks) or CR. Regional indicators pair up from the start of
+    their run, emoji modifiers (Sk) and Hangul jamo combine, so none of those anchor.
+    """
+    for i in range(pos, max(pos - _SCAN_BACK, 0), -1):
+        char, before = text[i], text[i - 1]
+        if before in _WHITESPACE:
+            continue
+        if char.isascii() and before.isascii():
+            return i
+        category, before_category = unicodedata.category(char), unicodedata.category(before)
+        code = ord(char)
+        if (
+            category[0] in "LNPSZ"
+            and category != "Sk"
+            and not _REGIONAL_INDICATORS[0] <= code <= _REGIONAL_INDICATORS[1]
+            and not any(low <= code <= high for low, high in _HANGUL)
+            and before_category[0] != "M"
+            and before_category != "Cf"
+        ):
+            return i
+    return 0
 
 
 def _check_limit(limit: int) -> None:

@@ -333,3 +333,37 @@ async def test_old_transaction_ids_are_pruned(pool: asyncpg.Pool, txns: Txns) ->
     assert await prune_transactions(pool) == 1
     ids = {r["txn_id"] for r in await pool.fetch("SELECT txn_id FROM bridge_transactions")}
     assert "old" not in ids and "new" in ids
+
+
+async def test_one_transaction_with_everything_applies_like_one_by_one(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    kept, gone = text("v0"), text("doomed")
+
+    def edit_of(target: dict[str, Any], body: str) -> dict[str, Any]:
+        return text(
+            f"* {body}",
+            **{
+                "m.new_content": {"msgtype": "m.text", "body": body},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": target["event_id"]},
+            },
+        )
+
+    newer, older = edit_of(kept, "v2"), edit_of(kept, "v1")
+    newer["origin_server_ts"], older["origin_server_ts"] = 2_000_000_000_000, 1_900_000_000_000
+    batch = [
+        kept, member(CAROL, "join"), gone, newer, older,
+        event("m.room.redaction", {"redacts": gone["event_id"]}),
+        edit_of(gone, "resurrected?"), member(CAROL, "leave"), text("last", sender=CAROL),
+    ]  # fmt: skip
+    outcome = await txns.send(batch)
+    assert await previews(pool) == {
+        kept["event_id"]: "v2", gone["event_id"]: "[deleted]", batch[-1]["event_id"]: "last",
+    }  # fmt: skip
+    assert (await roles(pool))[CAROL] == ("member", False)
+    assert outcome.applied["NewMessage"] == 3 and outcome.applied["RedactMessage"] == 1
+    shown = await pool.fetchval(
+        "SELECT last_edit_event_id FROM bridge_message_state WHERE matrix_event_id = $1",
+        kept["event_id"],
+    )
+    assert shown == newer["event_id"]

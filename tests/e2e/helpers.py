@@ -8,6 +8,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -622,6 +623,24 @@ class IndexReport:
         )
 
 
+DELETED = "[deleted]"  # the preview of a redacted message
+
+
+def replaced_by(event: dict[str, Any]) -> str | None:
+    """The event id an edit (m.replace) replaces, None for anything else."""
+    content = event.get("content")
+    relates = content.get("m.relates_to") if isinstance(content, dict) else None
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+        target = relates.get("event_id")
+        return target if isinstance(target, str) else None
+    return None
+
+
+def is_redacted(event: dict[str, Any]) -> bool:
+    unsigned = event.get("unsigned")
+    return isinstance(unsigned, dict) and "redacted_because" in unsigned
+
+
 async def index_report(
     db: Any,
     reader: Person,
@@ -632,10 +651,25 @@ async def index_report(
     """Read the room's history through ``reader`` and the channel's messages rows.
 
     Each m.room.message must have exactly one row with preview == its body, sender == its
-    sender (a human), created_at == its origin_server_ts; no row may match nothing. Meant
-    for plain, unedited texts shorter than the preview length. With ``sent`` (event id ->
-    (sender, body) as the test sent them), the history must hold exactly those."""
-    history = [e for e in await reader.history(room_id) if e["type"] == "m.room.message"]
+    sender (a human), created_at == its origin_server_ts; no row may match nothing. An
+    edit (m.replace) has no row of its own: its target's preview is the body of the
+    newest edit; a redacted message's preview is ``[deleted]``. Meant for plain texts
+    shorter than the preview length. With ``sent`` (event id -> (sender, body) as the
+    test sent them, edits included), the history must hold exactly those (a redacted
+    message's body is gone, so only its sender is compared)."""
+    timeline = [e for e in await reader.history(room_id) if e["type"] == "m.room.message"]
+    newest_edit: dict[str, dict[str, Any]] = {}
+    for e in timeline:
+        target = replaced_by(e)
+        if target is None:
+            continue
+        seen = newest_edit.get(target)
+        if seen is None or (e["origin_server_ts"], e["event_id"]) > (
+            seen["origin_server_ts"],
+            seen["event_id"],
+        ):
+            newest_edit[target] = e
+    history = [e for e in timeline if replaced_by(e) is None]
     rows = await db.fetch(
         """
         SELECT m.matrix_event_id, m.content_preview, m.sender_type, m.created_at,
@@ -652,14 +686,23 @@ async def index_report(
 
     unexpected: list[str] = []
     if sent is not None:
-        unexpected += [f"sent, not in history: {i}" for i in sorted(set(sent) - in_history)]
-        unexpected += [f"in history, not sent: {i}" for i in sorted(in_history - set(sent))]
-        for e in history:
-            if e["event_id"] in sent and sent[e["event_id"]] != (
-                e["sender"],
-                e["content"].get("body"),
-            ):
+        in_timeline = {e["event_id"] for e in timeline}
+        unexpected += [f"sent, not in history: {i}" for i in sorted(set(sent) - in_timeline)]
+        unexpected += [f"in history, not sent: {i}" for i in sorted(in_timeline - set(sent))]
+        for e in timeline:
+            if e["event_id"] not in sent:
+                continue
+            sender, body = sent[e["event_id"]]
+            if e["sender"] != sender or (not is_redacted(e) and e["content"].get("body") != body):
                 unexpected.append(f"history differs from what was sent: {e['event_id']}")
+
+    def expected_preview(e: dict[str, Any]) -> Any:
+        if is_redacted(e):
+            return DELETED
+        edit = newest_edit.get(e["event_id"])
+        if edit is not None:
+            return (edit["content"].get("m.new_content") or {}).get("body")
+        return e["content"].get("body")
 
     wrong = []
     for e in history:
@@ -668,7 +711,7 @@ async def index_report(
             continue
         row = found[0]
         expected = {
-            "content_preview": e["content"].get("body"),
+            "content_preview": expected_preview(e),
             "matrix_id": e["sender"],
             "sender_type": "human",
             "created_at": ts_to_datetime(e["origin_server_ts"]),
@@ -847,3 +890,32 @@ def explain_missing(missing: Iterable[str], synapse_workdir: Path) -> str:
         f"{len(stuck)} of the {len(missing)} missing never pushed by Synapse: it still holds "
         f"them in unsent appservice transactions: {'; '.join(parts[:5])}"
     )
+
+
+# -- the bridge's log -------------------------------------------------------------------------
+
+CATCH_UP_LINE = re.compile(
+    r"Catch-up after (?P<reason>.+?): read back (?P<rooms>\d+) room\(s\) in "
+    r"(?P<seconds>[\d.]+) s, (?P<missing>\d+) event\(s\) were missing"
+)
+
+
+@dataclass(frozen=True)
+class CatchUpRound:
+    reason: str  # "start", "signs of dropped events", "more signs of dropped events"
+    rooms: int
+    seconds: float
+    missing: int  # events the index lacked and the round fed in
+
+
+def catch_up_rounds(log_file: Path, offset: int = 0) -> list[CatchUpRound]:
+    """The catch-up rounds the bridge logged (from byte ``offset`` of its log on)."""
+    if not log_file.exists():
+        return []
+    with log_file.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    return [
+        CatchUpRound(m["reason"], int(m["rooms"]), float(m["seconds"]), int(m["missing"]))
+        for m in CATCH_UP_LINE.finditer(text)
+    ]

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.helpers import (
     assert_report_clean,
+    catch_up_rounds,
     explain_missing,
     fmt_seconds,
     index_report,
@@ -102,6 +103,7 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(
             await bridge.start()
 
     log_offset = e2e.synapse.log_path.stat().st_size
+    bridge_log_offset = bridge.log_file.stat().st_size if bridge.log_file.exists() else 0
     numbers = list(range(messages))
     t0 = time.monotonic()
     await asyncio.gather(flood(alice, numbers[0::2]), flood(bob, numbers[1::2]), killer())
@@ -126,4 +128,9 @@ async def test_sigkill_during_flood_loses_and_duplicates_nothing(
         f"[e2e] crash figures: {len(sent)} sent, {kills} kills, {report.summary()}; "
         f"sends {send_seconds:.1f} s, settled +{fmt_seconds(settle_seconds)}, "
         f"bridge starts {[round(s, 2) for s in bridge.start_seconds]}"
+    )
+    rounds = catch_up_rounds(bridge.log_file, bridge_log_offset)
+    print(
+        f"[e2e] catch-up rounds logged before the check: {len(rounds)}, events they fed: "
+        f"{sum(r.missing for r in rounds)} ({[(r.reason, r.missing) for r in rounds]})"
     )

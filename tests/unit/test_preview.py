@@ -487,3 +487,22 @@ def test_property_ascii_heavy_strings_fixed_seed() -> None:
 )
 def test_ascii_window_edges(source: str, limit: int, expected: str) -> None:
     assert truncate_graphemes(source, limit) == expected
+
+
+# --- the near-the-cut segmentation agrees with segmenting everything ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PIECES = [
+    "a", "Z", "7", " ", "\t", "\r\n", "\r", "\n", ".", "é", "e\u0301", "Ж", "ї",
+    "क्", "्", "ष", "\u200d", "\u0600", "\u0600 ", "\u1100", "\u1161", "\u11a8", "한",
+    FAMILY, FLAG_UA, "\U0001f1fa", "\U0001f44d\U0001f3fd", "\U0001f3fd", "\ufe0f", "\u0308",
+    "\u202e", "\u200f", "😀", "中", "\x07",
+]  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=120).map("".join), st.integers(1, 150))
+def test_truncate_matches_full_segmentation(text: str, limit: int) -> None:
+    assert truncate_graphemes(text, limit) == reference_truncate(text, limit)

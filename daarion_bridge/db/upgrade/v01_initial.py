@@ -152,7 +152,8 @@ CREATE TABLE bridge_rooms (
     power_levels  jsonb,
     last_event_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX bridge_rooms_last_event_at_idx ON bridge_rooms (last_event_at);
+-- No index on last_event_at: updates of an unindexed column stay cheap (HOT), and the
+-- catch-up's scan of one row per channel is rare.
 
 -- Which edit a message row shows and whether it was redacted, so a replayed
 -- older edit never overwrites a newer one and nothing resurrects a redaction.
