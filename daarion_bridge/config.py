@@ -132,7 +132,7 @@ class Config:
         return f"@{self.appservice.bot_username}:{self.homeserver.domain}"
 
 
-def _yaml() -> YAML:
+def round_trip_yaml() -> YAML:
     yaml = YAML()  # round-trip mode keeps comments when -g writes tokens back
     yaml.preserve_quotes = True
     # Keep `null` as written instead of an empty value.
@@ -145,7 +145,7 @@ def _yaml() -> YAML:
 def read_yaml(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as fh:
-            return _yaml().load(fh)
+            return round_trip_yaml().load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except IsADirectoryError:
@@ -166,7 +166,7 @@ def write_yaml_atomic(path: Path, data: Any, mode: int | None = None) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            _yaml().dump(data, fh)
+            round_trip_yaml().dump(data, fh)
         os.chmod(tmp, mode if mode is not None else _existing_mode(path))
         os.replace(tmp, path)
     except BaseException:

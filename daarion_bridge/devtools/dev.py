@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ruamel.yaml import YAML
 
 import daarion_bridge
+from daarion_bridge.config import read_yaml, round_trip_yaml, write_yaml_atomic
 from daarion_bridge.devtools.synapse import (
     LocalSynapse,
     die_with_parent,
@@ -69,29 +69,14 @@ def find_example_config() -> str:
     raise DevError(f"config.example.yaml not found (looked for {beside} and package data)")
 
 
-def _yaml() -> YAML:
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml
-
-
 def _load(path: Path) -> Any:
-    with path.open(encoding="utf-8") as f:
-        return _yaml().load(f)
+    return read_yaml(path)
 
 
 def _dump(data: Any, path: Path) -> None:
     """Atomic rewrite; the config holds the appservice tokens, so never world-readable."""
-    try:
-        mode = path.stat().st_mode & 0o770
-    except FileNotFoundError:
-        mode = 0o600
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        _yaml().dump(data, f)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    mode = path.stat().st_mode & 0o770 if path.exists() else 0o600
+    write_yaml_atomic(path, data, mode=mode)
 
 
 def _section(cfg: Any, name: str) -> Any:
@@ -105,7 +90,7 @@ def prepare_config(workdir: Path, synapse_url: str) -> Path:
     path = workdir / "config.yaml"
     first = not path.exists()
     if first:
-        cfg = _yaml().load(find_example_config())
+        cfg = round_trip_yaml().load(find_example_config())
     else:
         cfg = _load(path)
 

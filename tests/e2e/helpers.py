@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
-from ruamel.yaml import YAML
 
+from daarion_bridge.config import read_yaml, write_yaml_atomic
 from daarion_bridge.devtools.synapse import die_with_parent, tail_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,20 +83,12 @@ async def wait_for(
 # -- config -----------------------------------------------------------------------------------
 
 
-def _yaml() -> YAML:
-    yaml = YAML()
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml
-
-
 def load_yaml(path: Path) -> Any:
-    with path.open(encoding="utf-8") as f:
-        return _yaml().load(f)
+    return read_yaml(path)
 
 
 def dump_yaml(data: Any, path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        _yaml().dump(data, f)
+    write_yaml_atomic(path, data)
 
 
 def file_logging(log_file: Path, level: str = "DEBUG") -> dict[str, Any]:
