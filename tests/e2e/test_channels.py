@@ -127,3 +127,11 @@ async def test_room_name_change_updates_channel(e2e, bridge, people, db):
 
     row = await wait_for(renamed, what="channels.name to follow the room name")
     assert row["id"] == channel["id"]
+
+
+async def test_bot_is_registered_with_its_display_name(e2e, bridge, people):
+    from urllib.parse import quote
+
+    alice = await people("alice.profile")
+    profile = await alice.request("GET", f"/v3/profile/{quote(e2e.bot)}")
+    assert profile.get("displayname") == "DAARION"  # appservice.bot_displayname
