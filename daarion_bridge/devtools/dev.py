@@ -28,6 +28,7 @@ import aiohttp
 
 import daarion_bridge
 from daarion_bridge.config import read_yaml, round_trip_yaml, write_yaml_atomic
+from daarion_bridge.devtools import bridge_command
 from daarion_bridge.devtools.synapse import (
     LocalSynapse,
     die_with_parent,
@@ -181,15 +182,7 @@ class BridgeProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daarion_bridge",
-                "-c",
-                str(self.config),
-                "-r",
-                str(self.registration),
-            ],
+            bridge_command(self.config, self.registration),
             stdin=subprocess.DEVNULL,
             env=child_env(),
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from daarion_bridge.config import read_yaml, write_yaml_atomic
+from daarion_bridge.devtools import bridge_command
 from daarion_bridge.devtools.synapse import die_with_parent, tail_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -217,15 +218,7 @@ class BridgeProcess:
             out.write(f"\n===== start #{self.starts} at {datetime.now(UTC)} =====\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daarion_bridge",
-                    "-c",
-                    str(self.config),
-                    "-r",
-                    str(self.registration),
-                ],
+                bridge_command(self.config, self.registration),
                 cwd=REPO_ROOT,
                 env=child_env(),
                 stdin=subprocess.DEVNULL,
