@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,21 +18,33 @@ from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
 from .catchup import CatchUp
-from .config import Config
+from .config import Config, load_config
 from .db.database import open_database
 from .embedded_db import EmbeddedPostgres
 from .errors import OperatorError
 from .ingest import Ingestor
+from .invites import Invites
 from .matrix.bot import Bot
+from .matrix.puppets import Puppets
 from .recovery import DatabaseRecovery
+from .registration import check_registration
+from .roster_sync import apply_roster
+from .translate.agents import LiveDirectory
 from .web.appservice import AppserviceApi
 
 log = logging.getLogger("daarion.bridge")
 
 
 class Bridge:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registration_path: Path | None = None) -> None:
         self.config = config
+        self.registration_path = registration_path
+        self.directory = LiveDirectory(config.roster)
+        self.pool: asyncpg.Pool | None = None
+        self.bot: Bot | None = None
+        self.puppets: Puppets | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.reloading: asyncio.Task[None] | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
         self.state_db: Database | None = None
@@ -38,7 +52,6 @@ class Bridge:
         self.runner: web.AppRunner | None = None
         self.recovery: DatabaseRecovery | None = None
         self.metrics_server: Any = None
-        self.maintenance: asyncio.Task[None] | None = None
         self.catch_up: CatchUp | None = None
         self.started = False
 
@@ -51,18 +64,23 @@ class Bridge:
         await self._start_database(db_url)
         assert self.db is not None
         pool: asyncpg.Pool = self.db.pool  # type: ignore[attr-defined]
+        self.pool = pool
 
         cfg = self.config
         connector = aiohttp.TCPConnector(
             limit=100, ssl=None if cfg.homeserver.verify_ssl else False
         )
         self.http = aiohttp.ClientSession(connector=connector)
-        bot = Bot.connect(cfg, self.http, PgASStateStore(self.state_db))
+        bot = self.bot = Bot.connect(cfg, self.http, PgASStateStore(self.state_db))
+        self.puppets = Puppets(bot.intent, pool)
         self.recovery = DatabaseRecovery(pool, bot)
-        ingestor = Ingestor(pool, bot, cfg)
+        invites = Invites(pool, bot, self.puppets, cfg, self.directory)
+        ingestor = Ingestor(pool, invites, self.directory, cfg)
         self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
         ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("signs of dropped events")
-        web_api = AppserviceApi(cfg, ingestor, self.recovery.database_failed, self.is_ready)
+        web_api = AppserviceApi(
+            cfg, ingestor, self.recovery.database_failed, self.is_ready, self.query_user
+        )
 
         # Listen before talking to the homeserver: its ping calls us back.
         self.runner = web.AppRunner(web_api.app, access_log=None)
@@ -80,7 +98,14 @@ class Bridge:
 
         await self._wait_for_homeserver()
         await self._check_homeserver(bot)
-        self.maintenance = asyncio.create_task(maintenance.run_forever(pool), name="maintenance")
+        await self._apply_roster(cfg)
+        self.tasks = [
+            asyncio.create_task(maintenance.run_forever(pool), name="maintenance"),
+            asyncio.create_task(
+                maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
+                name="session sweep",
+            ),
+        ]
         self.started = True
         log.info(
             "Bridge ready in %.1f s: listening on %s:%d as %s",
@@ -144,6 +169,59 @@ class Bridge:
                 f"bot setup failed ({e.errcode}: {e.message})"
             ) from None
 
+    async def _apply_roster(self, config: Config) -> None:
+        assert self.pool is not None and self.bot is not None and self.puppets is not None
+        try:
+            await apply_roster(self.pool, config.roster, self.bot, self.puppets, self.directory)
+        except MatrixRequestError as e:
+            raise OperatorError(
+                f"homeserver refused setting up the agents ({e.errcode}: {e.message}); "
+                "is the registration from -g loaded and the homeserver restarted?"
+            ) from None
+
+    async def query_user(self, user_id: str) -> bool:
+        """The homeserver asks whether a user in our namespace exists: the bot and the
+        configured agents do (their puppet is registered before the answer)."""
+        if user_id == self.config.bot_mxid:
+            return True
+        agent = self.directory.current.agents.get(user_id)
+        if agent is None or self.puppets is None:
+            return False
+        await self.puppets.ensure_profile(agent)
+        return True
+
+    def request_reload(self) -> None:
+        """SIGHUP: apply the config's microDAOs, blueprints and agents without a restart."""
+        if not self.started:
+            log.warning("Reload asked before the bridge was ready; ignored")
+            return
+        if self.reloading is not None and not self.reloading.done():
+            log.warning("A reload is already running; send SIGHUP again when it is done")
+            return
+        self.reloading = asyncio.create_task(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        try:
+            new = load_config(self.config.path)
+            if self.registration_path is not None:
+                check_registration(new, self.registration_path)
+        except OperatorError as e:
+            log.error("Config not reloaded: %s", e)
+            return False
+        unchanged = dataclasses.replace(new, roster=self.config.roster, logging=None)
+        if unchanged != dataclasses.replace(self.config, logging=None):
+            log.warning(
+                "Reload applies microdaos, blueprints and agents only; "
+                "restart the bridge for the changes to other sections"
+            )
+        try:
+            await self._apply_roster(new)
+        except Exception as e:
+            log.error("Config reload failed: %s", e or type(e).__name__)
+            return False
+        self.config = dataclasses.replace(self.config, roster=new.roster)
+        return True
+
     async def _ping(self, bot: Bot) -> None:
         """Tells the admin at start whether the homeserver can reach us back."""
         try:
@@ -165,9 +243,10 @@ class Bridge:
             await self.recovery.stop()
         if self.catch_up is not None:
             await self.catch_up.stop()
-        if self.maintenance is not None:
-            self.maintenance.cancel()
-            await asyncio.gather(self.maintenance, return_exceptions=True)
+        for task in [*self.tasks, self.reloading]:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         if self.http is not None:

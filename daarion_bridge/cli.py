@@ -80,14 +80,15 @@ def configure_logging(config: Config) -> None:
         )
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, registration_path: Path) -> None:
     from .app import Bridge  # heavy imports only when running
 
-    bridge = Bridge(config)
+    bridge = Bridge(config, registration_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, bridge.request_reload)
     starting = asyncio.create_task(bridge.start())
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> None:
         log.warning(warning)
     if config.path.stat().st_mode & 0o004:
         log.warning("%s holds tokens and is world-readable; chmod o-r it", config.path)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, args.registration))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,11 +19,12 @@ from ruamel.yaml.error import YAMLError
 from yarl import URL
 
 from .errors import ConfigError
+from .roster import LOCALPART, MICRODAO_ID, Roster, parse_roster
 
 GENERATE = "generate"
 ENV_PREFIX = "DAARION_BRIDGE_"
-MICRODAO_ID = re.compile(r"^microdao:[a-z0-9-]+$")
-LOCALPART = re.compile(r"^[a-z0-9._=/+-]+$")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # {name} with something around it: a bare {name} would claim every user on the server.
 AGENT_TEMPLATE = re.compile(
     r"^(?:[a-z0-9._=/+-]+\{name\}[a-z0-9._=/+-]*|[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]+)$"
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_federated_invites": False,
         "agent_localpart_template": "agent-{name}",
         "catch_up_window": 600,
+        "agent_session_idle_after": "30m",
     },
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
 }
@@ -108,6 +110,7 @@ class BridgeConfig:
     allow_federated_invites: bool
     agent_localpart_template: str
     catch_up_window: float
+    agent_session_idle_after: float
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class Config:
     bridge: BridgeConfig
     metrics: MetricsConfig
     logging: dict[str, Any] | None = field(default=None, compare=False)
+    roster: Roster = field(default_factory=Roster)
 
     @property
     def bot_mxid(self) -> str:
@@ -268,6 +272,21 @@ class _Reader:
             self.fail(key, f"must be from {low} to {high}")
         return float(value)
 
+    def duration(self, key: str, low: float, high: float) -> float:
+        """Seconds, from a number or a string such as `30m`, `1h30m`, `45s`, `1d`."""
+        value = self.values.get(key)
+        if isinstance(value, str):
+            text = value.replace(" ", "")
+            parts = DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                self.fail(key, f"must be a duration such as 30s, 30m or 2h, got {value!r}")
+            value = sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "must be a duration such as 30s, 30m or 2h")
+        if not low <= value <= high:
+            self.fail(key, f"must be from {low:g} s to {high:g} s")
+        return float(value)
+
 
 def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
@@ -315,6 +334,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         allow_federated_invites=b.bool("allow_federated_invites"),
         agent_localpart_template=b.str("agent_localpart_template", AGENT_TEMPLATE),
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
+        agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
     )
     m = _Reader(path, raw, "metrics")
     host, _, port = m.str("listen").rpartition(":")
@@ -324,7 +344,14 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     log_config = raw.get("logging")
     if log_config is not None and not isinstance(log_config, dict):
         raise ConfigError(f"{path}: logging must be a logging.dictConfig mapping")
-    return Config(path, homeserver, appservice, database, bridge, metrics, log_config)
+    roster = parse_roster(
+        path,
+        raw,
+        domain=homeserver.domain,
+        template=bridge.agent_localpart_template,
+        bot_localpart=appservice.bot_username,
+    )
+    return Config(path, homeserver, appservice, database, bridge, metrics, log_config, roster)
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:

@@ -18,6 +18,7 @@ from .db.database import open_database
 from .db.errors import is_data_error
 from .db.writer import write_transaction
 from .embedded_db import EmbeddedPostgres
+from .translate.agents import AgentDirectory
 from .translate.events import translate_event
 from .translate.preview import BadEvent
 
@@ -86,7 +87,10 @@ async def _replay_one(pool: asyncpg.Pool, config: Config, letter_id: int, raw_js
     event = json.loads(raw_json)
     try:
         op = translate_event(
-            event, bot_mxid=config.bot_mxid, preview_length=config.bridge.preview_length
+            event,
+            bot_mxid=config.bot_mxid,
+            preview_length=config.bridge.preview_length,
+            agents=AgentDirectory(config.roster),
         )
     except BadEvent as e:
         return f"{letter_id}: still rejected: {e}"

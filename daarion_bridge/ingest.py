@@ -16,17 +16,21 @@ from .config import Config
 from .db import bookkeeping
 from .db.errors import is_data_error
 from .db.writer import ChannelSetup, Item, Outcome, Rejected, write_transaction
-from .matrix.bot import Bot
-from .translate.events import BotInvited, translate_event
+from .invites import Invites
+from .translate.agents import LiveDirectory
+from .translate.events import AgentInvited, BotInvited, translate_event
 from .translate.preview import BadEvent
 
 log = logging.getLogger("daarion.ingest")
 
 
 class Ingestor:
-    def __init__(self, pool: Pool, bot: Bot, config: Config) -> None:
+    def __init__(
+        self, pool: Pool, invites: Invites, directory: LiveDirectory, config: Config
+    ) -> None:
         self.pool = pool
-        self.bot = bot
+        self.invites = invites
+        self.directory = directory
         self.bot_mxid = config.bot_mxid
         self.preview_length = config.bridge.preview_length
         # Synapse sends one transaction at a time; a replay racing the original must not
@@ -39,11 +43,15 @@ class Ingestor:
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
+        agents = self.directory.current
         for event in events:
             try:
                 items.append(
                     translate_event(
-                        event, bot_mxid=self.bot_mxid, preview_length=self.preview_length
+                        event,
+                        bot_mxid=self.bot_mxid,
+                        preview_length=self.preview_length,
+                        agents=agents,
                     )
                 )
             except BadEvent as e:
@@ -60,7 +68,7 @@ class Ingestor:
             # Invites act on the homeserver before anything is written, so a replay must be
             # recognised first, or it would join and speak twice. Without invites the
             # claim inside the write recognises replays on its own.
-            has_invites = any(isinstance(item, BotInvited) for item in items)
+            has_invites = any(isinstance(item, BotInvited | AgentInvited) for item in items)
             if has_invites and await bookkeeping.is_committed(self.pool, txn_id, digest):
                 metrics.TRANSACTIONS.labels("replay").inc()
                 self._note_sequence(txn_id, Outcome(replay=True))
@@ -108,8 +116,8 @@ class Ingestor:
     async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:
         setups = []
         for item in items:
-            if isinstance(item, BotInvited):
-                setup = await self.bot.accept_invite(item)
+            if isinstance(item, BotInvited | AgentInvited):
+                setup = await self.invites.handle(item)
                 if setup is not None:
                     setups.append(setup)
         return setups

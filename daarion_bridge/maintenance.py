@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from asyncpg import Pool
 
+from .db import sessions
+
 log = logging.getLogger("daarion.maintenance")
 
 # Synapse only ever retries its oldest unsent transaction, so a week of ids is far more
@@ -33,3 +35,22 @@ async def run_forever(pool: Pool, interval: float = INTERVAL_SECONDS) -> None:
             # The next round tries again; ingest does not depend on this.
             log.warning("Pruning transaction ids failed", exc_info=True)
         await asyncio.sleep(interval)
+
+
+def sweep_interval(idle_after: float) -> float:
+    """Often enough that a session turns idle within a quarter of the timeout, at most a
+    minute late, and never more than once a second."""
+    return min(max(idle_after / 4, 1.0), 60.0)
+
+
+async def sweep_sessions_forever(pool: Pool, idle_after: float) -> None:
+    """Sessions without activity for `idle_after` seconds become idle. The times are in
+    the database, so a restart loses nothing: the first round after it catches up."""
+    while True:
+        try:
+            idled = await sessions.mark_idle(pool, idle_after)
+            if idled:
+                log.info("%d agent session(s) became idle", idled)
+        except Exception:
+            log.warning("Sweeping idle agent sessions failed", exc_info=True)
+        await asyncio.sleep(sweep_interval(idle_after))

@@ -18,13 +18,39 @@ def user_namespace_regexes(config: Config) -> list[str]:
     """Exclusive regexes for the bot and agent puppets, pinned to our server at the end.
 
     Synapse matches from the start of the id only, so `$` is what stops
-    `@daarion:localhost.evil.example` from matching.
+    `@daarion:localhost.evil.example` from matching. Agents whose `localpart` falls
+    outside the template get one entry each.
     """
     domain = re.escape(config.homeserver.domain)
     bot = re.escape(config.appservice.bot_username)
     agent_prefix, _, agent_suffix = config.bridge.agent_localpart_template.partition("{name}")
     agents = f"{re.escape(agent_prefix)}{LOCALPART_CHARS}{re.escape(agent_suffix)}"
-    return [f"^@{bot}:{domain}$", f"^@{agents}:{domain}$"]
+    regexes = [f"^@{bot}:{domain}$", f"^@{agents}:{domain}$"]
+    for agent in config.roster.agents:
+        if not any(re.match(r, agent.matrix_id) for r in regexes):
+            regexes.append(f"^@{re.escape(agent.localpart)}:{domain}$")
+    return regexes
+
+
+def uncovered_users(config: Config, registration: Any) -> list[str]:
+    """The bot and agents no exclusive users regex of this registration matches."""
+    namespaces = registration.get("namespaces") if isinstance(registration, dict) else None
+    entries = namespaces.get("users") if isinstance(namespaces, dict) else None
+    patterns = []
+    for entry in entries if isinstance(entries, list) else []:
+        if (
+            isinstance(entry, dict)
+            and entry.get("exclusive")
+            and isinstance(entry.get("regex"), str)
+        ):
+            try:
+                patterns.append(re.compile(entry["regex"]))
+            except re.error:
+                continue
+    wanted = [(f"the bot {config.bot_mxid}", config.bot_mxid)] + [
+        (f"agent {a.external_id} ({a.matrix_id})", a.matrix_id) for a in config.roster.agents
+    ]
+    return [label for label, mxid in wanted if not any(p.match(mxid) for p in patterns)]
 
 
 def build_registration(config: Config) -> dict[str, Any]:
@@ -73,6 +99,12 @@ def check_registration(config: Config, path: Path) -> list[str]:
                 f"{path}: {key} differs from appservice.{key} in {config.path}; "
                 "run -g again and reload the homeserver"
             )
+    missing = uncovered_users(config, raw)
+    if missing:
+        raise ConfigError(
+            f"{path}: no exclusive users namespace covers {missing[0]}; "
+            "run -g again and restart the homeserver"
+        )
     warnings = []
     for key in ("id", "url", "sender_localpart", "rate_limited", "namespaces"):
         if raw.get(key) != expected[key]:

@@ -83,3 +83,7 @@ async def set_name(conn: Connection, channel_id: UUID, name: str) -> None:
 
 async def set_visibility(conn: Connection, channel_id: UUID, visibility: str) -> None:
     await conn.execute("UPDATE channels SET visibility = $2 WHERE id = $1", channel_id, visibility)
+
+
+async def visibility_of(conn: Connection, room_id: str) -> str | None:
+    return await conn.fetchval("SELECT visibility FROM channels WHERE matrix_room_id = $1", room_id)

@@ -1,4 +1,4 @@
-"""channel_members for people: joins, leaves and roles."""
+"""channel_members: people and agents joining and leaving, and people's roles."""
 
 from __future__ import annotations
 
@@ -11,28 +11,51 @@ from asyncpg import Connection
 # A rejoin clears left_at and starts a new joined_at; a repeated join (profile change)
 # keeps the original joined_at.
 _JOIN = """
-INSERT INTO channel_members (channel_id, member_user_id, role, joined_at)
+INSERT INTO channel_members (channel_id, {member}, role, joined_at)
 VALUES ($1, $2, $3, $4)
-ON CONFLICT (channel_id, member_user_id) DO UPDATE SET
+ON CONFLICT (channel_id, {member}) DO UPDATE SET
     role = EXCLUDED.role,
     joined_at = CASE WHEN channel_members.left_at IS NULL THEN channel_members.joined_at
                      ELSE EXCLUDED.joined_at END,
     left_at = NULL
 """
+_LEAVE = """
+UPDATE channel_members SET left_at = $3
+WHERE channel_id = $1 AND {member} = $2 AND left_at IS NULL
+"""
+AGENT_ROLE = "agent"
+_SQL = {
+    (stmt, agent): sql.format(member="member_agent_id" if agent else "member_user_id")
+    for stmt, sql in (("join", _JOIN), ("leave", _LEAVE))
+    for agent in (False, True)
+}
 
 
-async def join(conn: Connection, channel_id: UUID, user_id: UUID, role: str, at: datetime) -> None:
-    await conn.execute(_JOIN, channel_id, user_id, role, at)
+async def join(
+    conn: Connection, channel_id: UUID, member_id: UUID, role: str, at: datetime
+) -> None:
+    """A person joins (or changes role); for agents see join_agent."""
+    await conn.execute(_SQL["join", False], channel_id, member_id, role, at)
 
 
-async def leave(conn: Connection, channel_id: UUID, user_id: UUID, at: datetime) -> None:
-    await conn.execute(
-        "UPDATE channel_members SET left_at = $3 "
-        "WHERE channel_id = $1 AND member_user_id = $2 AND left_at IS NULL",
-        channel_id,
-        user_id,
-        at,
+async def join_agent(conn: Connection, channel_id: UUID, agent_id: UUID, at: datetime) -> None:
+    await conn.execute(_SQL["join", True], channel_id, agent_id, AGENT_ROLE, at)
+
+
+async def leave(
+    conn: Connection, channel_id: UUID, member_id: UUID, at: datetime, *, agent: bool = False
+) -> None:
+    await conn.execute(_SQL["leave", agent], channel_id, member_id, at)
+
+
+async def rooms_of_agent(conn: Connection, agent_id: UUID) -> list[str]:
+    """Rooms the agent is in now, by the index."""
+    rows = await conn.fetch(
+        "SELECT c.matrix_room_id FROM channel_members m JOIN channels c ON c.id = m.channel_id "
+        "WHERE m.member_agent_id = $1 AND m.left_at IS NULL ORDER BY c.matrix_room_id",
+        agent_id,
     )
+    return [r["matrix_room_id"] for r in rows]
 
 
 async def current_people(conn: Connection, channel_id: UUID) -> dict[str, tuple[UUID, str]]:

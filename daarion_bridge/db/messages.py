@@ -11,13 +11,16 @@ from asyncpg import Connection
 
 DELETED = "[deleted]"
 
+# Exactly one of sender_user_id and sender_agent_id is set; sender_type follows it.
 _INSERT_MANY = """
-INSERT INTO messages (channel_id, matrix_event_id, sender_user_id, sender_type,
-                      content_preview, created_at)
-SELECT channel_id, event_id, sender_user_id, 'human', preview, created_at
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[])
-    AS m(channel_id, event_id, sender_user_id, preview, created_at)
+INSERT INTO messages (channel_id, matrix_event_id, sender_user_id, sender_agent_id,
+                      sender_type, content_preview, created_at)
+SELECT channel_id, event_id, sender_user_id, sender_agent_id,
+       CASE WHEN sender_agent_id IS NULL THEN 'human' ELSE 'agent' END, preview, created_at
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[])
+    AS m(channel_id, event_id, sender_user_id, sender_agent_id, preview, created_at)
 ON CONFLICT (matrix_event_id) DO NOTHING
+RETURNING matrix_event_id
 """
 # The state row makes edits and redactions order-independent: only a newer edit wins,
 # and a redaction is final. One statement per edit or redaction, each a pair of
@@ -62,22 +65,28 @@ class Edit:
 class NewRow:
     channel_id: UUID
     event_id: str
-    sender_user_id: UUID
+    sender_user_id: UUID | None
+    sender_agent_id: UUID | None
     preview: str
     created_at: datetime
 
 
-async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> None:
-    """One statement for a run of messages: one round trip instead of one per message."""
-    if rows:
-        await conn.execute(
-            _INSERT_MANY,
-            [r.channel_id for r in rows],
-            [r.event_id for r in rows],
-            [r.sender_user_id for r in rows],
-            [r.preview for r in rows],
-            [r.created_at for r in rows],
-        )
+async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> set[str]:
+    """One statement for a run of messages: one round trip instead of one per message.
+
+    Returns the event ids of the rows actually inserted (not already there)."""
+    if not rows:
+        return set()
+    inserted = await conn.fetch(
+        _INSERT_MANY,
+        [r.channel_id for r in rows],
+        [r.event_id for r in rows],
+        [r.sender_user_id for r in rows],
+        [r.sender_agent_id for r in rows],
+        [r.preview for r in rows],
+        [r.created_at for r in rows],
+    )
+    return {r[0] for r in inserted}
 
 
 async def edit_many(conn: Connection, edits: Sequence[Edit]) -> int:

@@ -34,3 +34,40 @@ async def ensure(conn: Connection, external_id: str, owner_user_id: UUID) -> UUI
         owner_user_id,
     )
     return microdao_id
+
+
+async def upsert(conn: Connection, external_id: str, name: str, owner_user_id: UUID) -> UUID:
+    """A microDAO as the config declares it; its owner holds the owner role."""
+    microdao_id = await conn.fetchval(
+        "INSERT INTO microdaos (external_id, name, owner_user_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (external_id) DO UPDATE SET name = EXCLUDED.name, "
+        "owner_user_id = EXCLUDED.owner_user_id RETURNING id",
+        external_id,
+        name,
+        owner_user_id,
+    )
+    await set_roles(conn, microdao_id, {owner_user_id: "owner"})
+    return microdao_id
+
+
+async def set_roles(conn: Connection, microdao_id: UUID, roles: dict[UUID, str]) -> None:
+    if roles:
+        await conn.execute(
+            "INSERT INTO microdao_members (microdao_id, user_id, role) "
+            "SELECT $1, u, r FROM unnest($2::uuid[], $3::text[]) AS x(u, r) "
+            "ON CONFLICT (microdao_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+            microdao_id,
+            list(roles),
+            list(roles.values()),
+        )
+
+
+async def role_of(conn: Connection, microdao_external_id: str, matrix_id: str) -> str | None:
+    """The role a Matrix user holds in a microDAO, or None when not a member."""
+    return await conn.fetchval(
+        "SELECT m.role FROM microdao_members m JOIN microdaos d ON d.id = m.microdao_id "
+        "JOIN users u ON u.id = m.user_id WHERE d.external_id = $1 AND u.matrix_id = $2 "
+        "ORDER BY (m.role = 'owner') DESC, (m.role = 'admin') DESC LIMIT 1",
+        microdao_external_id,
+        matrix_id,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from asyncpg import Connection
 
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, role_for
-from . import bookkeeping, channels, members, messages, microdaos, rooms, users
+from . import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
 from .errors import is_data_error
 
 LEFT = frozenset({"leave", "ban"})
@@ -86,7 +87,10 @@ async def write_transaction(
 
 async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Channel:
     snap = setup.snapshot
-    people = await users.ensure_users(conn, [setup.inviter, *snap.joined])
+    agent_ids = await agents.by_matrix_ids(conn, snap.joined)
+    people = await users.ensure_users(
+        conn, [m for m in (setup.inviter, *snap.joined) if m not in agent_ids]
+    )
     microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, people[setup.inviter])
     channel = await channels.create(
         conn,
@@ -101,8 +105,12 @@ async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Cha
     # The state snapshot has no per-member join time; the moment of bridging stands in.
     now = await conn.fetchval("SELECT now()")
     for mxid in snap.joined:
-        role = role_for(mxid, snap.power_levels, snap.creators)
-        await members.join(conn, channel.id, people[mxid], role, now)
+        if mxid in agent_ids:
+            await members.join_agent(conn, channel.id, agent_ids[mxid], now)
+            await sessions.open_on_join(conn, agent_ids[mxid], channel.id, now)
+        else:
+            role = role_for(mxid, snap.power_levels, snap.creators)
+            await members.join(conn, channel.id, people[mxid], role, now)
     return channel
 
 
@@ -119,28 +127,39 @@ class _Applier:
         self.outcome = outcome
         self.isolate = isolate
         self.power: dict[str, rooms.RoomPower] = {}
+        # (agent, channel) -> (latest activity, whether it counts only for a member)
+        self.activity: dict[tuple[UUID, UUID], tuple[datetime, bool]] = {}
 
     async def run(self, pairs: Sequence[tuple[Any, ev.Operation]]) -> None:
         if not pairs:
             return
         ops = [op for _, op in pairs]
         self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
-        people = {
-            op.sender if isinstance(op, ev.NewMessage) else op.user_id
-            for op in ops
-            if isinstance(op, ev.NewMessage | ev.Membership) and op.room_id in self.channels
-        }
-        self.users = await users.ensure_users(self.conn, sorted(people))
+        actors: set[str] = set()
+        mentioned: set[str] = set()
+        for op in ops:
+            if op.room_id not in self.channels:
+                continue
+            if isinstance(op, ev.NewMessage):
+                actors.add(op.sender)
+                mentioned.update(op.mentions)
+            elif isinstance(op, ev.Membership):
+                actors.add(op.user_id)
+        self.agents = await agents.by_matrix_ids(self.conn, actors | mentioned)
+        self.users = await users.ensure_users(
+            self.conn, sorted(a for a in actors if a not in self.agents)
+        )
         bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
         if self.isolate:
             for raw, op in bridged:
                 self.count(op, await self.apply_isolated(raw, op))
         else:
             await self.apply_batched([op for _, op in bridged])
+        await sessions.record_activity(self.conn, self.activity)
         await rooms.touch(self.conn, {op.room_id for op in ops if op.room_id in self.channels})
 
     def bridged(self, op: ev.Operation) -> bool:
-        if op.room_id in self.channels and not isinstance(op, ev.BotInvited):
+        if op.room_id in self.channels and not isinstance(op, ev.Invited):
             return True
         self.outcome.ignored[type(op).__name__] += 1
         return False
@@ -154,7 +173,7 @@ class _Applier:
         and redactions commute (newest edit wins, redaction is final) and only need the
         rows to exist; membership and state never depend on messages."""
         news = [op for op in ops if isinstance(op, ev.NewMessage)]
-        await messages.insert_many(self.conn, [self.new_row(op) for op in news])
+        await self.insert_messages(news)
         self.outcome.applied["NewMessage"] += len(news)
         for op in ops:
             if not isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
@@ -168,9 +187,31 @@ class _Applier:
         self.outcome.applied["RedactMessage"] += changed
         self.outcome.ignored["RedactMessage"] += len(redactions) - changed
 
+    async def insert_messages(self, news: Sequence[ev.NewMessage]) -> None:
+        """Insert, and note agent activity for the rows that are new (not replays)."""
+        rows = [self.new_row(op) for op in news]
+        inserted = await messages.insert_many(self.conn, rows)
+        for op, row in zip(news, rows, strict=True):
+            if op.event_id not in inserted:
+                continue
+            if row.sender_agent_id is not None:
+                self.note_activity(row.sender_agent_id, row.channel_id, op.ts, False)
+            for mxid in op.mentions:
+                if mxid in self.agents:
+                    self.note_activity(self.agents[mxid], row.channel_id, op.ts, True)
+
+    def note_activity(self, agent_id: UUID, channel_id: UUID, at: datetime, mention: bool) -> None:
+        previous = self.activity.get((agent_id, channel_id))
+        if previous is None:
+            self.activity[agent_id, channel_id] = (at, mention)
+        else:  # an agent's own message counts even if it is not a member in the index yet
+            self.activity[agent_id, channel_id] = (max(at, previous[0]), mention and previous[1])
+
     def new_row(self, op: ev.NewMessage) -> messages.NewRow:
         channel = self.channels[op.room_id]
-        return messages.NewRow(channel.id, op.event_id, self.users[op.sender], op.preview, op.ts)
+        agent_id = self.agents.get(op.sender)
+        user_id = None if agent_id is not None else self.users[op.sender]
+        return messages.NewRow(channel.id, op.event_id, user_id, agent_id, op.preview, op.ts)
 
     async def apply_isolated(self, raw: Any, op: ev.Operation) -> bool:
         try:
@@ -196,7 +237,7 @@ class _Applier:
         conn = self.conn
         channel = self.channels[op.room_id]
         if isinstance(op, ev.NewMessage):
-            await messages.insert_many(conn, [self.new_row(op)])
+            await self.insert_messages([op])
             return True
         if isinstance(op, ev.EditMessage):
             return await messages.edit_many(conn, [edit_of(op)]) > 0
@@ -216,6 +257,9 @@ class _Applier:
         return False
 
     async def membership(self, op: ev.Membership, channel: channels.Channel) -> bool:
+        agent_id = self.agents.get(op.user_id)
+        if agent_id is not None:
+            return await self.agent_membership(op, channel, agent_id)
         user_id: UUID = self.users[op.user_id]
         if op.membership == "join":
             power = await self.room_power(op.room_id)
@@ -226,6 +270,19 @@ class _Applier:
             await members.leave(self.conn, channel.id, user_id, op.ts)
             return True
         return False  # invites and knocks are not membership yet
+
+    async def agent_membership(
+        self, op: ev.Membership, channel: channels.Channel, agent_id: UUID
+    ) -> bool:
+        if op.membership == "join":
+            await members.join_agent(self.conn, channel.id, agent_id, op.ts)
+            await sessions.open_on_join(self.conn, agent_id, channel.id, op.ts)
+            return True
+        if op.membership in LEFT:
+            await members.leave(self.conn, channel.id, agent_id, op.ts, agent=True)
+            await sessions.close(self.conn, agent_id, channel.id)
+            return True
+        return False
 
     async def power_levels(self, op: ev.PowerLevels, channel: channels.Channel) -> None:
         await rooms.set_power_levels(self.conn, op.room_id, op.content)

@@ -1,4 +1,4 @@
-"""The bridge bot: accepts or refuses invites and reads a room's state when it joins."""
+"""The bridge bot on the homeserver: profile, room state and history, spaces, ping."""
 
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from yarl import URL
 
 from ..config import BridgeConfig, Config
-from ..db.writer import ChannelSetup
-from ..translate.events import BotInvited
-from ..translate.rooms import snapshot_from_state
 
 log = logging.getLogger("daarion.bot")
-
-NO_MICRODAO_NOTICE = (
-    "This room cannot be bridged: no microDAO is mapped to it and the bridge has no "
-    "default (bridge.default_microdao). Ask the bridge admin to set one, then invite me again."
-)
 
 
 def invite_allowed(inviter: str, domain: str, bridge: BridgeConfig) -> bool:
@@ -32,6 +24,14 @@ def invite_allowed(inviter: str, domain: str, bridge: BridgeConfig) -> bool:
 
 class HomeserverUnavailable(Exception):
     """The homeserver did not answer; the transaction must be retried later."""
+
+
+UNREACHABLE = (MatrixConnectionError, aiohttp.ClientError, TimeoutError)
+
+
+async def room_state(intent: IntentAPI, room_id: str) -> list[dict[str, Any]]:
+    """The room's full current state, as this user (who must be joined) sees it."""
+    return await intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
 
 
 class Bot:
@@ -56,33 +56,22 @@ class Bot:
         await self.intent.ensure_registered()
         await self.intent.set_displayname(self.config.appservice.bot_displayname)
 
-    async def accept_invite(self, invite: BotInvited) -> ChannelSetup | None:
-        """Join and snapshot the room, or refuse; None when no channel is to be made."""
-        room_id = invite.room_id
-        try:
-            bridge = self.config.bridge
-            if not invite_allowed(invite.inviter, self.config.homeserver.domain, bridge):
-                log.info("Refusing invite to %s from %s: other homeserver", room_id, invite.inviter)
-                await self.intent.leave_room(room_id, reason="Invites from other servers are off")
-                return None
-            await self.intent.join_room(room_id)
-            microdao = self.config.bridge.default_microdao
-            if microdao is None:
-                log.info("Leaving %s: no microDAO to map it to", room_id)
-                await self.intent.send_notice(room_id, NO_MICRODAO_NOTICE)
-                await self.intent.leave_room(room_id, reason="No microDAO for this room")
-                return None
-            state = await self.room_state(room_id)
-        except MatrixRequestError as e:
-            # The invite was withdrawn or the room is gone: nothing to bridge.
-            log.warning("Could not accept invite to %s: %s %s", room_id, e.errcode, e.message)
-            return None
-        except (MatrixConnectionError, aiohttp.ClientError, TimeoutError) as e:
-            raise HomeserverUnavailable(str(e)) from e
-        return ChannelSetup(snapshot_from_state(room_id, state), microdao, invite.inviter)
-
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
-        return await self.intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
+        return await room_state(self.intent, room_id)
+
+    async def resolve_alias(self, alias: str) -> str:
+        return (await self.intent.resolve_room_alias(alias)).room_id
+
+    async def space_lists(self, space_id: str, room_id: str) -> bool:
+        """Whether the space lists the room as a child (an m.space.child with `via`)."""
+        try:
+            content = await self.intent.api.request(
+                Method.GET, Path.v3.rooms[space_id].state["m.space.child"][room_id]
+            )
+        except MatrixRequestError:
+            return False  # not listed, or the bot cannot read that space
+        via = content.get("via") if isinstance(content, dict) else None
+        return isinstance(via, list) and bool(via)
 
     async def room_history(
         self, room_id: str, page_size: int = 100

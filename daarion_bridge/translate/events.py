@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .agents import AgentDirectory
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
 
@@ -26,6 +27,7 @@ class NewMessage:
     sender: str
     ts: datetime
     preview: str
+    mentions: tuple[str, ...] = ()  # agents a person's message mentions
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,16 @@ class BotInvited:
     inviter: str
 
 
+@dataclass(frozen=True, slots=True)
+class AgentInvited:
+    room_id: str
+    event_id: str
+    agent_mxid: str
+    inviter: str
+    visibility: str | None  # from the invite's room state; None when it does not say
+
+
+Invited = BotInvited | AgentInvited
 Operation = (
     NewMessage
     | EditMessage
@@ -87,7 +99,9 @@ Operation = (
     | RoomName
     | JoinRules
     | BotInvited
+    | AgentInvited
 )
+NO_AGENTS = AgentDirectory.empty()
 
 
 def _str(event: Mapping[str, Any], key: str) -> str:
@@ -133,7 +147,9 @@ def _is_redacted(event: Mapping[str, Any]) -> bool:
     return isinstance(unsigned, Mapping) and "redacted_because" in unsigned
 
 
-def _message(event: Mapping[str, Any], room_id: str, event_id: str, limit: int) -> Operation:
+def _message(
+    event: Mapping[str, Any], room_id: str, event_id: str, limit: int, agents: AgentDirectory
+) -> Operation:
     etype = event["type"]
     sender = _str(event, "sender")
     ts_ms, ts = timestamp(event)
@@ -142,7 +158,10 @@ def _message(event: Mapping[str, Any], room_id: str, event_id: str, limit: int) 
     content = _content(event)
     target = _replace_target(content)
     if target is None:
-        return NewMessage(room_id, event_id, sender, ts, render_preview(etype, content, limit))
+        preview = render_preview(etype, content, limit)
+        # Loop rule: what an agent says never wakes an agent.
+        mentions = () if sender in agents else agents.mentioned(content)
+        return NewMessage(room_id, event_id, sender, ts, preview, mentions)
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:
@@ -152,8 +171,20 @@ def _message(event: Mapping[str, Any], room_id: str, event_id: str, limit: int) 
     return EditMessage(room_id, event_id, target, ts_ms, render_preview(etype, new_content, limit))
 
 
+def _invite_visibility(event: Mapping[str, Any]) -> str | None:
+    """The room's visibility by the stripped state the homeserver sends with an invite."""
+    unsigned = event.get("unsigned")
+    state = unsigned.get("invite_room_state") if isinstance(unsigned, Mapping) else None
+    for item in state if isinstance(state, list) else []:
+        if isinstance(item, Mapping) and item.get("type") == "m.room.join_rules":
+            content = item.get("content")
+            if isinstance(content, Mapping):
+                return visibility_for(content.get("join_rule"))
+    return None
+
+
 def _state(
-    event: Mapping[str, Any], room_id: str, event_id: str, bot_mxid: str
+    event: Mapping[str, Any], room_id: str, event_id: str, bot_mxid: str, agents: AgentDirectory
 ) -> Operation | None:
     etype = event["type"]
     state_key = event.get("state_key")
@@ -168,6 +199,9 @@ def _state(
             raise BadEvent("m.room.member state_key is not a user id")
         if state_key == bot_mxid and membership == "invite":
             return BotInvited(room_id, event_id, _str(event, "sender"))
+        if state_key in agents and membership == "invite":
+            inviter = _str(event, "sender")
+            return AgentInvited(room_id, event_id, state_key, inviter, _invite_visibility(event))
         return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
     if state_key != "":
         return None
@@ -181,7 +215,9 @@ def _state(
     return None
 
 
-def translate_event(event: Any, *, bot_mxid: str, preview_length: int) -> Operation | None:
+def translate_event(
+    event: Any, *, bot_mxid: str, preview_length: int, agents: AgentDirectory = NO_AGENTS
+) -> Operation | None:
     """What one room event means for the index, or None when it means nothing."""
     if not isinstance(event, Mapping):
         raise BadEvent("event is not an object")
@@ -189,12 +225,12 @@ def translate_event(event: Any, *, bot_mxid: str, preview_length: int) -> Operat
     room_id = _str(event, "room_id")
     event_id = _str(event, "event_id")
     if etype in MESSAGE_TYPES and "state_key" not in event:
-        return _message(event, room_id, event_id, preview_length)
+        return _message(event, room_id, event_id, preview_length, agents)
     if etype == "m.room.redaction":
         target = event.get("redacts") or _content(event).get("redacts")
         if not isinstance(target, str) or not target:
             raise BadEvent("m.room.redaction without redacts")
         return RedactMessage(room_id, event_id, target)
     if "state_key" in event:
-        return _state(event, room_id, event_id, bot_mxid)
+        return _state(event, room_id, event_id, bot_mxid, agents)
     return None

@@ -95,11 +95,13 @@ class RoomSnapshot:
     creators: tuple[str, ...]
     power_levels: dict[str, Any] | None
     joined: tuple[str, ...] = field(default=())
+    space_parents: tuple[str, ...] = field(default=())
 
 
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     joined: list[str] = []
+    parents: list[str] = []
     for event in state:
         etype, key = event.get("type"), event.get("state_key")
         if not isinstance(etype, str) or not isinstance(key, str):
@@ -108,6 +110,9 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         content = event.get("content") or {}
         if etype == "m.room.member" and content.get("membership") == "join":
             joined.append(key)
+        via = content.get("via") if isinstance(content, Mapping) else None
+        if etype == "m.space.parent" and key and isinstance(via, list) and via:
+            parents.append(key)
 
     def content(etype: str) -> Mapping[str, Any]:
         return (by_key.get((etype, "")) or {}).get("content") or {}
@@ -128,4 +133,5 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         creators=creators_of(create, power_levels is not None),
         power_levels=power_levels,
         joined=tuple(joined),
+        space_parents=tuple(parents),
     )

@@ -46,11 +46,13 @@ class AppserviceApi:
         ingestor: Ingestor,
         on_database_error: Callable[[], None],
         is_ready: Callable[[], bool],
+        user_exists: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.config = config
         self.ingestor = ingestor
         self.on_database_error = on_database_error
         self.is_ready = is_ready
+        self.user_exists = user_exists
         self._hs_token = config.appservice.hs_token.encode()
         # aiohttp stops reading a body at this size and raises 413.
         self.app = web.Application(
@@ -119,7 +121,12 @@ class AppserviceApi:
     async def query_user(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:
             return denied
-        if request.match_info["user_id"] == self.config.bot_mxid:
+        try:
+            exists = await self.user_exists(request.match_info["user_id"])
+        except Exception as e:
+            log.warning("User query failed: %s", type(e).__name__)
+            return error(500, "M_UNKNOWN", "Could not set up the user, retry later")
+        if exists:
             return web.json_response({})
         return error(404, "M_NOT_FOUND", "No such user in this bridge")
 

@@ -16,7 +16,10 @@ from yarl import URL
 from daarion_bridge.config import Config, parse_config
 from daarion_bridge.db.database import open_database
 from daarion_bridge.ingest import Ingestor
+from daarion_bridge.invites import Invites
 from daarion_bridge.matrix.bot import Bot
+from daarion_bridge.matrix.puppets import Puppets
+from daarion_bridge.translate.agents import LiveDirectory
 from daarion_bridge.web.appservice import AppserviceApi
 
 
@@ -85,7 +88,14 @@ async def api(pool: asyncpg.Pool, state_db: Database) -> AsyncIterator[Api]:
         def failed() -> None:
             holder["api"].database_failures += 1
 
-        web_api = AppserviceApi(config, Ingestor(pool, bot, config), failed, lambda: True)
+        directory = LiveDirectory(config.roster)
+        invites = Invites(pool, bot, Puppets(bot.intent, pool), config, directory)
+        ingestor = Ingestor(pool, invites, directory, config)
+
+        async def user_exists(user_id: str) -> bool:
+            return user_id == config.bot_mxid
+
+        web_api = AppserviceApi(config, ingestor, failed, lambda: True, user_exists)
         server = TestServer(web_api.app, host="127.0.0.1")
         await server.start_server()
         try:

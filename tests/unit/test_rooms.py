@@ -391,5 +391,6 @@ def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
         allow_federated_invites=federated,
         agent_localpart_template="agent-{name}",
         catch_up_window=600,
+        agent_session_idle_after=1800,
     )
     assert invite_allowed(inviter, "localhost", bridge) is allowed

@@ -1,0 +1,86 @@
+"""agent_sessions: whether an agent is active, idle or gone in a channel.
+
+At most one session per agent and channel is not closed. Every writer of sessions runs
+under the ingest lock (bookkeeping.lock_ingest), so check-then-insert cannot race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from uuid import UUID
+
+from asyncpg import Connection, Pool
+
+# One activity per (agent, channel): the open session moves on, or a new one opens.
+_ACTIVITY = """
+WITH a AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[])
+        AS a(agent_id, channel_id, at, needs_membership)
+    WHERE NOT a.needs_membership OR EXISTS (
+        SELECT 1 FROM channel_members m
+        WHERE m.channel_id = a.channel_id AND m.member_agent_id = a.agent_id
+          AND m.left_at IS NULL)
+), moved AS (
+    UPDATE agent_sessions s SET status = 'active',
+        last_activity_at = GREATEST(s.last_activity_at, a.at)
+    FROM a WHERE s.agent_id = a.agent_id AND s.channel_id = a.channel_id
+      AND s.status <> 'closed'
+    RETURNING s.agent_id, s.channel_id
+)
+INSERT INTO agent_sessions (agent_id, channel_id, started_at, last_activity_at, status)
+SELECT a.agent_id, a.channel_id, a.at, a.at, 'active' FROM a
+WHERE NOT EXISTS (
+    SELECT 1 FROM moved WHERE moved.agent_id = a.agent_id AND moved.channel_id = a.channel_id)
+"""
+
+
+async def open_on_join(conn: Connection, agent_id: UUID, channel_id: UUID, at: datetime) -> None:
+    """A join opens a session unless one is open already (a profile change is a join too)."""
+    await conn.execute(
+        "INSERT INTO agent_sessions (agent_id, channel_id, started_at, last_activity_at, status) "
+        "SELECT $1, $2, $3, $3, 'active' WHERE NOT EXISTS (SELECT 1 FROM agent_sessions "
+        "WHERE agent_id = $1 AND channel_id = $2 AND status <> 'closed')",
+        agent_id,
+        channel_id,
+        at,
+    )
+
+
+async def close(conn: Connection, agent_id: UUID, channel_id: UUID | None = None) -> int:
+    """Close the agent's open sessions, in one channel or in all."""
+    status = await conn.execute(
+        "UPDATE agent_sessions SET status = 'closed' WHERE agent_id = $1 "
+        "AND ($2::uuid IS NULL OR channel_id = $2) AND status <> 'closed'",
+        agent_id,
+        channel_id,
+    )
+    return int(status.split()[-1])
+
+
+async def record_activity(
+    conn: Connection, activity: Mapping[tuple[UUID, UUID], tuple[datetime, bool]]
+) -> None:
+    """(agent, channel) -> (when, whether the agent must be a member for it to count).
+
+    An agent's own message always counts; a mention counts only while it is in the room.
+    """
+    if activity:
+        keys = list(activity)
+        await conn.execute(
+            _ACTIVITY,
+            [agent for agent, _ in keys],
+            [channel for _, channel in keys],
+            [activity[k][0] for k in keys],
+            [activity[k][1] for k in keys],
+        )
+
+
+async def mark_idle(conn: Connection | Pool, idle_after_seconds: float) -> int:
+    """Active sessions without activity for the given time become idle."""
+    status = await conn.execute(
+        "UPDATE agent_sessions SET status = 'idle' WHERE status = 'active' "
+        "AND COALESCE(last_activity_at, started_at) < now() - make_interval(secs => $1)",
+        float(idle_after_seconds),
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,125 @@
+"""Invites of the bot or of an agent's puppet: accept or refuse, and map the room.
+
+A room the bot or an agent joins becomes a channel of a microDAO: the one whose linked
+space holds the room, else the agent's own, else bridge.default_microdao. With none,
+the invited user says why in the room and leaves; nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asyncpg import Pool
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
+
+from .config import Config
+from .db import channels, microdaos, spaces
+from .db.writer import ChannelSetup
+from .matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, invite_allowed, room_state
+from .matrix.puppets import Puppets
+from .translate.agents import LiveDirectory, agent_invite_allowed
+from .translate.events import AgentInvited, BotInvited, Invited
+from .translate.rooms import RoomSnapshot, snapshot_from_state
+
+log = logging.getLogger("daarion.invites")
+
+NO_MICRODAO_NOTICE = (
+    "This room cannot be bridged: no microDAO is mapped to it and the bridge has no "
+    "default (bridge.default_microdao). Ask the bridge admin to set one, then invite me again."
+)
+
+
+class Invites:
+    def __init__(
+        self, pool: Pool, bot: Bot, puppets: Puppets, config: Config, directory: LiveDirectory
+    ) -> None:
+        self.pool = pool
+        self.bot = bot
+        self.puppets = puppets
+        self.config = config
+        self.directory = directory
+
+    async def handle(self, invite: Invited) -> ChannelSetup | None:
+        """Join and snapshot the room, or refuse; None when no channel is to be made."""
+        try:
+            if isinstance(invite, BotInvited):
+                return await self._bot_invited(invite)
+            return await self._agent_invited(invite)
+        except MatrixRequestError as e:
+            # The invite was withdrawn or the room is gone: nothing to bridge.
+            log.warning(
+                "Could not accept invite to %s: %s %s", invite.room_id, e.errcode, e.message
+            )
+            return None
+        except UNREACHABLE as e:
+            raise HomeserverUnavailable(str(e) or type(e).__name__) from e
+
+    def _from_our_server(self, invite: Invited) -> bool:
+        return invite_allowed(invite.inviter, self.config.homeserver.domain, self.config.bridge)
+
+    async def _bot_invited(self, invite: BotInvited) -> ChannelSetup | None:
+        if not self._from_our_server(invite):
+            log.info(
+                "Refusing invite to %s from %s: other homeserver", invite.room_id, invite.inviter
+            )
+            await self.bot.intent.leave_room(
+                invite.room_id, reason="Invites from other servers are off"
+            )
+            return None
+        return await self._join(self.bot.intent, invite, fallback_microdao=None)
+
+    async def _agent_invited(self, invite: AgentInvited) -> ChannelSetup | None:
+        agent = self.directory.current.agents.get(invite.agent_mxid)
+        if agent is None:  # removed from the config since the event was translated
+            return None
+        intent = self.puppets.intent(agent.matrix_id)
+        role = None
+        if agent.microdao is not None:
+            async with self.pool.acquire() as conn:
+                role = await microdaos.role_of(conn, agent.microdao, invite.inviter)
+        visibility = invite.visibility or await self._known_visibility(invite.room_id)
+        if not (
+            self._from_our_server(invite)
+            and agent_invite_allowed(invite.inviter, agent, role, visibility)
+        ):
+            log.info(
+                "%s refuses the invite to %s from %s: not allowed to invite this agent",
+                agent.external_id,
+                invite.room_id,
+                invite.inviter,
+            )
+            await intent.ensure_registered()
+            await intent.leave_room(invite.room_id, reason="You may not invite this agent here")
+            return None
+        log.info(
+            "%s accepts the invite to %s from %s", agent.external_id, invite.room_id, invite.inviter
+        )
+        return await self._join(intent, invite, fallback_microdao=agent.microdao)
+
+    async def _known_visibility(self, room_id: str) -> str | None:
+        async with self.pool.acquire() as conn:
+            return await channels.visibility_of(conn, room_id)
+
+    async def _join(
+        self, intent: IntentAPI, invite: Invited, fallback_microdao: str | None
+    ) -> ChannelSetup | None:
+        await intent.join_room(invite.room_id)
+        snapshot = snapshot_from_state(invite.room_id, await room_state(intent, invite.room_id))
+        microdao = await self.microdao_for(snapshot, fallback_microdao)
+        if microdao is None:
+            log.info("Leaving %s: no microDAO to map it to", invite.room_id)
+            await intent.send_notice(invite.room_id, NO_MICRODAO_NOTICE)
+            await intent.leave_room(invite.room_id, reason="No microDAO for this room")
+            return None
+        return ChannelSetup(snapshot, microdao, invite.inviter)
+
+    async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
+        """The microDAO of the room's space, else the fallback, else the default."""
+        found = await spaces.microdao_of(self.pool, snapshot.space_parents)
+        if found is None:
+            for space_id, microdao in (await spaces.all_linked(self.pool)).items():
+                if await self.bot.space_lists(space_id, snapshot.room_id):
+                    found = microdao
+                    break
+        return found or fallback or self.config.bridge.default_microdao

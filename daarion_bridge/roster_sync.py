@@ -1,0 +1,144 @@
+"""Apply the config's microDAOs, blueprints and agents to Postgres and the homeserver.
+
+Runs at start and on SIGHUP. The database side is one transaction: upserts by external
+id or code. An agent dropped from the config keeps its row (history points at it), its
+sessions close, and its puppet leaves its rooms.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from asyncpg import Connection, Pool
+from mautrix.errors import MatrixRequestError
+
+from .db import agents, bookkeeping, members, microdaos, sessions, spaces, users
+from .matrix.bot import Bot
+from .matrix.puppets import Puppets
+from .roster import Roster
+from .translate.agents import LiveDirectory
+
+log = logging.getLogger("daarion.roster")
+
+REMOVED_REASON = "This agent was removed from the bridge"
+
+
+@dataclass
+class SyncReport:
+    microdaos: int = 0
+    blueprints: int = 0
+    agents: int = 0
+    removed: list[str] = field(default_factory=list)
+    sessions_closed: int = 0
+    rooms_left: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+async def apply_roster(
+    pool: Pool, roster: Roster, bot: Bot, puppets: Puppets, directory: LiveDirectory
+) -> SyncReport:
+    """Write the roster, put it in force for ingest, then bring the homeserver in line.
+
+    A homeserver error leaves the database written and the roster in force; the next
+    reload (or start) retries the homeserver side, which is idempotent."""
+    report = SyncReport()
+    space_ids = await _resolve_spaces(roster, bot, report)
+    async with pool.acquire() as conn, conn.transaction():
+        leaving = await write_roster(conn, roster, space_ids, report)
+    directory.replace(roster)
+    report.microdaos = len(roster.microdaos)
+    report.blueprints = len(roster.blueprints)
+    report.agents = len(roster.agents)
+
+    for agent in roster.agents:
+        await puppets.ensure_profile(agent)
+    for matrix_id, rooms in leaving:
+        report.rooms_left += await puppets.leave_rooms(matrix_id, rooms, REMOVED_REASON)
+    for space_id in space_ids.values():
+        await _join_space(bot, space_id, report)
+    log.info(
+        "Config applied: %d microDAO(s), %d blueprint(s), %d agent(s); "
+        "%d removed agent(s) left %d room(s), %d session(s) closed",
+        report.microdaos,
+        report.blueprints,
+        report.agents,
+        len(report.removed),
+        report.rooms_left,
+        report.sessions_closed,
+    )
+    for problem in report.problems:
+        log.warning(problem)
+    return report
+
+
+async def write_roster(
+    conn: Connection, roster: Roster, space_ids: Mapping[str, str], report: SyncReport
+) -> list[tuple[str, list[str]]]:
+    """The database side, inside the caller's transaction. Returns the puppets of removed
+    agents with the rooms each must leave."""
+    await bookkeeping.lock_ingest(conn)  # sessions change only under the ingest lock
+    people = await users.ensure_users(conn, _people(roster))
+    microdao_ids = {}
+    for m in roster.microdaos:
+        microdao_id = await microdaos.upsert(conn, m.external_id, m.name, people[m.owner])
+        roles = {people[mxid]: role for mxid, role in m.members.items() if mxid != m.owner}
+        await microdaos.set_roles(conn, microdao_id, roles)
+        if m.external_id in space_ids:
+            await spaces.link(conn, space_ids[m.external_id], microdao_id)
+        microdao_ids[m.external_id] = microdao_id
+    blueprint_ids = await agents.upsert_blueprints(conn, roster.blueprints)
+    for a in roster.agents:
+        await agents.upsert(
+            conn,
+            a,
+            blueprint_ids[a.blueprint],
+            microdao_ids[a.microdao] if a.microdao else None,
+            people[a.owner] if a.owner else None,
+        )
+    leaving = []
+    for gone in await agents.not_in(conn, [a.external_id for a in roster.agents]):
+        report.sessions_closed += await sessions.close(conn, gone.id)
+        rooms = await members.rooms_of_agent(conn, gone.id)
+        if rooms:
+            report.removed.append(gone.external_id)
+            leaving.append((gone.matrix_id, rooms))
+    return leaving
+
+
+def _people(roster: Roster) -> list[str]:
+    found = [m.owner for m in roster.microdaos]
+    found += [mxid for m in roster.microdaos for mxid in m.members]
+    found += [a.owner for a in roster.agents if a.owner]
+    return list(dict.fromkeys(found))
+
+
+async def _resolve_spaces(roster: Roster, bot: Bot, report: SyncReport) -> dict[str, str]:
+    """microDAO external id -> space room id, for the microDAOs that name a space."""
+    found = {}
+    for m in roster.microdaos:
+        if m.space is None:
+            continue
+        if m.space.startswith("!"):
+            found[m.external_id] = m.space
+            continue
+        try:
+            found[m.external_id] = await bot.resolve_alias(m.space)
+        except MatrixRequestError as e:
+            report.problems.append(
+                f"microdaos ({m.external_id}): space {m.space} not resolved ({e.errcode}); "
+                "rooms in it are not mapped until it exists and the config is reloaded"
+            )
+    return found
+
+
+async def _join_space(bot: Bot, space_id: str, report: SyncReport) -> None:
+    """The bot reads a space's children only as a member; public spaces it joins itself."""
+    try:
+        await bot.intent.join_room(space_id)
+    except MatrixRequestError as e:
+        report.problems.append(
+            f"space {space_id}: the bot cannot join it ({e.errcode}); rooms are mapped by "
+            "their m.space.parent only. Invite the bot into the space to map by its children"
+        )
