@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from asyncpg import Pool
+from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 
-from .db import rooms
+from .db import members, rooms
 from .db.bookkeeping import events_digest
 from .ingest import Ingestor
-from .matrix.bot import Bot
+from .matrix.bot import Bot, room_history
 from .translate.events import MESSAGE_TYPES
 
 log = logging.getLogger("daarion.catchup")
@@ -116,11 +117,18 @@ class CatchUp:
             reason = "more signs of dropped events"
 
     async def catch_up_room(self, room_id: str) -> int:
-        """Index the room's recent message events that have no row; returns how many."""
-        try:
-            recent = await self._recent_events(room_id)
-        except MatrixRequestError as e:
-            log.info("Catch-up skips %s: %s", room_id, e.errcode)
+        """Index the room's recent message events that have no row; returns how many.
+
+        The bot reads the history; in a room only agents were invited to, a puppet does."""
+        errcode = None
+        for reader in [self.bot.intent, *await self._puppets_in(room_id)]:
+            try:
+                recent = await self._recent_events(room_id, reader)
+                break
+            except MatrixRequestError as e:
+                errcode = e.errcode
+        else:
+            log.info("Catch-up skips %s: %s", room_id, errcode)
             return 0
         missing = await self._without_rows(recent)
         for start in range(0, len(missing), BATCH):
@@ -129,15 +137,18 @@ class CatchUp:
             await self.ingestor.handle_transaction(txn_id, chunk)
         return len(missing)
 
-    async def _recent_events(self, room_id: str) -> list[dict[str, Any]]:
+    async def _puppets_in(self, room_id: str) -> list[IntentAPI]:
+        async with self.pool.acquire() as conn:
+            agents = await members.agents_in_room(conn, room_id)
+        return [self.bot.intent.user(mxid) for mxid in agents]
+
+    async def _recent_events(self, room_id: str, reader: IntentAPI) -> list[dict[str, Any]]:
         cutoff_ms = (time.time() - self.window) * 1000
         found: list[dict[str, Any]] = []
-        async for page in self.bot.room_history(room_id):
+        async for page in room_history(reader, room_id):
             for event in page:
                 ts = event.get("origin_server_ts")
-                if _is_join_of(event, self.bot.intent.mxid) or (
-                    isinstance(ts, int) and ts < cutoff_ms
-                ):
+                if _is_join_of(event, reader.mxid) or (isinstance(ts, int) and ts < cutoff_ms):
                     return found[::-1]
                 if event.get("type") in CATCH_UP_TYPES:
                     found.append(event)

@@ -101,10 +101,16 @@ class Invites:
         async with self.pool.acquire() as conn:
             return await channels.visibility_of(conn, room_id)
 
+    async def _is_channel(self, room_id: str) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(await channels.by_rooms(conn, [room_id]))
+
     async def _join(
         self, intent: IntentAPI, invite: Invited, fallback_microdao: str | None
     ) -> ChannelSetup | None:
         await intent.join_room(invite.room_id)
+        if isinstance(invite, AgentInvited) and await self._is_channel(invite.room_id):
+            return None  # already a channel: the puppet's join event indexes it as a member
         snapshot = snapshot_from_state(invite.room_id, await room_state(intent, invite.room_id))
         microdao = await self.microdao_for(snapshot, fallback_microdao)
         if microdao is None:

@@ -58,6 +58,18 @@ async def rooms_of_agent(conn: Connection, agent_id: UUID) -> list[str]:
     return [r["matrix_room_id"] for r in rows]
 
 
+async def agents_in_room(conn: Connection, room_id: str) -> list[str]:
+    """Matrix ids of the agents in the room now, by the index."""
+    rows = await conn.fetch(
+        "SELECT a.matrix_id FROM channel_members m JOIN channels c ON c.id = m.channel_id "
+        "JOIN agents a ON a.id = m.member_agent_id "
+        "WHERE c.matrix_room_id = $1 AND m.left_at IS NULL AND a.matrix_id IS NOT NULL "
+        "ORDER BY a.matrix_id",
+        room_id,
+    )
+    return [r["matrix_id"] for r in rows]
+
+
 async def current_people(conn: Connection, channel_id: UUID) -> dict[str, tuple[UUID, str]]:
     """Matrix id -> (users row id, role) of the people in the channel now."""
     rows = await conn.fetch(

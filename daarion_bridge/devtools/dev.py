@@ -39,6 +39,7 @@ from daarion_bridge.embedded_db import ensure_runtime_dir
 
 DEV_USER = "alice"
 DEFAULT_MICRODAO = "microdao:dev"
+DEV_AGENT = "agent:sofia"
 BRIDGE_READY_TIMEOUT = 60.0
 BRIDGE_STOP_TIMEOUT = 15.0
 
@@ -110,6 +111,7 @@ def prepare_config(workdir: Path, synapse_url: str) -> Path:
         db["url"] = "embedded"
         db["embedded_dir"] = str(workdir / "postgres")
         bridge["default_microdao"] = DEFAULT_MICRODAO
+        cfg.update(dev_roster(f"@{DEV_USER}:localhost"))
 
     port = asv.get("port")
     host = str(asv.get("hostname") or "127.0.0.1")
@@ -125,6 +127,26 @@ def prepare_config(workdir: Path, synapse_url: str) -> Path:
     if changed:
         _dump(cfg, path)
     return path
+
+
+def dev_roster(owner: str) -> dict[str, Any]:
+    """A microDAO owned by the dev user, with one agent to invite and mention."""
+    return {
+        "microdaos": [{"external_id": DEFAULT_MICRODAO, "name": "Dev microDAO", "owner": owner}],
+        "blueprints": [
+            {"code": "city_guide", "description": "Demo city guide", "model": "demo"},
+        ],
+        "agents": [
+            {
+                "external_id": DEV_AGENT,
+                "name": "Sofia",
+                "kind": "assistant",
+                "blueprint": "city_guide",
+                "microdao": DEFAULT_MICRODAO,
+                "owner": owner,
+            }
+        ],
+    }
 
 
 def dev_credentials(workdir: Path) -> tuple[str, str]:
@@ -257,6 +279,8 @@ def banner(
     synapse: LocalSynapse, user: str, password: str, bot: str, cfg: Any, cfg_path: Path
 ) -> str:
     url = synapse.base_url
+    template = str((cfg.get("bridge") or {}).get("agent_localpart_template") or "agent-{name}")
+    agent = f"@{template.replace('{name}', DEV_AGENT.split(':')[1])}:{synapse.server_name}"
     line = "=" * 78
     return "\n".join(
         [
@@ -271,6 +295,8 @@ def banner(
             f"  Open Element (desktop, or any Element web pointed at {url}) and sign in",
             "  with 'Edit' homeserver set to that URL. Create a room and invite",
             f"  {bot}: the bot joins, and the room's messages appear in Postgres.",
+            f"  Invite the agent {agent} too: Sofia joins, and a message",
+            "  mentioning her moves her session in agent_sessions.",
             "",
             embedded_postgres_hint(cfg),
             "",

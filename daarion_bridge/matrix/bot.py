@@ -34,6 +34,26 @@ async def room_state(intent: IntentAPI, room_id: str) -> list[dict[str, Any]]:
     return await intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
 
 
+async def room_history(
+    intent: IntentAPI, room_id: str, page_size: int = 100
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The room's timeline as this user sees it, newest first, one page at a time."""
+    token: str | None = None
+    while True:
+        query = {"dir": "b", "limit": str(page_size)}
+        if token:
+            query["from"] = token
+        page = await intent.api.request(
+            Method.GET, Path.v3.rooms[room_id].messages, query_params=query
+        )
+        chunk = page.get("chunk") or []
+        if chunk:
+            yield chunk
+        token = page.get("end")
+        if not chunk or not token:
+            return
+
+
 class Bot:
     def __init__(self, intent: IntentAPI, config: Config) -> None:
         self.intent = intent
@@ -73,24 +93,10 @@ class Bot:
         via = content.get("via") if isinstance(content, dict) else None
         return isinstance(via, list) and bool(via)
 
-    async def room_history(
+    def room_history(
         self, room_id: str, page_size: int = 100
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The room's timeline as the bot sees it, newest first, one page at a time."""
-        token: str | None = None
-        while True:
-            query = {"dir": "b", "limit": str(page_size)}
-            if token:
-                query["from"] = token
-            page = await self.intent.api.request(
-                Method.GET, Path.v3.rooms[room_id].messages, query_params=query
-            )
-            chunk = page.get("chunk") or []
-            if chunk:
-                yield chunk
-            token = page.get("end")
-            if not chunk or not token:
-                return
+        return room_history(self.intent, room_id, page_size)
 
     async def ping(self) -> None:
         """Ask the homeserver to retry its queued transactions now (after an outage)."""
