@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import GENERATE, Config, generate_tokens, load_config
+from .config import GENERATE, TOKEN_KEYS, Config, generate_tokens, load_config
 from .errors import OperatorError
 from .registration import PLACEHOLDER_TOKEN, check_registration, write_registration
 
@@ -55,15 +55,15 @@ def generate(config_path: Path, registration_path: Path) -> None:
 
 
 def check_tokens(config: Config) -> None:
-    for key in ("as_token", "hs_token"):
-        value = getattr(config.appservice, key)
+    for section, key in TOKEN_KEYS:
+        value = getattr(getattr(config, section), key)
         if value == GENERATE:
             raise OperatorError(
-                f"{config.path}: appservice.{key} is still `generate`; run daarion-bridge -g first"
+                f"{config.path}: {section}.{key} is still `generate`; run daarion-bridge -g first"
             )
         if value == PLACEHOLDER_TOKEN:
             raise OperatorError(
-                f"{config.path}: appservice.{key} is the repository placeholder; "
+                f"{config.path}: {section}.{key} is the repository placeholder; "
                 "set `generate` and run daarion-bridge -g"
             )
 

@@ -29,7 +29,12 @@ UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 AGENT_TEMPLATE = re.compile(
     r"^(?:[a-z0-9._=/+-]+\{name\}[a-z0-9._=/+-]*|[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]+)$"
 )
-TOKEN_KEYS = (("appservice", "as_token"), ("appservice", "hs_token"))
+TOKEN_KEYS = (
+    ("appservice", "as_token"),
+    ("appservice", "hs_token"),
+    ("api", "service_token"),
+    ("api", "admin_token"),
+)
 
 # Defaults for keys an admin may leave out. Keys absent from here are required.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -58,6 +63,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "agent_session_idle_after": "30m",
     },
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
+    "nats": {
+        "url": "",
+        "stream": "DAARION",
+        "subject_prefix": "",
+        "duplicate_window": "2h",
+        "outbox_retention": "7d",
+    },
+    "api": {
+        "service_token": None,
+        "admin_token": None,
+        "agent_messages_per_hour": 10,
+    },
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "homeserver": ("address", "domain"),
@@ -121,6 +138,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class NatsConfig:
+    url: str  # empty: no events are published (and no outbox rows written)
+    stream: str
+    subject_prefix: str
+    duplicate_window: float
+    outbox_retention: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def subject(self, name: str) -> str:
+        return f"{self.subject_prefix}{name}"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    service_token: str | None  # None: the agent post endpoint is off
+    admin_token: str | None  # None: the admin API is off
+    agent_messages_per_hour: int
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     homeserver: HomeserverConfig
@@ -130,6 +170,10 @@ class Config:
     metrics: MetricsConfig
     logging: dict[str, Any] | None = field(default=None, compare=False)
     roster: Roster = field(default_factory=Roster)
+    nats: NatsConfig = field(
+        default_factory=lambda: NatsConfig("", "DAARION", "", 7200.0, 7 * 86400.0)
+    )
+    api: ApiConfig = field(default_factory=lambda: ApiConfig(None, None, 10))
 
     @property
     def bot_mxid(self) -> str:
@@ -341,6 +385,25 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         m.fail("listen", f"must be host:port, got {m.values['listen']!r}")
     metrics = MetricsConfig(enabled=m.bool("enabled"), host=host.strip("[]"), port=int(port))
+    n = _Reader(path, raw, "nats")
+    nats_url = n.values.get("url") or ""
+    if nats_url:
+        nats_url = n.url("url", ("nats", "tls", "ws", "wss"))
+    nats = NatsConfig(
+        url=nats_url,
+        stream=n.str("stream", re.compile(r"^[A-Za-z0-9_-]+$")),
+        subject_prefix=n.str("subject_prefix", re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.$"))
+        if n.values.get("subject_prefix")
+        else "",
+        duplicate_window=n.duration("duplicate_window", 1, 30 * 86400),
+        outbox_retention=n.duration("outbox_retention", 60, 365 * 86400),
+    )
+    api_reader = _Reader(path, raw, "api")
+    api = ApiConfig(
+        service_token=api_reader.str("service_token", optional=True),
+        admin_token=api_reader.str("admin_token", optional=True),
+        agent_messages_per_hour=api_reader.int("agent_messages_per_hour", 1, 1_000_000),
+    )
     log_config = raw.get("logging")
     if log_config is not None and not isinstance(log_config, dict):
         raise ConfigError(f"{path}: logging must be a logging.dictConfig mapping")
@@ -351,7 +414,9 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         template=bridge.agent_localpart_template,
         bot_localpart=appservice.bot_username,
     )
-    return Config(path, homeserver, appservice, database, bridge, metrics, log_config, roster)
+    return Config(
+        path, homeserver, appservice, database, bridge, metrics, log_config, roster, nats, api
+    )
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:

@@ -8,22 +8,33 @@ from uuid import UUID
 
 from asyncpg import Connection
 
+from ..translate.bus import ChannelRef
+
 
 @dataclass(frozen=True, slots=True)
 class Channel:
     id: UUID
     microdao_id: UUID
     room_id: str
+    microdao: str  # the microDAO's platform id
+    slug: str = ""
+
+    @property
+    def ref(self) -> ChannelRef:
+        return ChannelRef(self.id, self.microdao, self.room_id)
 
 
 async def by_rooms(conn: Connection, room_ids: Collection[str]) -> dict[str, Channel]:
     rows = await conn.fetch(
-        "SELECT id, microdao_id, matrix_room_id FROM channels "
-        "WHERE matrix_room_id = ANY($1::text[])",
+        "SELECT c.id, c.microdao_id, c.matrix_room_id, d.external_id, c.slug FROM channels c "
+        "JOIN microdaos d ON d.id = c.microdao_id WHERE c.matrix_room_id = ANY($1::text[])",
         list(room_ids),
     )
     return {
-        r["matrix_room_id"]: Channel(r["id"], r["microdao_id"], r["matrix_room_id"]) for r in rows
+        r["matrix_room_id"]: Channel(
+            r["id"], r["microdao_id"], r["matrix_room_id"], r["external_id"]
+        )
+        for r in rows
     }
 
 
@@ -54,7 +65,8 @@ async def create(
     visibility: str,
     microdao_id: UUID,
     created_by_user_id: UUID | None,
-) -> Channel:
+) -> tuple[Channel, bool]:
+    """The channel of the room, and whether it was created now (else updated)."""
     existing = (await by_rooms(conn, [room_id])).get(room_id)
     if existing is not None:
         await conn.execute(
@@ -63,10 +75,10 @@ async def create(
             name,
             visibility,
         )
-        return existing
-    channel_id = await conn.fetchval(
+        return existing, False
+    await conn.execute(
         "INSERT INTO channels (slug, name, microdao_id, matrix_room_id, visibility, "
-        "created_by_user_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "created_by_user_id) VALUES ($1, $2, $3, $4, $5, $6)",
         await free_slug(conn, microdao_id, slug),
         name,
         microdao_id,
@@ -74,15 +86,25 @@ async def create(
         visibility,
         created_by_user_id,
     )
-    return Channel(channel_id, microdao_id, room_id)
+    return (await by_rooms(conn, [room_id]))[room_id], True
 
 
-async def set_name(conn: Connection, channel_id: UUID, name: str) -> None:
-    await conn.execute("UPDATE channels SET name = $2 WHERE id = $1", channel_id, name)
+async def set_name(conn: Connection, channel_id: UUID, name: str) -> bool:
+    """True when the name changed."""
+    status = await conn.execute(
+        "UPDATE channels SET name = $2 WHERE id = $1 AND name IS DISTINCT FROM $2", channel_id, name
+    )
+    return status != "UPDATE 0"
 
 
-async def set_visibility(conn: Connection, channel_id: UUID, visibility: str) -> None:
-    await conn.execute("UPDATE channels SET visibility = $2 WHERE id = $1", channel_id, visibility)
+async def set_visibility(conn: Connection, channel_id: UUID, visibility: str) -> bool:
+    """True when the visibility changed."""
+    status = await conn.execute(
+        "UPDATE channels SET visibility = $2 WHERE id = $1 AND visibility IS DISTINCT FROM $2",
+        channel_id,
+        visibility,
+    )
+    return status != "UPDATE 0"
 
 
 async def visibility_of(conn: Connection, room_id: str) -> str | None:

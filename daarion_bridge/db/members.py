@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from uuid import UUID
 
@@ -18,10 +18,12 @@ ON CONFLICT (channel_id, {member}) DO UPDATE SET
     joined_at = CASE WHEN channel_members.left_at IS NULL THEN channel_members.joined_at
                      ELSE EXCLUDED.joined_at END,
     left_at = NULL
+RETURNING joined_at = $4
 """
 _LEAVE = """
 UPDATE channel_members SET left_at = $3
 WHERE channel_id = $1 AND {member} = $2 AND left_at IS NULL
+RETURNING 1
 """
 AGENT_ROLE = "agent"
 _SQL = {
@@ -33,19 +35,21 @@ _SQL = {
 
 async def join(
     conn: Connection, channel_id: UUID, member_id: UUID, role: str, at: datetime
-) -> None:
-    """A person joins (or changes role); for agents see join_agent."""
-    await conn.execute(_SQL["join", False], channel_id, member_id, role, at)
+) -> bool:
+    """A person joins (or changes role); for agents see join_agent. True when this is a
+    join or rejoin, False for a repeated join (a profile change)."""
+    return bool(await conn.fetchval(_SQL["join", False], channel_id, member_id, role, at))
 
 
-async def join_agent(conn: Connection, channel_id: UUID, agent_id: UUID, at: datetime) -> None:
-    await conn.execute(_SQL["join", True], channel_id, agent_id, AGENT_ROLE, at)
+async def join_agent(conn: Connection, channel_id: UUID, agent_id: UUID, at: datetime) -> bool:
+    return bool(await conn.fetchval(_SQL["join", True], channel_id, agent_id, AGENT_ROLE, at))
 
 
 async def leave(
     conn: Connection, channel_id: UUID, member_id: UUID, at: datetime, *, agent: bool = False
-) -> None:
-    await conn.execute(_SQL["leave", agent], channel_id, member_id, at)
+) -> bool:
+    """True when the member was in the channel."""
+    return bool(await conn.fetchval(_SQL["leave", agent], channel_id, member_id, at))
 
 
 async def rooms_of_agent(conn: Connection, agent_id: UUID) -> list[str]:
@@ -91,3 +95,32 @@ async def set_roles(conn: Connection, channel_id: UUID, roles: Mapping[UUID, str
             list(roles.keys()),
             list(roles.values()),
         )
+
+
+async def agents_of_channels(
+    conn: Connection, channel_ids: Collection[UUID]
+) -> dict[UUID, list[UUID]]:
+    """Channel id -> the agents in it now (an index range scan per channel)."""
+    rows = await conn.fetch(
+        "SELECT channel_id, member_agent_id FROM channel_members "
+        "WHERE channel_id = ANY($1::uuid[]) AND member_agent_id IS NOT NULL AND left_at IS NULL "
+        "ORDER BY member_agent_id",
+        list(channel_ids),
+    )
+    found: dict[UUID, list[UUID]] = {}
+    for r in rows:
+        found.setdefault(r["channel_id"], []).append(r["member_agent_id"])
+    return found
+
+
+async def has_people_besides(conn: Connection, channel_id: UUID, people: Collection[str]) -> bool:
+    """Whether anyone but these Matrix users (and agents) is in the channel now."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channel_members m "
+            "JOIN users u ON u.id = m.member_user_id WHERE m.channel_id = $1 AND m.left_at IS NULL "
+            "AND NOT (u.matrix_id = ANY($2::text[])))",
+            channel_id,
+            list(people),
+        )
+    )

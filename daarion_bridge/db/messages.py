@@ -20,7 +20,7 @@ SELECT channel_id, event_id, sender_user_id, sender_agent_id,
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[])
     AS m(channel_id, event_id, sender_user_id, sender_agent_id, preview, created_at)
 ON CONFLICT (matrix_event_id) DO NOTHING
-RETURNING matrix_event_id
+RETURNING matrix_event_id, id
 """
 # The state row makes edits and redactions order-independent: only a newer edit wins,
 # and a redaction is final. One statement per edit or redaction, each a pair of
@@ -38,7 +38,7 @@ WITH won AS (
 )
 UPDATE messages SET content_preview = $4
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM won)
-RETURNING 1
+RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $3::text AS cause
 """
 _REDACT = """
 WITH done AS (
@@ -49,7 +49,7 @@ WITH done AS (
 )
 UPDATE messages SET content_preview = $2
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
-RETURNING 1
+RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $3::text AS cause
 """
 
 
@@ -71,12 +71,24 @@ class NewRow:
     created_at: datetime
 
 
-async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> set[str]:
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A row an edit or redaction changed, and the edit or redaction event that did."""
+
+    id: UUID
+    channel_id: UUID
+    sender_user_id: UUID | None
+    sender_agent_id: UUID | None
+    event_id: str
+    cause: str
+
+
+async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUID]:
     """One statement for a run of messages: one round trip instead of one per message.
 
-    Returns the event ids of the rows actually inserted (not already there)."""
+    Returns event id -> row id of the rows actually inserted (not already there)."""
     if not rows:
-        return set()
+        return {}
     inserted = await conn.fetch(
         _INSERT_MANY,
         [r.channel_id for r in rows],
@@ -86,19 +98,21 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> set[str]:
         [r.preview for r in rows],
         [r.created_at for r in rows],
     )
-    return {r[0] for r in inserted}
+    return {r[0]: r[1] for r in inserted}
 
 
-async def edit_many(conn: Connection, edits: Sequence[Edit]) -> int:
-    """Show each edit's text on its original row, in order; returns rows changed."""
+async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
+    """Show each edit's text on its original row, in order; returns the rows changed."""
     if not edits:
-        return 0
+        return []
     args = [(e.target_event_id, e.ts_ms, e.edit_event_id, e.preview) for e in edits]
-    return len(await conn.fetchmany(_EDIT, args))
+    return [Changed(*r) for r in await conn.fetchmany(_EDIT, args)]
 
 
-async def redact_many(conn: Connection, target_event_ids: Sequence[str]) -> int:
-    """Set each target row to `[deleted]` for good; returns rows changed."""
-    if not target_event_ids:
-        return 0
-    return len(await conn.fetchmany(_REDACT, [(t, DELETED) for t in target_event_ids]))
+async def redact_many(conn: Connection, redactions: Sequence[tuple[str, str]]) -> list[Changed]:
+    """(target event id, redaction event id): set each target row to `[deleted]` for
+    good; returns the rows changed."""
+    if not redactions:
+        return []
+    args = [(target, DELETED, cause) for target, cause in redactions]
+    return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 from asyncpg import Connection
 
+from ..translate import bus
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, role_for
 from . import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
+from .announce import Announcer, HumanMessage
 from .errors import is_data_error
+from .outbox import AGENT, HUMAN
 
 LEFT = frozenset({"leave", "ban"})
 
@@ -27,6 +30,14 @@ class ChannelSetup:
     snapshot: RoomSnapshot
     microdao_external_id: str
     inviter: str
+    invite_event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Write the platform's events to the outbox (NATS is on)."""
+
+    bot_mxid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,7 @@ class Outcome:
     ignored: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
     new_channels: list[channels.Channel] = field(default_factory=list)
+    announced: int = 0  # outbox rows written
 
 
 async def write_transaction(
@@ -58,14 +70,17 @@ async def write_transaction(
     setups: Sequence[ChannelSetup] = (),
     *,
     events: Sequence[Any] | None = None,
+    announce: Announce | None = None,
 ) -> Outcome:
     """Write all rows of one transaction and its id in one commit.
 
     With `events` (the raw events, parallel to `items`), each operation runs under its
     own savepoint and one the database rejects as data is dead-lettered instead of
-    failing the whole transaction: the slow path after a data error.
+    failing the whole transaction: the slow path after a data error. With `announce`,
+    every change also becomes an outbox event in the same commit.
     """
     outcome = Outcome()
+    announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
     async with conn.transaction():
         await bookkeeping.lock_ingest(conn)
         claim = await bookkeeping.claim_transaction(conn, txn_id, digest, len(items))
@@ -78,21 +93,26 @@ async def write_transaction(
                 await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
                 outcome.dead_letters += 1
         for setup in setups:
-            outcome.new_channels.append(await _create_channel(conn, setup))
+            channel = await _create_channel(conn, setup, announcer)
+            outcome.new_channels.append(channel)
         raw = events if events is not None else [None] * len(items)
         ops = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
-        await _Applier(conn, txn_id, outcome, isolate=events is not None).run(ops)
+        applier = _Applier(conn, txn_id, outcome, announcer, isolate=events is not None)
+        await applier.run(ops)
+        outcome.announced = await announcer.flush(conn)
     return outcome
 
 
-async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Channel:
+async def _create_channel(
+    conn: Connection, setup: ChannelSetup, announcer: Announcer
+) -> channels.Channel:
     snap = setup.snapshot
     agent_ids = await agents.by_matrix_ids(conn, snap.joined)
     people = await users.ensure_users(
         conn, [m for m in (setup.inviter, *snap.joined) if m not in agent_ids]
     )
     microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, people[setup.inviter])
-    channel = await channels.create(
+    channel, created = await channels.create(
         conn,
         room_id=snap.room_id,
         name=snap.name,
@@ -104,13 +124,20 @@ async def _create_channel(conn: Connection, setup: ChannelSetup) -> channels.Cha
     await rooms.put(conn, snap.room_id, snap.room_version, snap.creators, snap.power_levels)
     # The state snapshot has no per-member join time; the moment of bridging stands in.
     now = await conn.fetchval("SELECT now()")
+    cause = setup.invite_event_id or snap.room_id
+    if created:
+        fields = {"name": snap.name, "slug": channel.slug, "visibility": snap.visibility}
+        announcer.channel(bus.CHANNEL_CREATED, channel, fields, now, cause)
     for mxid in snap.joined:
         if mxid in agent_ids:
-            await members.join_agent(conn, channel.id, agent_ids[mxid], now)
+            member, role = (AGENT, agent_ids[mxid]), members.AGENT_ROLE
+            joined = await members.join_agent(conn, channel.id, agent_ids[mxid], now)
             await sessions.open_on_join(conn, agent_ids[mxid], channel.id, now)
         else:
-            role = role_for(mxid, snap.power_levels, snap.creators)
-            await members.join(conn, channel.id, people[mxid], role, now)
+            member, role = (HUMAN, people[mxid]), role_for(mxid, snap.power_levels, snap.creators)
+            joined = await members.join(conn, channel.id, people[mxid], role, now)
+        if joined:
+            announcer.member(bus.MEMBER_JOINED, channel, member, role, now, cause)
     return channel
 
 
@@ -121,10 +148,18 @@ def edit_of(op: ev.EditMessage) -> messages.Edit:
 class _Applier:
     """Applies operations in order; rooms that are not channels are ignored."""
 
-    def __init__(self, conn: Connection, txn_id: str, outcome: Outcome, isolate: bool) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        txn_id: str,
+        outcome: Outcome,
+        announcer: Announcer,
+        isolate: bool,
+    ) -> None:
         self.conn = conn
         self.txn_id = txn_id
         self.outcome = outcome
+        self.announcer = announcer
         self.isolate = isolate
         self.power: dict[str, rooms.RoomPower] = {}
         # (agent, channel) -> (latest activity, whether it counts only for a member)
@@ -149,6 +184,7 @@ class _Applier:
         self.users = await users.ensure_users(
             self.conn, sorted(a for a in actors if a not in self.agents)
         )
+        self.by_id = {c.id: c for c in self.channels.values()}
         bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
         if self.isolate:
             for raw, op in bridged:
@@ -179,26 +215,52 @@ class _Applier:
             if not isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
                 self.count(op, await self.apply(op))
         edits = [op for op in ops if isinstance(op, ev.EditMessage)]
-        changed = await messages.edit_many(self.conn, [edit_of(op) for op in edits])
+        changed = await self.edit(edits)
         self.outcome.applied["EditMessage"] += changed
         self.outcome.ignored["EditMessage"] += len(edits) - changed
         redactions = [op for op in ops if isinstance(op, ev.RedactMessage)]
-        changed = await messages.redact_many(self.conn, [op.target_event_id for op in redactions])
+        changed = await self.redact(redactions)
         self.outcome.applied["RedactMessage"] += changed
         self.outcome.ignored["RedactMessage"] += len(redactions) - changed
+
+    async def edit(self, edits: Sequence[ev.EditMessage]) -> int:
+        changed = await messages.edit_many(self.conn, [edit_of(op) for op in edits])
+        by_cause = {op.event_id: op for op in edits}
+        for row in changed:
+            op = by_cause[row.cause]
+            at = ev.EPOCH + timedelta(milliseconds=op.ts_ms)
+            self.announcer.message_changed(self.by_id[row.channel_id], row, at, op.preview)
+        return len(changed)
+
+    async def redact(self, redactions: Sequence[ev.RedactMessage]) -> int:
+        pairs = [(op.target_event_id, op.event_id) for op in redactions]
+        changed = await messages.redact_many(self.conn, pairs)
+        by_cause = {op.event_id: op for op in redactions}
+        for row in changed:
+            channel = self.by_id.get(row.channel_id)
+            if channel is not None:
+                self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
+        return len(changed)
 
     async def insert_messages(self, news: Sequence[ev.NewMessage]) -> None:
         """Insert, and note agent activity for the rows that are new (not replays)."""
         rows = [self.new_row(op) for op in news]
         inserted = await messages.insert_many(self.conn, rows)
         for op, row in zip(news, rows, strict=True):
-            if op.event_id not in inserted:
+            message_id = inserted.get(op.event_id)
+            if message_id is None:
                 continue
+            channel = self.channels[op.room_id]
+            self.announcer.message_created(channel, row, message_id)
             if row.sender_agent_id is not None:
                 self.note_activity(row.sender_agent_id, row.channel_id, op.ts, False)
-            for mxid in op.mentions:
-                if mxid in self.agents:
-                    self.note_activity(self.agents[mxid], row.channel_id, op.ts, True)
+                continue
+            mentioned = tuple(self.agents[m] for m in op.mentions if m in self.agents)
+            for agent_id in mentioned:
+                self.note_activity(agent_id, row.channel_id, op.ts, True)
+            self.announcer.human_message(
+                HumanMessage(channel, message_id, op.event_id, op.sender, mentioned)
+            )
 
     def note_activity(self, agent_id: UUID, channel_id: UUID, at: datetime, mention: bool) -> None:
         previous = self.activity.get((agent_id, channel_id))
@@ -240,48 +302,77 @@ class _Applier:
             await self.insert_messages([op])
             return True
         if isinstance(op, ev.EditMessage):
-            return await messages.edit_many(conn, [edit_of(op)]) > 0
+            return await self.edit([op]) > 0
         if isinstance(op, ev.RedactMessage):
-            return await messages.redact_many(conn, [op.target_event_id]) > 0
+            return await self.redact([op]) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
         if isinstance(op, ev.PowerLevels):
             await self.power_levels(op, channel)
             return True
         if isinstance(op, ev.RoomName):
-            await channels.set_name(conn, channel.id, op.name or op.room_id)
+            name = op.name or op.room_id
+            if await channels.set_name(conn, channel.id, name):
+                self.channel_updated(channel, {"name": name}, op)
             return True
         if isinstance(op, ev.JoinRules):
-            await channels.set_visibility(conn, channel.id, op.visibility)
+            if await channels.set_visibility(conn, channel.id, op.visibility):
+                self.channel_updated(channel, {"visibility": op.visibility}, op)
             return True
         return False
+
+    def channel_updated(
+        self, channel: channels.Channel, fields: dict[str, Any], op: ev.RoomName | ev.JoinRules
+    ) -> None:
+        at = op.ts or datetime.now(UTC)
+        self.announcer.channel(bus.CHANNEL_UPDATED, channel, fields, at, op.event_id)
 
     async def membership(self, op: ev.Membership, channel: channels.Channel) -> bool:
         agent_id = self.agents.get(op.user_id)
         if agent_id is not None:
             return await self.agent_membership(op, channel, agent_id)
         user_id: UUID = self.users[op.user_id]
+        member = (HUMAN, user_id)
         if op.membership == "join":
             power = await self.room_power(op.room_id)
             role = role_for(op.user_id, power.power_levels, power.creators)
-            await members.join(self.conn, channel.id, user_id, role, op.ts)
+            if await members.join(self.conn, channel.id, user_id, role, op.ts):
+                self.announce_member(bus.MEMBER_JOINED, channel, member, role, op)
             return True
         if op.membership in LEFT:
-            await members.leave(self.conn, channel.id, user_id, op.ts)
+            if await members.leave(self.conn, channel.id, user_id, op.ts):
+                self.announce_member(bus.MEMBER_LEFT, channel, member, None, op)
             return True
+        if op.membership == "invite":
+            self.announce_member(bus.MEMBER_INVITED, channel, member, None, op)
         return False  # invites and knocks are not membership yet
+
+    def announce_member(
+        self,
+        subject: str,
+        channel: channels.Channel,
+        member: tuple[str, UUID],
+        role: str | None,
+        op: ev.Membership,
+    ) -> None:
+        self.announcer.member(subject, channel, member, role, op.ts, op.event_id)
 
     async def agent_membership(
         self, op: ev.Membership, channel: channels.Channel, agent_id: UUID
     ) -> bool:
+        member = (AGENT, agent_id)
         if op.membership == "join":
-            await members.join_agent(self.conn, channel.id, agent_id, op.ts)
+            if await members.join_agent(self.conn, channel.id, agent_id, op.ts):
+                self.announce_member(bus.MEMBER_JOINED, channel, member, members.AGENT_ROLE, op)
             await sessions.open_on_join(self.conn, agent_id, channel.id, op.ts)
             return True
         if op.membership in LEFT:
-            await members.leave(self.conn, channel.id, agent_id, op.ts, agent=True)
+            if await members.leave(self.conn, channel.id, agent_id, op.ts, agent=True):
+                self.announce_member(bus.MEMBER_LEFT, channel, member, None, op)
             await sessions.close(self.conn, agent_id, channel.id)
             return True
+        if op.membership == "invite":
+            self.announce_member(bus.MEMBER_INVITED, channel, member, None, op)
         return False
 
     async def power_levels(self, op: ev.PowerLevels, channel: channels.Channel) -> None:

@@ -44,6 +44,7 @@ class RedactMessage:
     room_id: str
     event_id: str
     target_event_id: str
+    ts: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +66,16 @@ class PowerLevels:
 class RoomName:
     room_id: str
     name: str | None
+    event_id: str = ""
+    ts: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class JoinRules:
     room_id: str
     visibility: str
+    event_id: str = ""
+    ts: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,14 @@ def timestamp(event: Mapping[str, Any]) -> tuple[int, datetime]:
         raise BadEvent("event without a valid origin_server_ts")
     # Integer arithmetic: going through a float would be off by a microsecond.
     return ts, EPOCH + timedelta(milliseconds=ts)
+
+
+def _optional_ts(event: Mapping[str, Any]) -> datetime | None:
+    """The event's time where only the platform's events need it: never a reason to reject."""
+    try:
+        return timestamp(event)[1]
+    except BadEvent:
+        return None
 
 
 def _replace_target(content: Mapping[str, Any]) -> str | None:
@@ -209,9 +222,11 @@ def _state(
         return PowerLevels(room_id, dict(content))
     if etype == "m.room.name":
         name = content.get("name")
-        return RoomName(room_id, storable(name) if isinstance(name, str) and name.strip() else None)
+        name = storable(name) if isinstance(name, str) and name.strip() else None
+        return RoomName(room_id, name, event_id, _optional_ts(event))
     if etype == "m.room.join_rules":
-        return JoinRules(room_id, visibility_for(content.get("join_rule")))
+        visibility = visibility_for(content.get("join_rule"))
+        return JoinRules(room_id, visibility, event_id, _optional_ts(event))
     return None
 
 
@@ -230,7 +245,7 @@ def translate_event(
         target = event.get("redacts") or _content(event).get("redacts")
         if not isinstance(target, str) or not target:
             raise BadEvent("m.room.redaction without redacts")
-        return RedactMessage(room_id, event_id, target)
+        return RedactMessage(room_id, event_id, target, _optional_ts(event))
     if "state_key" in event:
         return _state(event, room_id, event_id, bot_mxid, agents)
     return None

@@ -1,0 +1,132 @@
+"""What a transaction tells the platform: its changes as outbox events, and which agents
+a person's message calls on. Runs inside the writer's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Connection
+
+from ..translate import bus
+from . import members
+from .channels import Channel
+from .messages import Changed, NewRow
+from .outbox import AGENT, HUMAN, Emitter, NoEmitter, Resolve
+
+DIRECT, CHANNEL_MESSAGE = "direct", "channel_message"
+
+
+@dataclass(frozen=True, slots=True)
+class HumanMessage:
+    channel: Channel
+    message_id: UUID
+    event_id: str
+    sender: str  # Matrix id
+    mentioned_agents: tuple[UUID, ...]
+
+
+def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
+    return (AGENT, agent_id) if agent_id is not None else (HUMAN, user_id)  # type: ignore[return-value]
+
+
+class Announcer:
+    def __init__(self, enabled: bool, bot_mxid: str) -> None:
+        self.enabled = enabled
+        self.bot_mxid = bot_mxid
+        self.emitter = Emitter() if enabled else NoEmitter()
+        self.human_messages: list[HumanMessage] = []
+
+    def message_created(self, channel: Channel, row: NewRow, message_id: UUID) -> None:
+        who = _who(row.sender_user_id, row.sender_agent_id)
+        ref = channel.ref
+
+        def build(resolve: Resolve) -> bus.BusEvent:
+            return bus.message_created(
+                ref, message_id, row.event_id, resolve(*who), row.created_at, row.preview
+            )
+
+        self.emitter.add(build, who)
+
+    def message_changed(
+        self, channel: Channel, changed: Changed, at: datetime | None, preview: str | None
+    ) -> None:
+        """An edit (with its preview) or, with preview None, a redaction."""
+        who = _who(changed.sender_user_id, changed.sender_agent_id)
+        ref = channel.ref
+
+        def build(resolve: Resolve) -> bus.BusEvent:
+            sender = resolve(*who)
+            if preview is None:
+                return bus.message_deleted(
+                    ref, changed.id, changed.event_id, sender, changed.cause, at
+                )
+            assert at is not None
+            return bus.message_updated(
+                ref, changed.id, changed.event_id, sender, changed.cause, at, preview
+            )
+
+        self.emitter.add(build, who)
+
+    def member(
+        self,
+        subject: str,
+        channel: Channel,
+        member: tuple[str, UUID],
+        role: str | None,
+        at: datetime,
+        event_id: str,
+    ) -> None:
+        ref = channel.ref
+        self.emitter.add(
+            lambda resolve: bus.member_changed(subject, ref, resolve(*member), role, at, event_id),
+            member,
+        )
+
+    def channel(
+        self, subject: str, channel: Channel, fields: dict[str, Any], at: datetime, cause: str
+    ) -> None:
+        ref = channel.ref
+        self.emitter.add(lambda _: bus.channel_changed(subject, ref, fields, at, cause))
+
+    def human_message(self, message: HumanMessage) -> None:
+        if self.enabled:
+            self.human_messages.append(message)
+
+    async def flush(self, conn: Connection) -> int:
+        await self._invoke_agents(conn, self.human_messages)
+        self.human_messages = []
+        return await self.emitter.flush(conn)
+
+    async def _invoke_agents(self, conn: Connection, messages: Sequence[HumanMessage]) -> None:
+        """A mention of an agent in the channel calls it (`channel_message`); any message
+        in a room where the sender is alone with one agent calls that agent (`direct`)."""
+        if not messages:
+            return
+        in_channel = await members.agents_of_channels(conn, {m.channel.id for m in messages})
+        direct: dict[tuple[UUID, str], UUID | None] = {}
+        for m in messages:
+            agents = in_channel.get(m.channel.id, [])
+            key = (m.channel.id, m.sender)
+            if key not in direct:
+                alone = len(agents) == 1 and not await members.has_people_besides(
+                    conn, m.channel.id, [m.sender, self.bot_mxid]
+                )
+                direct[key] = agents[0] if alone else None
+            calls = {a: CHANNEL_MESSAGE for a in m.mentioned_agents if a in agents}
+            if direct[key] is not None:
+                calls[direct[key]] = DIRECT
+            for agent_id, entrypoint in calls.items():
+                self._invoke(agent_id, entrypoint, m)
+
+    def _invoke(self, agent_id: UUID, entrypoint: str, m: HumanMessage) -> None:
+        ref = m.channel.ref
+
+        def build(resolve: Resolve) -> bus.BusEvent:
+            agent = resolve(AGENT, agent_id).platform_id
+            return bus.invoke_agent(agent, entrypoint, ref, m.message_id, m.event_id)
+
+        self.emitter.add(build, (AGENT, agent_id))

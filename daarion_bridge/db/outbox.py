@@ -1,0 +1,116 @@
+"""bridge_outbox: platform events written in the same commit as the rows they describe.
+
+The publisher (publisher.py) sends them to NATS in id order and marks them sent only
+after the server acknowledged them, so a crash anywhere loses nothing; JetStream's
+de-duplication by message id drops the resend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from asyncpg import Connection, Pool
+
+from ..translate.bus import BusEvent, Sender
+
+_INSERT = """
+INSERT INTO bridge_outbox (subject, msg_id, payload)
+SELECT s, m, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS o(s, m, p)
+"""
+
+HUMAN, AGENT = "human", "agent"
+Resolve = Callable[[str, UUID], Sender]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+async def add(conn: Connection, events: Sequence[BusEvent]) -> None:
+    if events:
+        await conn.execute(
+            _INSERT,
+            [e.subject for e in events],
+            [e.msg_id for e in events],
+            [json.dumps(e.payload, ensure_ascii=False) for e in events],
+        )
+
+
+async def unsent(conn: Connection | Pool, limit: int) -> list[Pending]:
+    rows = await conn.fetch(
+        "SELECT id, subject, msg_id, payload::text AS payload FROM bridge_outbox "
+        "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        limit,
+    )
+    return [Pending(r["id"], r["subject"], r["msg_id"], r["payload"].encode()) for r in rows]
+
+
+async def mark_sent(conn: Connection | Pool, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute(
+            "UPDATE bridge_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+        )
+
+
+async def backlog(conn: Connection | Pool) -> int:
+    return await conn.fetchval("SELECT count(*) FROM bridge_outbox WHERE sent_at IS NULL")
+
+
+async def prune(conn: Connection | Pool, retention: timedelta) -> int:
+    status = await conn.execute(
+        "DELETE FROM bridge_outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval",
+        retention,
+    )
+    return int(status.split()[-1])
+
+
+class Emitter:
+    """Collects a transaction's platform events; `flush` writes them into the outbox.
+
+    Builders receive a resolver from row ids to platform ids, which is filled with two
+    queries at flush instead of one per event."""
+
+    def __init__(self) -> None:
+        self._builders: list[Callable[[Resolve], BusEvent]] = []
+        self._wanted: dict[str, set[UUID]] = {HUMAN: set(), AGENT: set()}
+
+    def add(self, build: Callable[[Resolve], BusEvent], *who: tuple[str, UUID]) -> None:
+        self._builders.append(build)
+        for kind, row_id in who:
+            self._wanted[kind].add(row_id)
+
+    async def flush(self, conn: Connection) -> int:
+        if not self._builders:
+            return 0
+        found: dict[tuple[str, UUID], str] = {}
+        for kind, table in ((HUMAN, "users"), (AGENT, "agents")):
+            if self._wanted[kind]:
+                rows = await conn.fetch(
+                    f"SELECT id, external_id FROM {table} WHERE id = ANY($1::uuid[])",
+                    list(self._wanted[kind]),
+                )
+                found.update({(kind, r["id"]): r["external_id"] for r in rows})
+
+        def resolve(kind: str, row_id: UUID) -> Sender:
+            return Sender(found[kind, row_id], kind)
+
+        events = [build(resolve) for build in self._builders]
+        await add(conn, events)
+        count = len(events)
+        self._builders.clear()
+        return count
+
+
+class NoEmitter(Emitter):
+    """NATS is off: nothing is collected, nothing written."""
+
+    def add(self, build: Callable[[Resolve], BusEvent], *who: tuple[str, UUID]) -> None:
+        return None
