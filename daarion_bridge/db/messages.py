@@ -25,10 +25,16 @@ RETURNING matrix_event_id
 # The state row makes edits and redactions order-independent: only a newer edit wins,
 # and a redaction is final. One statement per edit or redaction, each a pair of
 # primary-key lookups; all of a transaction's go in one pipelined round trip.
+# An edit counts only from the original's sender and in the original's room; a
+# redaction only in its room, from the sender or someone with the power to redact ($6).
+_SAME_SENDER = (
+    "sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a}"
+)
 _EDIT = """
 WITH won AS (
     INSERT INTO bridge_message_state AS s (matrix_event_id, last_edit_ts, last_edit_event_id)
-    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    SELECT $1, $2, $3 WHERE EXISTS (
+        SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $5 AND SAME_SENDER)
     ON CONFLICT (matrix_event_id) DO UPDATE SET
         last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id
     WHERE NOT s.redacted
@@ -43,7 +49,9 @@ RETURNING 1
 _REDACT = """
 WITH done AS (
     INSERT INTO bridge_message_state AS s (matrix_event_id, redacted)
-    SELECT $1, true WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    SELECT $1, true WHERE EXISTS (
+        SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $3
+        AND ($6 OR (SAME_SENDER)))
     ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true
     RETURNING 1
 )
@@ -51,6 +59,17 @@ UPDATE messages SET content_preview = $2
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
 RETURNING 1
 """
+_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
+_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Where a message is and who wrote it: an edit or redaction must match."""
+
+    channel_id: UUID
+    user_id: UUID | None
+    agent_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,7 @@ class Edit:
     edit_event_id: str
     ts_ms: int
     preview: str
+    author: Author
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +113,28 @@ async def edit_many(conn: Connection, edits: Sequence[Edit]) -> int:
     """Show each edit's text on its original row, in order; returns rows changed."""
     if not edits:
         return 0
-    args = [(e.target_event_id, e.ts_ms, e.edit_event_id, e.preview) for e in edits]
+    args = [
+        (e.target_event_id, e.ts_ms, e.edit_event_id, e.preview, *_author(e.author)) for e in edits
+    ]
     return len(await conn.fetchmany(_EDIT, args))
 
 
-async def redact_many(conn: Connection, target_event_ids: Sequence[str]) -> int:
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    target_event_id: str
+    author: Author  # of the redaction
+    may_redact_others: bool
+
+
+async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> int:
     """Set each target row to `[deleted]` for good; returns rows changed."""
-    if not target_event_ids:
+    if not redactions:
         return 0
-    return len(await conn.fetchmany(_REDACT, [(t, DELETED) for t in target_event_ids]))
+    args = [
+        (r.target_event_id, DELETED, *_author(r.author), r.may_redact_others) for r in redactions
+    ]
+    return len(await conn.fetchmany(_REDACT, args))
+
+
+def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:
+    return author.channel_id, author.user_id, author.agent_id
