@@ -279,7 +279,7 @@ class _Reader:
             return None
         if not isinstance(value, str) or not value:
             self.fail(key, "must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(key, f"must match {pattern.pattern}, got {value!r}")
         return value
 
@@ -319,6 +319,8 @@ class _Reader:
     def duration(self, key: str, low: float, high: float) -> float:
         """Seconds, from a number or a string such as `30m`, `1h30m`, `45s`, `1d`."""
         value = self.values.get(key)
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            value = float(value)  # from the environment, where every value is a string
         if isinstance(value, str):
             text = value.replace(" ", "")
             parts = DURATION.findall(text)

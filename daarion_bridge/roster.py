@@ -87,7 +87,7 @@ class _Entry:
         self.raw = raw
         ident = raw.get(id_key)
         if isinstance(ident, str) and ident:
-            self.where += f" ({ident})"
+            self.where += f" ({ident})" if ident.isprintable() else f" ({ident!r})"
 
     def fail(self, problem: str) -> None:
         raise ConfigError(f"{self.path}: {self.where}: {problem}")
@@ -98,7 +98,7 @@ class _Entry:
             return None
         if not isinstance(value, str) or not value.strip():
             self.fail(f"{key} must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(f"{key} {value!r} must match {pattern.pattern}")
         return value
 
@@ -194,7 +194,7 @@ def _microdaos(path: Path, raw: Mapping[str, Any], domain: str) -> list[Microdao
         if not isinstance(members, Mapping):
             e.fail("members must be a mapping of Matrix id to role")
         for mxid, role in members.items():
-            if not isinstance(mxid, str) or not USER_ID.match(mxid):
+            if not isinstance(mxid, str) or not USER_ID.fullmatch(mxid):
                 e.fail(f"members key {mxid!r} is not a Matrix user id")
             if role not in MEMBER_ROLES:
                 e.fail(f"members.{mxid} must be one of {' | '.join(MEMBER_ROLES)}, got {role!r}")

@@ -25,10 +25,16 @@ RETURNING matrix_event_id, id
 # The state row makes edits and redactions order-independent: only a newer edit wins,
 # and a redaction is final. One statement per edit or redaction, each a pair of
 # primary-key lookups; all of a transaction's go in one pipelined round trip.
+# An edit counts only from the original's sender and in the original's room; a
+# redaction only in its room, from the sender or someone with the power to redact ($6).
+_SAME_SENDER = (
+    "sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a}"
+)
 _EDIT = """
 WITH won AS (
     INSERT INTO bridge_message_state AS s (matrix_event_id, last_edit_ts, last_edit_event_id)
-    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    SELECT $1, $2, $3 WHERE EXISTS (
+        SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $5 AND SAME_SENDER)
     ON CONFLICT (matrix_event_id) DO UPDATE SET
         last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id
     WHERE NOT s.redacted
@@ -43,14 +49,27 @@ RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $3::
 _REDACT = """
 WITH done AS (
     INSERT INTO bridge_message_state AS s (matrix_event_id, redacted)
-    SELECT $1, true WHERE EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)
+    SELECT $1, true WHERE EXISTS (
+        SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $3
+        AND ($6 OR (SAME_SENDER)))
     ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true
     RETURNING 1
 )
 UPDATE messages SET content_preview = $2
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
-RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $3::text AS cause
+RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $7::text AS cause
 """
+_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
+_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Where a message is and who wrote it: an edit or redaction must match."""
+
+    channel_id: UUID
+    user_id: UUID | None
+    agent_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,7 @@ class Edit:
     edit_event_id: str
     ts_ms: int
     preview: str
+    author: Author
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +125,30 @@ async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
     """Show each edit's text on its original row, in order; returns the rows changed."""
     if not edits:
         return []
-    args = [(e.target_event_id, e.ts_ms, e.edit_event_id, e.preview) for e in edits]
+    args = [
+        (e.target_event_id, e.ts_ms, e.edit_event_id, e.preview, *_author(e.author)) for e in edits
+    ]
     return [Changed(*r) for r in await conn.fetchmany(_EDIT, args)]
 
 
-async def redact_many(conn: Connection, redactions: Sequence[tuple[str, str]]) -> list[Changed]:
-    """(target event id, redaction event id): set each target row to `[deleted]` for
-    good; returns the rows changed."""
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    target_event_id: str
+    redaction_event_id: str
+    author: Author  # of the redaction
+    may_redact_others: bool
+
+
+async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list[Changed]:
+    """Set each target row to `[deleted]` for good; returns the rows changed."""
     if not redactions:
         return []
-    args = [(target, DELETED, cause) for target, cause in redactions]
+    args = [
+        (r.target_event_id, DELETED, *_author(r.author), r.may_redact_others, r.redaction_event_id)
+        for r in redactions
+    ]
     return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]
+
+
+def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:
+    return author.channel_id, author.user_id, author.agent_id

@@ -12,12 +12,12 @@ from uuid import UUID
 
 from asyncpg import Connection, Pool
 
-# One activity per (agent, channel): the open session moves on, or a new one opens.
+# One activity per (agent, channel): the open session moves on, or a new one opens. Only
+# while the agent is in the channel: a late message from before a leave opens nothing.
 _ACTIVITY = """
 WITH a AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[])
-        AS a(agent_id, channel_id, at, needs_membership)
-    WHERE NOT a.needs_membership OR EXISTS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS a(agent_id, channel_id, at)
+    WHERE EXISTS (
         SELECT 1 FROM channel_members m
         WHERE m.channel_id = a.channel_id AND m.member_agent_id = a.agent_id
           AND m.left_at IS NULL)
@@ -58,21 +58,15 @@ async def close(conn: Connection, agent_id: UUID, channel_id: UUID | None = None
     return int(status.split()[-1])
 
 
-async def record_activity(
-    conn: Connection, activity: Mapping[tuple[UUID, UUID], tuple[datetime, bool]]
-) -> None:
-    """(agent, channel) -> (when, whether the agent must be a member for it to count).
-
-    An agent's own message always counts; a mention counts only while it is in the room.
-    """
+async def record_activity(conn: Connection, activity: Mapping[tuple[UUID, UUID], datetime]) -> None:
+    """(agent, channel) -> when: the agent's own message, or a mention of it."""
     if activity:
         keys = list(activity)
         await conn.execute(
             _ACTIVITY,
             [agent for agent, _ in keys],
             [channel for _, channel in keys],
-            [activity[k][0] for k in keys],
-            [activity[k][1] for k in keys],
+            [activity[k] for k in keys],
         )
 
 

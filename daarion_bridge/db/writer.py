@@ -14,7 +14,7 @@ from asyncpg import Connection
 
 from ..translate import bus
 from ..translate import events as ev
-from ..translate.rooms import RoomSnapshot, role_for
+from ..translate.rooms import RoomSnapshot, may_redact_others, role_for
 from . import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
 from .announce import Announcer, HumanMessage
 from .errors import is_data_error
@@ -141,10 +141,6 @@ async def _create_channel(
     return channel
 
 
-def edit_of(op: ev.EditMessage) -> messages.Edit:
-    return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview)
-
-
 class _Applier:
     """Applies operations in order; rooms that are not channels are ignored."""
 
@@ -162,13 +158,15 @@ class _Applier:
         self.announcer = announcer
         self.isolate = isolate
         self.power: dict[str, rooms.RoomPower] = {}
-        # (agent, channel) -> (latest activity, whether it counts only for a member)
-        self.activity: dict[tuple[UUID, UUID], tuple[datetime, bool]] = {}
+        # (agent, channel) -> [(position of the event in the transaction, when)]
+        self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
+        self.position: dict[int, int] = {}
 
     async def run(self, pairs: Sequence[tuple[Any, ev.Operation]]) -> None:
         if not pairs:
             return
         ops = [op for _, op in pairs]
+        self.position = {id(op): i for i, op in enumerate(ops)}
         self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
         actors: set[str] = set()
         mentioned: set[str] = set()
@@ -180,6 +178,8 @@ class _Applier:
                 mentioned.update(op.mentions)
             elif isinstance(op, ev.Membership):
                 actors.add(op.user_id)
+            elif isinstance(op, ev.EditMessage | ev.RedactMessage) and op.sender:
+                actors.add(op.sender)
         self.agents = await agents.by_matrix_ids(self.conn, actors | mentioned)
         self.users = await users.ensure_users(
             self.conn, sorted(a for a in actors if a not in self.agents)
@@ -191,7 +191,7 @@ class _Applier:
                 self.count(op, await self.apply_isolated(raw, op))
         else:
             await self.apply_batched([op for _, op in bridged])
-        await sessions.record_activity(self.conn, self.activity)
+        await self.record_activity(before=None)
         await rooms.touch(self.conn, {op.room_id for op in ops if op.room_id in self.channels})
 
     def bridged(self, op: ev.Operation) -> bool:
@@ -224,7 +224,7 @@ class _Applier:
         self.outcome.ignored["RedactMessage"] += len(redactions) - changed
 
     async def edit(self, edits: Sequence[ev.EditMessage]) -> int:
-        changed = await messages.edit_many(self.conn, [edit_of(op) for op in edits])
+        changed = await messages.edit_many(self.conn, [self.edit_of(op) for op in edits])
         by_cause = {op.event_id: op for op in edits}
         for row in changed:
             op = by_cause[row.cause]
@@ -233,14 +233,29 @@ class _Applier:
         return len(changed)
 
     async def redact(self, redactions: Sequence[ev.RedactMessage]) -> int:
-        pairs = [(op.target_event_id, op.event_id) for op in redactions]
-        changed = await messages.redact_many(self.conn, pairs)
+        changed = await messages.redact_many(
+            self.conn, [await self.redaction_of(op) for op in redactions]
+        )
         by_cause = {op.event_id: op for op in redactions}
         for row in changed:
-            channel = self.by_id.get(row.channel_id)
-            if channel is not None:
-                self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
+            channel = self.by_id[row.channel_id]
+            self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
         return len(changed)
+
+    def author(self, room_id: str, sender: str) -> messages.Author:
+        agent_id = self.agents.get(sender)
+        user_id = None if agent_id is not None else self.users.get(sender)
+        return messages.Author(self.channels[room_id].id, user_id, agent_id)
+
+    def edit_of(self, op: ev.EditMessage) -> messages.Edit:
+        author = self.author(op.room_id, op.sender)
+        return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview, author)
+
+    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
+        power = await self.room_power(op.room_id)
+        others = may_redact_others(op.sender, power.power_levels, power.creators)
+        author = self.author(op.room_id, op.sender)
+        return messages.Redaction(op.target_event_id, op.event_id, author, others)
 
     async def insert_messages(self, news: Sequence[ev.NewMessage]) -> None:
         """Insert, and note agent activity for the rows that are new (not replays)."""
@@ -253,21 +268,35 @@ class _Applier:
             channel = self.channels[op.room_id]
             self.announcer.message_created(channel, row, message_id)
             if row.sender_agent_id is not None:
-                self.note_activity(row.sender_agent_id, row.channel_id, op.ts, False)
+                self.note_activity(row.sender_agent_id, row.channel_id, op)
                 continue
             mentioned = tuple(self.agents[m] for m in op.mentions if m in self.agents)
             for agent_id in mentioned:
-                self.note_activity(agent_id, row.channel_id, op.ts, True)
+                self.note_activity(agent_id, row.channel_id, op)
             self.announcer.human_message(
                 HumanMessage(channel, message_id, op.event_id, op.sender, mentioned)
             )
 
-    def note_activity(self, agent_id: UUID, channel_id: UUID, at: datetime, mention: bool) -> None:
-        previous = self.activity.get((agent_id, channel_id))
-        if previous is None:
-            self.activity[agent_id, channel_id] = (at, mention)
-        else:  # an agent's own message counts even if it is not a member in the index yet
-            self.activity[agent_id, channel_id] = (max(at, previous[0]), mention and previous[1])
+    def note_activity(self, agent_id: UUID, channel_id: UUID, op: ev.NewMessage) -> None:
+        position = self.position.get(id(op), len(self.position))
+        self.activity.setdefault((agent_id, channel_id), []).append((position, op.ts))
+
+    async def record_activity(
+        self, before: int | None, key: tuple[UUID, UUID] | None = None
+    ) -> None:
+        """Record the activity of events before a position (all, with None) for one
+        (agent, channel) or all: messages are written before membership in a batch, but
+        their activity must land in event order around the agent's joins and leaves."""
+        due: dict[tuple[UUID, UUID], datetime] = {}
+        for k in [key] if key is not None else list(self.activity):
+            entries = self.activity.get(k, [])
+            now = [at for pos, at in entries if before is None or pos < before]
+            if now:
+                due[k] = max(now)
+                self.activity[k] = [
+                    (p, at) for p, at in entries if before is not None and p >= before
+                ]
+        await sessions.record_activity(self.conn, due)
 
     def new_row(self, op: ev.NewMessage) -> messages.NewRow:
         channel = self.channels[op.room_id]
@@ -302,6 +331,9 @@ class _Applier:
             await self.insert_messages([op])
             return True
         if isinstance(op, ev.EditMessage):
+            return await self.edit([op]) > 0
+        if isinstance(op, ev.RedactMessage):
+            return await self.redact([op]) > 0
             return await self.edit([op]) > 0
         if isinstance(op, ev.RedactMessage):
             return await self.redact([op]) > 0
@@ -360,6 +392,7 @@ class _Applier:
     async def agent_membership(
         self, op: ev.Membership, channel: channels.Channel, agent_id: UUID
     ) -> bool:
+        await self.record_activity(self.position.get(id(op)), (agent_id, channel.id))
         member = (AGENT, agent_id)
         if op.membership == "join":
             if await members.join_agent(self.conn, channel.id, agent_id, op.ts):

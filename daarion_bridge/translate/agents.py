@@ -25,14 +25,14 @@ class AgentDirectory:
         self.agents: Mapping[str, AgentSpec] = dict(roster.by_mxid)
         by_text: dict[str, str] = {}
         for mxid, agent in self.agents.items():
-            by_text[mxid.casefold()] = mxid
-            by_text.setdefault(agent.name.casefold(), mxid)
+            by_text[mxid.lower()] = mxid
+            by_text.setdefault(agent.name.lower(), mxid)
         self._by_text = by_text
         # Longest first, so `Sofia Prime` wins over `Sofia`; word edges so `Sofiana` is not her.
         alternatives = sorted(by_text, key=len, reverse=True)
         self._pattern = (
             re.compile(
-                r"(?<!\w)(" + "|".join(re.escape(t) for t in alternatives) + r")(?![\w])",
+                r"(?<!\w)(" + "|".join(re.escape(t) for t in alternatives) + r")(?!\w|[.:-]\w)",
                 re.IGNORECASE,
             )
             if alternatives
@@ -59,10 +59,18 @@ class AgentDirectory:
             text = content.get(key)
             if isinstance(text, str) and self._pattern is not None:
                 for match in self._pattern.finditer(text):
-                    mxid = self._by_text.get(match.group(1).casefold())
+                    mxid = self._owner_of(match.group(1))
                     if mxid is not None:
                         found[mxid] = None
         return tuple(found)
+
+    def _owner_of(self, matched: str) -> str | None:
+        mxid = self._by_text.get(matched.lower())
+        if mxid is None:  # case-insensitive matching and lower() disagree (rare scripts)
+            for text, candidate in self._by_text.items():
+                if re.fullmatch(re.escape(text), matched, re.IGNORECASE):
+                    return candidate
+        return mxid
 
 
 def agent_invite_allowed(

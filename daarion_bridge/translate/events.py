@@ -37,6 +37,7 @@ class EditMessage:
     target_event_id: str
     ts_ms: int
     preview: str
+    sender: str = ""  # only the original's sender may edit it
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class RedactMessage:
     room_id: str
     event_id: str
     target_event_id: str
+    sender: str = ""  # the original's sender, or someone with the power to redact
     ts: datetime | None = None
 
 
@@ -181,7 +183,8 @@ def _message(
         new_content = content.get("m.new_content")
         if not isinstance(new_content, Mapping):
             raise BadEvent("edit without an m.new_content object")
-    return EditMessage(room_id, event_id, target, ts_ms, render_preview(etype, new_content, limit))
+    preview = render_preview(etype, new_content, limit)
+    return EditMessage(room_id, event_id, target, ts_ms, preview, sender)
 
 
 def _invite_visibility(event: Mapping[str, Any]) -> str | None:
@@ -245,7 +248,7 @@ def translate_event(
         target = event.get("redacts") or _content(event).get("redacts")
         if not isinstance(target, str) or not target:
             raise BadEvent("m.room.redaction without redacts")
-        return RedactMessage(room_id, event_id, target, _optional_ts(event))
+        return RedactMessage(room_id, event_id, target, _str(event, "sender"), _optional_ts(event))
     if "state_key" in event:
         return _state(event, room_id, event_id, bot_mxid, agents)
     return None

@@ -46,15 +46,29 @@ def _int(value: Any, default: int) -> int:
     return default
 
 
+def user_level(user_id: str, power_levels: Mapping[str, Any] | None) -> int:
+    if not power_levels:
+        return 0
+    users = power_levels.get("users")
+    default = _int(power_levels.get("users_default"), 0)
+    return _int(users.get(user_id), default) if isinstance(users, Mapping) else default
+
+
 def role_for(user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]) -> str:
     if user_id in creators:
         return "owner"
-    if not power_levels:
-        return "member"
-    users = power_levels.get("users")
-    default = _int(power_levels.get("users_default"), 0)
-    level = _int(users.get(user_id), default) if isinstance(users, Mapping) else default
-    return role_for_level(level)
+    return role_for_level(user_level(user_id, power_levels))
+
+
+def may_redact_others(
+    user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]
+) -> bool:
+    """Whether the user's redactions remove other people's messages: power at least the
+    room's `redact` level (50 by default). Redactions of one's own messages always do."""
+    if user_id in creators:
+        return True
+    redact = _int(power_levels.get("redact"), 50) if power_levels else 50
+    return user_level(user_id, power_levels) >= redact
 
 
 def creators_of(create_event: Mapping[str, Any] | None, has_power_levels: bool) -> tuple[str, ...]:

@@ -367,3 +367,81 @@ async def test_one_transaction_with_everything_applies_like_one_by_one(
         kept["event_id"],
     )
     assert shown == newer["event_id"]
+
+
+def edit_event(target: str, body: str, sender: str = ALICE, room: str = ROOM) -> dict[str, Any]:
+    e = text(
+        f"* {body}",
+        sender,
+        **{
+            "m.new_content": {"msgtype": "m.text", "body": body},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+        },
+    )
+    e["room_id"] = room
+    return e
+
+
+def redaction(target: str, sender: str = ALICE, room: str = ROOM) -> dict[str, Any]:
+    e = event("m.room.redaction", {"redacts": target}, sender, redacts=target)
+    e["room_id"] = room
+    return e
+
+
+async def test_only_the_sender_edits_and_only_in_the_same_room(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    """An m.replace naming another user's message, or a message of another room, is not
+    an edit of it: Element ignores such edits, and so must the index."""
+    other_room = "!other:localhost"
+    await txns.send([], [setup(other_room, "Other")])
+    original = text("the original")
+    elsewhere = text("in the other room")
+    elsewhere["room_id"] = other_room
+    await txns.send([original, elsewhere])
+    outcome = await txns.send(
+        [
+            edit_event(original["event_id"], "forged by bob", sender=BOB),
+            edit_event(elsewhere["event_id"], "forged across rooms", room=ROOM),
+        ]
+    )
+    assert outcome.applied["EditMessage"] == 0
+    shown = await previews(pool)
+    assert shown[original["event_id"]] == "the original"
+    assert shown[elsewhere["event_id"]] == "in the other room"
+    await txns.send([edit_event(original["event_id"], "fixed by alice")])
+    assert (await previews(pool))[original["event_id"]] == "fixed by alice"
+
+
+async def test_redactions_need_the_sender_or_redact_power_in_the_same_room(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    """Synapse accepts a redaction event from anyone but applies it only from the sender
+    or a user with the room's redact level (50 by default): BOB has 50, CAROL 0."""
+    other_room = "!other:localhost"
+    await txns.send([], [setup(other_room, "Other")])
+    await txns.send([member(CAROL, "join")])
+    by_alice, by_carol, by_alice_2 = text("alice 1"), text("carol", CAROL), text("alice 2")
+    elsewhere = text("other room")
+    elsewhere["room_id"] = other_room
+    await txns.send([by_alice, by_carol, by_alice_2, elsewhere])
+
+    await txns.send(
+        [
+            redaction(by_alice["event_id"], sender=CAROL),  # no power: not applied
+            redaction(elsewhere["event_id"]),  # another room: not applied
+        ]
+    )
+    shown = await previews(pool)
+    assert shown[by_alice["event_id"]] == "alice 1"
+    assert shown[elsewhere["event_id"]] == "other room"
+
+    await txns.send(
+        [
+            redaction(by_carol["event_id"], sender=CAROL),  # own message
+            redaction(by_alice_2["event_id"], sender=BOB),  # moderator
+        ]
+    )
+    shown = await previews(pool)
+    assert shown[by_carol["event_id"]] == "[deleted]"
+    assert shown[by_alice_2["event_id"]] == "[deleted]"

@@ -175,7 +175,12 @@ def test_preview_length_default_keeps_short_text_whole() -> None:
 
 def test_edit_is_edit_message_with_new_content() -> None:
     assert translate(edit("fixed  text")) == EditMessage(
-        room_id=ROOM, event_id="$edit", target_event_id="$orig", ts_ms=TS, preview="fixed text"
+        room_id=ROOM,
+        event_id="$edit",
+        target_event_id="$orig",
+        ts_ms=TS,
+        preview="fixed text",
+        sender=ALICE,
     )
 
 
@@ -218,7 +223,7 @@ def test_encrypted_edit_is_edit_message_with_marker() -> None:
         "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
     }
     op = translate(event("m.room.encrypted", content, event_id="$edit"))
-    assert op == EditMessage(ROOM, "$edit", "$orig", TS, "[encrypted]")
+    assert op == EditMessage(ROOM, "$edit", "$orig", TS, "[encrypted]", ALICE)
 
 
 def test_reply_is_a_new_message_not_an_edit() -> None:
@@ -241,12 +246,12 @@ def test_redacted_message_is_deleted() -> None:
 
 def test_redaction_with_top_level_redacts() -> None:
     ev = event("m.room.redaction", {"reason": "spam"}, event_id="$red", redacts="$victim")
-    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim")
+    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE)
 
 
 def test_redaction_with_redacts_in_content_room_v11() -> None:
     ev = event("m.room.redaction", {"redacts": "$victim"}, event_id="$red")
-    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim")
+    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE)
 
 
 @pytest.mark.parametrize(
