@@ -8,7 +8,7 @@ dead-lettered by the caller.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,16 +68,17 @@ class PowerLevels:
 class RoomName:
     room_id: str
     name: str | None
-    event_id: str = ""
-    ts: datetime | None = None
+    # Where the change came from, for the platform's events; not part of what it means.
+    event_id: str = field(default="", compare=False)
+    ts: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class JoinRules:
     room_id: str
     visibility: str
-    event_id: str = ""
-    ts: datetime | None = None
+    event_id: str = field(default="", compare=False)
+    ts: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,12 +246,12 @@ def test_redacted_message_is_deleted() -> None:
 
 def test_redaction_with_top_level_redacts() -> None:
     ev = event("m.room.redaction", {"reason": "spam"}, event_id="$red", redacts="$victim")
-    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE)
+    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE, TS_DT)
 
 
 def test_redaction_with_redacts_in_content_room_v11() -> None:
     ev = event("m.room.redaction", {"redacts": "$victim"}, event_id="$red")
-    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE)
+    assert translate(ev) == RedactMessage(ROOM, "$red", "$victim", ALICE, TS_DT)
 
 
 @pytest.mark.parametrize(
