@@ -26,6 +26,7 @@ from .ingest import Ingestor
 from .invites import Invites
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
+from .publisher import Publisher
 from .recovery import DatabaseRecovery
 from .registration import check_registration
 from .roster_sync import apply_roster
@@ -45,6 +46,7 @@ class Bridge:
         self.puppets: Puppets | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.reloading: asyncio.Task[None] | None = None
+        self.publisher: Publisher | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
         self.state_db: Database | None = None
@@ -78,6 +80,9 @@ class Bridge:
         ingestor = Ingestor(pool, invites, self.directory, cfg)
         self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
         ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("signs of dropped events")
+        if cfg.nats.enabled:
+            self.publisher = Publisher(pool, cfg.nats)
+            ingestor.on_announced = self.publisher.wake
         web_api = AppserviceApi(
             cfg, ingestor, self.recovery.database_failed, self.is_ready, self.query_user
         )
@@ -99,8 +104,13 @@ class Bridge:
         await self._wait_for_homeserver()
         await self._check_homeserver(bot)
         await self._apply_roster(cfg)
+        if self.publisher is not None:
+            self.publisher.start()
         self.tasks = [
-            asyncio.create_task(maintenance.run_forever(pool), name="maintenance"),
+            asyncio.create_task(
+                maintenance.run_forever(pool, outbox_retention=cfg.nats.outbox_retention),
+                name="maintenance",
+            ),
             asyncio.create_task(
                 maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
                 name="session sweep",
@@ -243,6 +253,8 @@ class Bridge:
             await self.recovery.stop()
         if self.catch_up is not None:
             await self.catch_up.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
         for task in [*self.tasks, self.reloading]:
             if task is not None:
                 task.cancel()

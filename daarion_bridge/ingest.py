@@ -15,7 +15,7 @@ from . import metrics
 from .config import Config
 from .db import bookkeeping
 from .db.errors import is_data_error
-from .db.writer import ChannelSetup, Item, Outcome, Rejected, write_transaction
+from .db.writer import Announce, ChannelSetup, Item, Outcome, Rejected, write_transaction
 from .invites import Invites
 from .translate.agents import LiveDirectory
 from .translate.events import AgentInvited, BotInvited, translate_event
@@ -40,6 +40,9 @@ class Ingestor:
         # events (see _note_sequence).
         self._last_numeric_id = -1
         self.on_homeserver_reset: Callable[[], None] = lambda: None
+        # With NATS on, every change also goes to the outbox; the publisher is told.
+        self.announce = Announce(config.bot_mxid) if config.nats.enabled else None
+        self.on_announced: Callable[[], None] = lambda: None
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -76,7 +79,9 @@ class Ingestor:
             setups = await self._accept_invites(items)
             async with self.pool.acquire() as conn:
                 try:
-                    outcome = await write_transaction(conn, txn_id, digest, items, setups)
+                    outcome = await write_transaction(
+                        conn, txn_id, digest, items, setups, announce=self.announce
+                    )
                 except (asyncpg.PostgresError, UnicodeError) as e:
                     if not is_data_error(e):
                         raise
@@ -86,8 +91,10 @@ class Ingestor:
                         getattr(e, "sqlstate", type(e).__name__),
                     )
                     outcome = await write_transaction(
-                        conn, txn_id, digest, items, setups, events=events
+                        conn, txn_id, digest, items, setups, events=events, announce=self.announce
                     )
+        if outcome.announced:
+            self.on_announced()
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
         return outcome

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from asyncpg import Pool
 
-from .db import sessions
+from .db import outbox, sessions
 
 log = logging.getLogger("daarion.maintenance")
 
@@ -25,12 +25,19 @@ async def prune_transactions(pool: Pool, retention: timedelta = TRANSACTION_RETE
     return int(status.split()[-1])
 
 
-async def run_forever(pool: Pool, interval: float = INTERVAL_SECONDS) -> None:
+async def run_forever(
+    pool: Pool, interval: float = INTERVAL_SECONDS, outbox_retention: float | None = None
+) -> None:
     while True:
         try:
             pruned = await prune_transactions(pool)
             if pruned:
                 log.info("Pruned %d transaction ids older than %s", pruned, TRANSACTION_RETENTION)
+            if outbox_retention is not None:
+                retention = timedelta(seconds=outbox_retention)
+                pruned = await outbox.prune(pool, retention)
+                if pruned:
+                    log.info("Pruned %d published events older than %s", pruned, retention)
         except Exception:
             # The next round tries again; ingest does not depend on this.
             log.warning("Pruning transaction ids failed", exc_info=True)

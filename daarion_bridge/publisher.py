@@ -1,0 +1,165 @@
+"""Sends the outbox to NATS JetStream, in order, exactly once as far as subscribers see.
+
+Each event goes out with `Nats-Msg-Id` set to its stable message id and is marked sent
+only after the server acknowledged it. A crash between the two resends it, and the
+stream's de-duplication window drops the copy. NATS down: events wait in Postgres, the
+bridge keeps ingesting, and the publisher retries with backoff. With two bridges on one
+database, a Postgres advisory lock lets only one publish, so order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import nats
+import nats.errors
+import nats.js.errors
+from asyncpg import Pool
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+
+from .config import NatsConfig
+from .db import outbox
+from .translate.bus import SUBJECTS
+
+log = logging.getLogger("daarion.publisher")
+
+BATCH = 100
+PUBLISHER_LOCK = 0x44415052  # pg advisory lock key ("DAPR"): one publisher per database
+IDLE_POLL_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError)
+
+
+class Publisher:
+    def __init__(self, pool: Pool, config: NatsConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.connected = False
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_forever(), name="publisher")
+
+    def wake(self) -> None:
+        """New outbox rows were committed: publish now instead of at the next poll."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                async with self.pool.acquire() as lock_conn:
+                    if not await lock_conn.fetchval(
+                        "SELECT pg_try_advisory_lock($1)", PUBLISHER_LOCK
+                    ):
+                        await asyncio.sleep(5)  # another bridge publishes; stand by
+                        continue
+                    try:
+                        await self._connect()
+                        backoff = 1.0
+                        await self._publish_until_stopped()
+                    finally:
+                        await lock_conn.execute("SELECT pg_advisory_unlock($1)", PUBLISHER_LOCK)
+            except asyncio.CancelledError:
+                raise
+            except NATS_ERRORS as e:
+                self._lost(f"NATS at {self.config.url}: {type(e).__name__} {e}".strip())
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                self._lost(f"database: {type(e).__name__}")
+            except Exception:
+                log.exception("Publisher failed; retrying")
+                self.connected = False
+            await self._close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _lost(self, why: str) -> None:
+        if self.connected:
+            log.warning("Publishing paused, events wait in the outbox (%s)", why)
+        else:
+            log.info("Cannot publish yet (%s); retrying", why)
+        self.connected = False
+
+    async def _connect(self) -> None:
+        self.nc = await nats.connect(
+            servers=[self.config.url],
+            connect_timeout=5,
+            allow_reconnect=False,  # we reconnect ourselves, from the outbox
+            name="daarion-bridge",
+        )
+        self.js = self.nc.jetstream(timeout=5)
+        await self._ensure_stream()
+        self.connected = True
+        log.info("Publishing to NATS stream %s at %s", self.config.stream, self.config.url)
+
+    async def _ensure_stream(self) -> None:
+        assert self.js is not None
+        subjects = [self.config.subject(s) for s in SUBJECTS]
+        try:
+            info = await self.js.stream_info(self.config.stream)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(
+                StreamConfig(
+                    name=self.config.stream,
+                    subjects=subjects,
+                    duplicate_window=self.config.duplicate_window,
+                )
+            )
+            return
+        have = list(info.config.subjects or [])
+        missing = [s for s in subjects if s not in have]
+        if missing:
+            info.config.subjects = have + missing
+            await self.js.update_stream(info.config)
+
+    async def _publish_until_stopped(self) -> None:
+        while True:
+            if self.nc is None or not self.nc.is_connected:
+                raise nats.errors.ConnectionClosedError()
+            sent = await self.publish_batch()
+            if sent < BATCH:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    async def publish_batch(self) -> int:
+        """Publish up to BATCH unsent events in order; mark what the server acked."""
+        assert self.js is not None
+        pending = await outbox.unsent(self.pool, BATCH)
+        acked: list[int] = []
+        try:
+            for event in pending:
+                await self.js.publish(
+                    self.config.subject(event.subject),
+                    event.payload,
+                    headers={"Nats-Msg-Id": event.msg_id},
+                )
+                acked.append(event.id)
+        finally:
+            await outbox.mark_sent(self.pool, acked)
+            self.published += len(acked)
+        return len(acked)
+
+    async def _close(self) -> None:
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except Exception:  # closing a broken connection: nothing more to do
+                pass
+        self.nc = self.js = None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._close()

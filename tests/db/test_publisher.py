@@ -1,0 +1,142 @@
+"""The outbox to a real NATS JetStream: in order, once, through restarts and crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+
+from daarion_bridge.config import NatsConfig
+from daarion_bridge.db import outbox
+from daarion_bridge.devtools.nats import LocalNats
+from daarion_bridge.publisher import Publisher
+from daarion_bridge.translate.bus import MESSAGE_CREATED, BusEvent
+
+
+@pytest.fixture
+async def local_nats(tmp_path: Path) -> AsyncIterator[LocalNats]:
+    server = LocalNats(tmp_path / "nats")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def config(server: LocalNats) -> NatsConfig:
+    return NatsConfig(server.url, "TEST", "city.", 3600.0, 86400.0)
+
+
+def events(start: int, count: int) -> list[BusEvent]:
+    return [
+        BusEvent(MESSAGE_CREATED, f"{MESSAGE_CREATED}:$e{i}", {"n": i})
+        for i in range(start, start + count)
+    ]
+
+
+async def stream_contents(server: LocalNats, stream: str = "TEST") -> list[tuple[str, int]]:
+    """(subject, n) of every message the stream holds, in stream order."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            found.append((msg.subject, json.loads(msg.data)["n"]))
+        return found
+    finally:
+        await nc.close()
+
+
+async def wait_sent(pool: asyncpg.Pool, timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await outbox.backlog(pool):
+        assert asyncio.get_running_loop().time() < deadline, "outbox not drained"
+        await asyncio.sleep(0.05)
+
+
+async def test_outbox_reaches_the_stream_in_order_once(
+    pool: asyncpg.Pool, local_nats: LocalNats
+) -> None:
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(0, 250))
+    publisher = Publisher(pool, config(local_nats))
+    publisher.start()
+    try:
+        await wait_sent(pool)
+    finally:
+        await publisher.stop()
+    assert await stream_contents(local_nats) == [
+        ("city.messaging.message.created", i) for i in range(250)
+    ]
+
+
+async def test_a_resend_after_a_crash_is_dropped_by_the_server(
+    pool: asyncpg.Pool, local_nats: LocalNats
+) -> None:
+    """The crash window: published and acked, but not yet marked sent."""
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(0, 10))
+    publisher = Publisher(pool, config(local_nats))
+    publisher.start()
+    await wait_sent(pool)
+    await publisher.stop()
+    await pool.execute("UPDATE bridge_outbox SET sent_at = NULL")  # as if never marked
+    again = Publisher(pool, config(local_nats))
+    again.start()
+    try:
+        await wait_sent(pool)
+    finally:
+        await again.stop()
+    assert [n for _, n in await stream_contents(local_nats)] == list(range(10))
+
+
+async def test_nats_down_then_back_loses_and_doubles_nothing(
+    pool: asyncpg.Pool, local_nats: LocalNats
+) -> None:
+    publisher = Publisher(pool, config(local_nats))
+    publisher.start()
+    try:
+        async with pool.acquire() as conn:
+            await outbox.add(conn, events(0, 50))
+        publisher.wake()
+        await wait_sent(pool)
+        await local_nats.stop()
+        async with pool.acquire() as conn:
+            await outbox.add(conn, events(50, 50))  # written while NATS is down
+        publisher.wake()
+        await asyncio.sleep(1.5)
+        assert await outbox.backlog(pool) == 50, "events wait while NATS is down"
+        await local_nats.start()
+        await wait_sent(pool, timeout=40)  # backoff is at most 30 s
+    finally:
+        await publisher.stop()
+    assert [n for _, n in await stream_contents(local_nats)] == list(range(100))
+
+
+async def test_two_publishers_on_one_database_send_once(
+    pool: asyncpg.Pool, local_nats: LocalNats
+) -> None:
+    first, second = Publisher(pool, config(local_nats)), Publisher(pool, config(local_nats))
+    first.start()
+    second.start()
+    try:
+        for start in range(0, 200, 20):
+            async with pool.acquire() as conn:
+                await outbox.add(conn, events(start, 20))
+            first.wake()
+            second.wake()
+            await asyncio.sleep(0.02)
+        await wait_sent(pool)
+    finally:
+        await first.stop()
+        await second.stop()
+    assert [n for _, n in await stream_contents(local_nats)] == list(range(200))
+    # The advisory lock: one publisher sends everything, the other stands by.
+    assert sorted([first.published, second.published]) == [0, 200]
