@@ -17,7 +17,7 @@ class Channel:
     microdao_id: UUID
     room_id: str
     microdao: str  # the microDAO's platform id
-    slug: str = ""
+    slug: str
 
     @property
     def ref(self) -> ChannelRef:
@@ -32,7 +32,7 @@ async def by_rooms(conn: Connection, room_ids: Collection[str]) -> dict[str, Cha
     )
     return {
         r["matrix_room_id"]: Channel(
-            r["id"], r["microdao_id"], r["matrix_room_id"], r["external_id"]
+            r["id"], r["microdao_id"], r["matrix_room_id"], r["external_id"], r["slug"]
         )
         for r in rows
     }

@@ -1,0 +1,241 @@
+"""Every indexed change becomes an outbox event in the same commit (NATS on)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from daarion_bridge.db.bookkeeping import events_digest
+from daarion_bridge.db.writer import Announce, ChannelSetup, Rejected, write_transaction
+from daarion_bridge.roster import parse_roster
+from daarion_bridge.roster_sync import SyncReport, write_roster
+from daarion_bridge.translate.agents import AgentDirectory
+from daarion_bridge.translate.events import translate_event
+from daarion_bridge.translate.preview import BadEvent
+from daarion_bridge.translate.rooms import snapshot_from_state
+
+BOT = "@daarion:localhost"
+ALICE, BOB = "@alice:localhost", "@bob:localhost"
+SOFIA = "@agent-sofia:localhost"
+ROOM = "!room:localhost"
+ROSTER = parse_roster(
+    Path("config.yaml"),
+    {
+        "microdaos": [{"external_id": "microdao:core", "name": "Core", "owner": ALICE}],
+        "blueprints": [{"code": "guide", "model": "m"}],
+        "agents": [
+            {
+                "external_id": "agent:sofia",
+                "name": "Sofia",
+                "kind": "assistant",
+                "blueprint": "guide",
+                "microdao": "microdao:core",
+            }
+        ],
+    },
+    domain="localhost",
+    template="agent-{name}",
+    bot_localpart="daarion",
+)
+DIRECTORY = AgentDirectory(ROSTER)
+_ids = itertools.count(1)
+_ts = itertools.count(1_700_000_000_000, 1000)
+
+
+def event(etype: str, content: dict[str, Any], sender: str = ALICE, **extra: Any) -> dict:
+    return {
+        "type": etype,
+        "room_id": ROOM,
+        "event_id": f"$e{next(_ids)}",
+        "sender": sender,
+        "origin_server_ts": next(_ts),
+        "content": content,
+        **extra,
+    }
+
+
+def text(body: str, sender: str = ALICE, **content: Any) -> dict:
+    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender)
+
+
+def member(user: str, membership: str, sender: str | None = None) -> dict:
+    return event("m.room.member", {"membership": membership}, sender or user, state_key=user)
+
+
+def state(joined: list[str]) -> list[dict]:
+    base = [
+        {"type": "m.room.create", "state_key": "", "sender": ALICE,
+         "content": {"room_version": "12"}},
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "invite"}},
+        {"type": "m.room.name", "state_key": "", "content": {"name": "General"}},
+    ]  # fmt: skip
+    return base + [
+        {"type": "m.room.member", "state_key": u, "content": {"membership": "join"}} for u in joined
+    ]
+
+
+class Feed:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.n = itertools.count(1)
+
+    async def send(self, events: list[dict], setups: list[ChannelSetup] = ()) -> Any:
+        items = []
+        for e in events:
+            try:
+                items.append(translate_event(e, bot_mxid=BOT, preview_length=50, agents=DIRECTORY))
+            except BadEvent as err:
+                items.append(Rejected(e, str(err)))
+        async with self.pool.acquire() as conn:
+            return await write_transaction(
+                conn,
+                f"t{next(self.n)}",
+                events_digest(events),
+                items,
+                setups,
+                announce=Announce(BOT),
+            )
+
+
+async def outbox(pool: asyncpg.Pool) -> list[tuple[str, dict]]:
+    rows = await pool.fetch("SELECT subject, payload::text FROM bridge_outbox ORDER BY id")
+    return [(r["subject"], json.loads(r["payload"])) for r in rows]
+
+
+async def take(pool: asyncpg.Pool) -> list[tuple[str, dict]]:
+    found = await outbox(pool)
+    await pool.execute("DELETE FROM bridge_outbox")
+    return found
+
+
+@pytest.fixture
+async def feed(pool: asyncpg.Pool) -> Feed:
+    async with pool.acquire() as conn, conn.transaction():
+        await write_roster(conn, ROSTER, {}, SyncReport())
+    return Feed(pool)
+
+
+async def test_channel_setup_announces_channel_and_members(pool: asyncpg.Pool, feed: Feed) -> None:
+    setup = ChannelSetup(
+        snapshot_from_state(ROOM, state([ALICE, BOB, BOT])), "microdao:core", ALICE, "$inv"
+    )
+    await feed.send([], [setup])
+    found = await take(pool)
+    assert [s for s, _ in found] == ["messaging.channel.created"] + ["messaging.member.joined"] * 3
+    created = found[0][1]
+    assert created["microdao_id"] == "microdao:core"
+    assert (created["name"], created["slug"], created["visibility"]) == (
+        "General",
+        "general",
+        "private",
+    )
+    assert {p["member_id"] for _, p in found[1:]} == {f"matrix:{u}" for u in (ALICE, BOB, BOT)}
+
+
+async def test_message_edit_and_redaction_events(pool: asyncpg.Pool, feed: Feed) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOT])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+    hello = text("hello there")
+    await feed.send([hello])
+    ((subject, created),) = await take(pool)
+    assert subject == "messaging.message.created"
+    assert created["matrix_event_id"] == hello["event_id"]
+    assert (created["sender_id"], created["sender_type"]) == (f"matrix:{ALICE}", "human")
+    assert created["content_preview"] == "hello there"
+    assert created["created_at"].endswith("Z") and created["microdao_id"] == "microdao:core"
+    row_id = await pool.fetchval(
+        "SELECT id::text FROM messages WHERE matrix_event_id = $1", hello["event_id"]
+    )
+    assert created["message_id"] == row_id
+
+    edit = text(
+        "* hi",
+        **{
+            "m.new_content": {"msgtype": "m.text", "body": "hi"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": hello["event_id"]},
+        },
+    )
+    await feed.send([edit])
+    ((subject, updated),) = await take(pool)
+    assert subject == "messaging.message.updated"
+    assert (updated["message_id"], updated["content_preview"]) == (row_id, "hi")
+
+    await feed.send([hello])  # a replay under a new id: nothing changed, nothing announced
+    assert await take(pool) == []
+
+    redaction = event("m.room.redaction", {"redacts": hello["event_id"]}, redacts=hello["event_id"])
+    await feed.send([redaction])
+    ((subject, deleted),) = await take(pool)
+    assert subject == "messaging.message.deleted" and deleted["message_id"] == row_id
+
+
+async def test_mentions_and_direct_rooms_invoke_agents_but_agents_never_do(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE)]
+    )
+    await feed.send([member(SOFIA, "join")])
+    await take(pool)
+
+    await feed.send([text("Sofia, what's on today?", BOB), text("nobody is called here", BOB)])
+    invokes = [p for s, p in await take(pool) if s == "router.invoke.agent"]
+    assert len(invokes) == 1
+    assert (invokes[0]["agent_id"], invokes[0]["entrypoint"]) == ("agent:sofia", "channel_message")
+    assert invokes[0]["payload"]["microdao_id"] == "microdao:core"
+
+    await feed.send([text("Sofia, thanks", SOFIA)])  # loop rule
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+
+    await feed.send([member(BOB, "leave")])  # ALICE is now alone with Sofia: a direct room
+    await take(pool)
+    await feed.send([text("any plans?", ALICE)])
+    invokes = [p for s, p in await take(pool) if s == "router.invoke.agent"]
+    assert [(p["agent_id"], p["entrypoint"]) for p in invokes] == [("agent:sofia", "direct")]
+
+
+async def test_membership_events(pool: asyncpg.Pool, feed: Feed) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+    await feed.send([member(BOB, "invite", ALICE), member(BOB, "join"), member(BOB, "join")])
+    assert [s for s, _ in await take(pool)] == [
+        "messaging.member.invited",
+        "messaging.member.joined",
+    ]
+    await feed.send([member(SOFIA, "join"), member(SOFIA, "leave"), member(BOB, "leave")])
+    found = await take(pool)
+    assert [(s, p["member_type"]) for s, p in found] == [
+        ("messaging.member.joined", "agent"),
+        ("messaging.member.left", "agent"),
+        ("messaging.member.left", "human"),
+    ]
+    assert found[0][1]["member_id"] == "agent:sofia" and found[0][1]["role"] == "agent"
+
+
+async def test_room_name_change_announces_channel_updated_once(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+    rename = event("m.room.name", {"name": "Town hall"}, state_key="")
+    await feed.send([rename, event("m.room.name", {"name": "Town hall"}, state_key="")])
+    found = await take(pool)
+    assert [(s, p.get("name")) for s, p in found] == [("messaging.channel.updated", "Town hall")]
+
+
+async def test_without_nats_nothing_is_written_to_the_outbox(pool: asyncpg.Pool) -> None:
+    setup = ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)
+    async with pool.acquire() as conn:
+        await write_transaction(conn, "t1", events_digest([]), [], [setup])
+    assert await outbox(pool) == []
