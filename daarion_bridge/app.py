@@ -30,7 +30,9 @@ from .publisher import Publisher
 from .recovery import DatabaseRecovery
 from .registration import check_registration
 from .roster_sync import apply_roster
+from .speak import RateLimiter, Speaker
 from .translate.agents import LiveDirectory
+from .web.agents_api import AgentsApi
 from .web.appservice import AppserviceApi
 
 log = logging.getLogger("daarion.bridge")
@@ -86,6 +88,14 @@ class Bridge:
         web_api = AppserviceApi(
             cfg, ingestor, self.recovery.database_failed, self.is_ready, self.query_user
         )
+        if cfg.api.service_token:
+
+            async def index_event(txn_id: str, event: dict[str, Any]) -> None:
+                await ingestor.handle_transaction(txn_id, [event])
+
+            limiter = RateLimiter(cfg.api.agent_messages_per_hour)
+            speaker = Speaker(pool, self.puppets, self.directory, limiter, index_event)
+            AgentsApi(cfg.api.service_token, speaker).add_routes(web_api.app)
 
         # Listen before talking to the homeserver: its ping calls us back.
         self.runner = web.AppRunner(web_api.app, access_log=None)

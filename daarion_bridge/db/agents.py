@@ -94,3 +94,13 @@ async def not_in(conn: Connection, external_ids: Collection[str]) -> list[Agent]
         list(external_ids),
     )
     return [_agent(r) for r in rows]
+
+
+async def by_ref(conn: Connection, ref: str) -> Agent | None:
+    """An agent by platform id (`agent:sofia`) or row uuid."""
+    try:
+        row_id = UUID(ref)
+    except ValueError:
+        return await by_external_id(conn, ref)
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM agents WHERE id = $1", row_id)
+    return _agent(row) if row else None

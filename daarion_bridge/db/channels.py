@@ -109,3 +109,13 @@ async def set_visibility(conn: Connection, channel_id: UUID, visibility: str) ->
 
 async def visibility_of(conn: Connection, room_id: str) -> str | None:
     return await conn.fetchval("SELECT visibility FROM channels WHERE matrix_room_id = $1", room_id)
+
+
+async def by_ref(conn: Connection, ref: str) -> Channel | None:
+    """A channel by row uuid or Matrix room id."""
+    try:
+        row_id = UUID(ref)
+    except ValueError:
+        return (await by_rooms(conn, [ref])).get(ref)
+    room_id = await conn.fetchval("SELECT matrix_room_id FROM channels WHERE id = $1", row_id)
+    return (await by_rooms(conn, [room_id])).get(room_id) if room_id else None

@@ -124,3 +124,14 @@ async def has_people_besides(conn: Connection, channel_id: UUID, people: Collect
             list(people),
         )
     )
+
+
+async def agent_present(conn: Connection, channel_id: UUID, agent_id: UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channel_members WHERE channel_id = $1 "
+            "AND member_agent_id = $2 AND left_at IS NULL)",
+            channel_id,
+            agent_id,
+        )
+    )

@@ -1,0 +1,150 @@
+"""Agents speak: the agent runtime posts a reply, the agent's puppet sends it as
+`m.notice`, and the row is indexed before the caller hears back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Pool
+from mautrix.api import Method, Path
+from mautrix.errors import MatrixRequestError, MLimitExceeded
+
+from .db import agents, channels, members
+from .matrix.bot import UNREACHABLE, HomeserverUnavailable
+from .matrix.puppets import Puppets
+from .translate.agents import LiveDirectory
+
+log = logging.getLogger("daarion.speak")
+
+HOUR = 3600.0
+HOMESERVER_RETRIES = 3
+
+
+class PostError(Exception):
+    def __init__(self, status: int, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    text: str
+    html: str | None = None
+    reply_to: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": self.text}
+        if self.html is not None:
+            content |= {"format": "org.matrix.custom.html", "formatted_body": self.html}
+        if self.reply_to is not None:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": self.reply_to}}
+        return content
+
+
+class RateLimiter:
+    """At most `limit` posts per agent in any hour. In memory: a restart forgets."""
+
+    def __init__(self, limit: int, window: float = HOUR) -> None:
+        self.limit = limit
+        self.window = window
+        self._sent: dict[UUID, deque[float]] = {}
+
+    def retry_after(self, agent_id: UUID, now: float | None = None) -> float:
+        """Seconds until the agent may post again; 0 when it may now."""
+        now = time.monotonic() if now is None else now
+        sent = self._sent.setdefault(agent_id, deque())
+        while sent and sent[0] <= now - self.window:
+            sent.popleft()
+        return 0.0 if len(sent) < self.limit else sent[0] + self.window - now
+
+    def record(self, agent_id: UUID, now: float | None = None) -> None:
+        self._sent.setdefault(agent_id, deque()).append(time.monotonic() if now is None else now)
+
+
+IndexEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Speaker:
+    def __init__(
+        self,
+        pool: Pool,
+        puppets: Puppets,
+        directory: LiveDirectory,
+        limiter: RateLimiter,
+        index_event: IndexEvent,
+    ) -> None:
+        self.pool = pool
+        self.puppets = puppets
+        self.directory = directory
+        self.limiter = limiter
+        self.index_event = index_event
+        self._locks: dict[UUID, asyncio.Lock] = {}
+
+    async def post(self, agent_ref: str, channel_ref: str, post: Post) -> tuple[UUID, str]:
+        """Send as the agent; returns (message row id, Matrix event id) once indexed."""
+        async with self.pool.acquire() as conn:
+            agent = await agents.by_ref(conn, agent_ref)
+            channel = await channels.by_ref(conn, channel_ref)
+            if agent is None or self.directory.current.agents.get(agent.matrix_id) is None:
+                raise PostError(404, f"unknown agent {agent_ref}")
+            if channel is None:
+                raise PostError(404, f"unknown channel {channel_ref}")
+            present = await members.agent_present(conn, channel.id, agent.id)
+            visibility = await channels.visibility_of(conn, channel.room_id)
+        lock = self._locks.setdefault(agent.id, asyncio.Lock())
+        async with lock:  # a burst of posts is counted one by one
+            wait = self.limiter.retry_after(agent.id)
+            if wait > 0:
+                raise PostError(429, "agent rate limit reached", retry_after_ms=int(wait * 1000))
+            intent = self.puppets.intent(agent.matrix_id)
+            try:
+                if not present:
+                    await self._join(intent, agent, channel, visibility)
+                event_id = await self._send(intent, channel.room_id, post)
+                self.limiter.record(agent.id)
+                event = await intent.api.request(
+                    Method.GET, Path.v3.rooms[channel.room_id].event[event_id]
+                )
+            except UNREACHABLE as e:
+                raise HomeserverUnavailable(str(e) or type(e).__name__) from e
+        await self.index_event(f"post-{event_id}", event)
+        async with self.pool.acquire() as conn:
+            message_id = await conn.fetchval(
+                "SELECT id FROM messages WHERE matrix_event_id = $1", event_id
+            )
+        log.info("%s posted %s in %s", agent.external_id, event_id, channel.room_id)
+        return message_id, event_id
+
+    async def _join(self, intent: Any, agent: agents.Agent, channel: Any, visibility: Any) -> None:
+        """An agent not in the channel joins where it may: public rooms, and its own
+        microDAO's rooms open to the microDAO. Private rooms need an invite."""
+        open_to_it = visibility == "public" or (
+            visibility == "microdao" and agent.microdao_id == channel.microdao_id
+        )
+        if not open_to_it:
+            raise PostError(403, "agent is not a member of this channel; invite it first")
+        try:
+            await intent.join_room(channel.room_id)
+        except MatrixRequestError as e:
+            raise PostError(403, f"agent may not join this channel ({e.errcode})") from None
+
+    async def _send(self, intent: Any, room_id: str, post: Post) -> str:
+        """Send, retrying the homeserver's own rate limit."""
+        for attempt in range(HOMESERVER_RETRIES + 1):
+            try:
+                return await intent.send_message_event(room_id, "m.room.message", post.content())
+            except MLimitExceeded:
+                if attempt == HOMESERVER_RETRIES:
+                    raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None
+                await asyncio.sleep(2**attempt)
+            except MatrixRequestError as e:
+                raise PostError(403, f"homeserver refused the message ({e.errcode})") from None
+        raise AssertionError("unreachable")
