@@ -20,7 +20,8 @@ BLUEPRINT_CODE = re.compile(r"^[A-Za-z0-9_.-]+$")
 LOCALPART = re.compile(r"^[a-z0-9._=/+-]+$")
 USER_ID = re.compile(r"^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]+)?$")
 MXC = re.compile(r"^mxc://[A-Za-z0-9.:-]+/[A-Za-z0-9_-]+$")
-SPACE = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.-]+(:[0-9]+)?$")
+# Room ids of version 12 (Synapse's default) have no server part: `!<hash>`.
+SPACE = re.compile(r"^(#[^:\s]+:[A-Za-z0-9.-]+(:[0-9]+)?|![^:\s]+(:[A-Za-z0-9.-]+(:[0-9]+)?)?)$")
 AGENT_KINDS = ("system", "assistant", "node", "quest")
 MEMBER_ROLES = ("owner", "admin", "member", "guest")
 

@@ -89,7 +89,13 @@ async def write_roster(
             await spaces.link(conn, space_ids[m.external_id], microdao_id)
         microdao_ids[m.external_id] = microdao_id
     blueprint_ids = await agents.upsert_blueprints(conn, roster.blueprints)
+    leaving = []
     for a in roster.agents:
+        before = await agents.by_external_id(conn, a.external_id)
+        if before is not None and before.matrix_id != a.matrix_id:
+            # A new localpart is a new Matrix user: the old one leaves, and the index says
+            # so now, since its leave events will no longer be recognised as the agent's.
+            leaving += await _retire_puppet(conn, before, report)
         await agents.upsert(
             conn,
             a,
@@ -97,7 +103,6 @@ async def write_roster(
             microdao_ids[a.microdao] if a.microdao else None,
             people[a.owner] if a.owner else None,
         )
-    leaving = []
     for gone in await agents.not_in(conn, [a.external_id for a in roster.agents]):
         report.sessions_closed += await sessions.close(conn, gone.id)
         rooms = await members.rooms_of_agent(conn, gone.id)
@@ -105,6 +110,15 @@ async def write_roster(
             report.removed.append(gone.external_id)
             leaving.append((gone.matrix_id, rooms))
     return leaving
+
+
+async def _retire_puppet(
+    conn: Connection, agent: agents.Agent, report: SyncReport
+) -> list[tuple[str, list[str]]]:
+    report.sessions_closed += await sessions.close(conn, agent.id)
+    rooms = await members.rooms_of_agent(conn, agent.id)
+    await members.leave_all(conn, agent.id)
+    return [(agent.matrix_id, rooms)] if rooms else []
 
 
 def _people(roster: Roster) -> list[str]:

@@ -52,6 +52,13 @@ async def leave(
     return bool(await conn.fetchval(_SQL["leave", agent], channel_id, member_id, at))
 
 
+async def leave_all(conn: Connection, agent_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE channel_members SET left_at = now() WHERE member_agent_id = $1 AND left_at IS NULL",
+        agent_id,
+    )
+
+
 async def rooms_of_agent(conn: Connection, agent_id: UUID) -> list[str]:
     """Rooms the agent is in now, by the index."""
     rows = await conn.fetch(

@@ -37,7 +37,11 @@ async def ensure(conn: Connection, external_id: str, owner_user_id: UUID) -> UUI
 
 
 async def upsert(conn: Connection, external_id: str, name: str, owner_user_id: UUID) -> UUID:
-    """A microDAO as the config declares it; its owner holds the owner role."""
+    """A microDAO as the config declares it; its owner holds the owner role, and an
+    owner the config replaced becomes a member."""
+    previous = await conn.fetchval(
+        "SELECT owner_user_id FROM microdaos WHERE external_id = $1", external_id
+    )
     microdao_id = await conn.fetchval(
         "INSERT INTO microdaos (external_id, name, owner_user_id) VALUES ($1, $2, $3) "
         "ON CONFLICT (external_id) DO UPDATE SET name = EXCLUDED.name, "
@@ -46,7 +50,10 @@ async def upsert(conn: Connection, external_id: str, name: str, owner_user_id: U
         name,
         owner_user_id,
     )
-    await set_roles(conn, microdao_id, {owner_user_id: "owner"})
+    roles = {owner_user_id: "owner"}
+    if previous is not None and previous != owner_user_id:
+        roles[previous] = "member"
+    await set_roles(conn, microdao_id, roles)
     return microdao_id
 
 

@@ -1,0 +1,437 @@
+"""Unit tests for agents in events: mentions, who may invite an agent, agent invites and
+the loop rule in translate_event, space parents in room snapshots, and the idle sweep's
+interval. Pure: no I/O."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daarion_bridge.maintenance import sweep_interval
+from daarion_bridge.roster import AgentSpec, Roster, parse_roster
+from daarion_bridge.translate.agents import AgentDirectory, LiveDirectory, agent_invite_allowed
+from daarion_bridge.translate.events import (
+    AgentInvited,
+    BotInvited,
+    EditMessage,
+    Membership,
+    NewMessage,
+    translate_event,
+)
+from daarion_bridge.translate.rooms import snapshot_from_state
+
+BOT = "@daarion:localhost"
+ROOM = "!core:localhost"
+ALICE, BOB = "@alice:localhost", "@bob:localhost"
+SOFIA = "@agent-sofia:localhost"
+PRIME = "@agent-prime:localhost"
+HELPER = "@helper:localhost"
+
+
+def roster(*agents: tuple[str, str, dict[str, Any]]) -> Roster:
+    raw = {
+        "microdaos": [{"external_id": "microdao:7", "name": "Core", "owner": ALICE}],
+        "blueprints": [{"code": "bp", "model": "m"}],
+        "agents": [
+            {"external_id": ext, "name": name, "kind": "assistant", "blueprint": "bp", **extra}
+            for ext, name, extra in agents
+        ],
+    }
+    return parse_roster(
+        Path("c.yaml"), raw, domain="localhost", template="agent-{name}", bot_localpart="daarion"
+    )
+
+
+ROSTER = roster(
+    ("agent:sofia", "Sofia", {}),
+    ("agent:prime", "Sofia Prime", {}),
+    ("agent:helper", "R2.D2", {"localpart": "helper"}),
+)
+AGENTS = AgentDirectory(ROSTER)
+
+
+def mentioned(**content: Any) -> tuple[str, ...]:
+    return AGENTS.mentioned(content)
+
+
+# --- mentions ---------------------------------------------------------------------
+
+
+def test_directory_knows_the_configured_agents() -> None:
+    assert SOFIA in AGENTS and PRIME in AGENTS and HELPER in AGENTS
+    assert ALICE not in AGENTS and BOT not in AGENTS
+    assert "@agent-nobody:localhost" not in AGENTS
+
+
+def test_m_mentions_user_ids() -> None:
+    ids = {"user_ids": [ALICE, SOFIA, "@agent-nobody:localhost", 5, None, HELPER]}
+    assert mentioned(body="no names here", **{"m.mentions": ids}) == (SOFIA, HELPER)
+
+
+@pytest.mark.parametrize("value", [None, "x", 5, [SOFIA], {"user_ids": SOFIA}, {"room": True}])
+def test_malformed_m_mentions_are_ignored(value: Any) -> None:
+    assert mentioned(body="hello", **{"m.mentions": value}) == ()
+
+
+def test_matrix_id_in_the_body() -> None:
+    assert mentioned(body=f"{SOFIA}: where is the museum?") == (SOFIA,)
+    assert mentioned(body=f"ask {HELPER}.") == (HELPER,)
+
+
+def test_pill_in_formatted_body() -> None:
+    # The link text is neither agent's name: only the Matrix id in the href counts.
+    pill = f'<a href="https://matrix.to/#/{HELPER}">the droid</a> hi'
+    assert mentioned(body="the droid hi", formatted_body=pill) == (HELPER,)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["Sofia, hi", "hi sofia", "HEY SOFIA!", "(sofia)", "sofia's map", "«Sofia»", "sofia\nnext"],
+)
+def test_display_name_as_a_whole_word_any_case(body: str) -> None:
+    assert mentioned(body=body) == (SOFIA,)
+
+
+@pytest.mark.parametrize(
+    "body", ["Sofiana", "asofia", "sofia_bot", "sofia2", "sofiaprime", "philosofia", "so fia"]
+)
+def test_display_name_inside_another_word_is_not_a_mention(body: str) -> None:
+    assert mentioned(body=body) == ()
+
+
+def test_longer_name_wins_over_its_prefix() -> None:
+    assert mentioned(body="Sofia Prime, plan my day") == (PRIME,)
+    assert set(mentioned(body="sofia and sofia prime")) == {SOFIA, PRIME}
+
+
+def test_name_with_regex_characters_is_literal() -> None:
+    assert mentioned(body="r2.d2 come here") == (HELPER,)
+    assert mentioned(body="R2xD2 come here") == ()
+
+
+def test_each_agent_once_in_order_of_m_mentions_then_text() -> None:
+    found = mentioned(
+        body=f"Sofia, {SOFIA}, R2.D2",
+        formatted_body=f'<a href="https://matrix.to/#/{SOFIA}">Sofia</a>',
+        **{"m.mentions": {"user_ids": [HELPER, HELPER]}},
+    )
+    assert found == (HELPER, SOFIA)
+
+
+def test_other_content_keys_are_not_searched() -> None:
+    assert mentioned(body="hi", filename="sofia.png", url="mxc://x/sofia") == ()
+
+
+def test_empty_directory_finds_nothing() -> None:
+    content = {"body": "Sofia", "m.mentions": {"user_ids": [SOFIA]}}
+    assert AgentDirectory.empty().mentioned(content) == ()
+    assert SOFIA not in AgentDirectory.empty()
+
+
+def test_name_with_a_sharp_s_matches_its_own_spelling() -> None:
+    """Matched text is looked up by casefold(); 'ß'.casefold() is 'ss', so a name whose
+    case folding changes its length never finds itself."""
+    directory = AgentDirectory(roster(("agent:gauss", "Gauß", {})))
+    assert directory.mentioned({"body": "Gauß, bitte rechnen"}) == ("@agent-gauss:localhost",)
+
+
+def test_a_longer_matrix_id_of_another_user_is_not_a_mention() -> None:
+    """`@helper:localhost.evil.org` and `@helper:localhost:8448` are other users."""
+    for other in (f"{HELPER}.evil.org", f"{HELPER}:8448"):
+        assert mentioned(body=f"hello {other}") == (), other
+
+
+def test_live_directory_swaps_whole() -> None:
+    live = LiveDirectory(Roster())
+    before = live.current
+    assert live.current.mentioned({"body": "Sofia"}) == ()
+    live.replace(ROSTER)
+    assert live.current is not before
+    assert live.current.mentioned({"body": "Sofia"}) == (SOFIA,)
+    assert before.mentioned({"body": "Sofia"}) == ()  # an old directory is never edited
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+TEXT = st.text() | st.lists(
+    st.sampled_from(["Sofia", "sofia", "Prime", SOFIA, HELPER, "R2.D2", "ß", "İ", " ", "_",
+                     "\x00", "\ud800", "<a href=", "\n", "é"]),
+    max_size=10,
+).map("".join)  # fmt: skip
+CONTENT = st.fixed_dictionaries(
+    {},
+    optional={
+        "body": TEXT | JSON,
+        "formatted_body": TEXT | JSON,
+        "m.mentions": JSON
+        | st.fixed_dictionaries({"user_ids": st.lists(st.sampled_from([SOFIA, ALICE, 1]) | JSON)}),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CONTENT)
+def test_mentioned_never_raises_and_finds_only_agents(content: dict[str, Any]) -> None:
+    found = AGENTS.mentioned(content)
+    assert isinstance(found, tuple)
+    assert len(set(found)) == len(found)
+    assert all(mxid in AGENTS for mxid in found)
+
+
+WORDS = st.text(alphabet="abcdefghij ,.!?-", max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(WORDS, WORDS, st.lists(st.booleans(), min_size=5, max_size=5))
+def test_name_between_separators_is_always_found(
+    before: str, after: str, upper: list[bool]
+) -> None:
+    name = "".join(c.upper() if u else c for c, u in zip("sofia", upper, strict=True))
+    found = AGENTS.mentioned({"body": f"{before} {name} {after}"})
+    assert SOFIA in found or PRIME in found  # "sofia prime" may follow in `after`
+
+
+# --- who may invite an agent ------------------------------------------------------
+
+
+def spec(owner: str | None = None, microdao: str | None = None) -> AgentSpec:
+    return AgentSpec(
+        external_id="agent:x",
+        name="X",
+        kind="assistant",
+        blueprint="bp",
+        matrix_id="@agent-x:localhost",
+        microdao=microdao,
+        owner=owner,
+    )
+
+
+ROLES = (None, "owner", "admin", "member", "guest")
+VISIBILITIES = (None, "private", "microdao", "public")
+DAO = "microdao:7"
+
+INVITE_CASES = [
+    # agent's owner and microDAO, inviter, the inviter's role in that microDAO, visibility
+    ((ALICE, DAO), ALICE, None, "private", True),
+    ((ALICE, DAO), BOB, "owner", "private", True),
+    ((ALICE, DAO), BOB, "admin", None, True),
+    ((ALICE, DAO), BOB, "member", "private", False),
+    ((ALICE, DAO), BOB, "member", None, False),
+    ((ALICE, DAO), BOB, "member", "public", True),
+    ((ALICE, DAO), BOB, "member", "microdao", True),
+    ((ALICE, DAO), BOB, "guest", "public", False),
+    ((ALICE, DAO), BOB, None, "public", False),
+    ((None, DAO), BOB, "member", "public", True),
+    ((None, DAO), BOB, None, "public", False),
+    ((None, DAO), BOB, "admin", "private", True),
+    ((ALICE, None), ALICE, None, None, True),
+    ((ALICE, None), BOB, None, "public", False),
+    ((ALICE, None), BOB, "owner", "public", False),  # no microDAO: a role means nothing
+    ((None, None), BOB, None, "public", True),
+    ((None, None), BOB, None, "microdao", True),
+    ((None, None), BOB, None, "private", False),
+    ((None, None), BOB, None, None, False),
+]
+
+
+@pytest.mark.parametrize(("agent", "inviter", "role", "visibility", "allowed"), INVITE_CASES)
+def test_agent_invite_allowed(
+    agent: tuple[str | None, str | None],
+    inviter: str,
+    role: str | None,
+    visibility: str | None,
+    allowed: bool,
+) -> None:
+    owner, microdao = agent
+    assert agent_invite_allowed(inviter, spec(owner, microdao), role, visibility) is allowed
+
+
+@pytest.mark.parametrize(
+    ("owner", "microdao"), [(ALICE, DAO), (ALICE, None), (None, DAO), (None, None)]
+)
+def test_invite_rules_are_monotonic(owner: str | None, microdao: str | None) -> None:
+    """The owner always may; what is allowed into a private room is allowed into an open
+    one; what a member may, an admin and an owner may too."""
+    agent = spec(owner, microdao)
+    for role, visibility in itertools.product(ROLES, VISIBILITIES):
+        if owner is not None:
+            assert agent_invite_allowed(owner, agent, role, visibility)
+        if agent_invite_allowed(BOB, agent, role, "private"):
+            assert agent_invite_allowed(BOB, agent, role, "public")
+            assert agent_invite_allowed(BOB, agent, role, "microdao")
+        if agent_invite_allowed(BOB, agent, "member", visibility):
+            assert agent_invite_allowed(BOB, agent, "admin", visibility)
+            assert agent_invite_allowed(BOB, agent, "owner", visibility)
+        if agent_invite_allowed(BOB, agent, None, visibility) and microdao is not None:
+            assert agent_invite_allowed(BOB, agent, "member", visibility)
+
+
+# --- translate_event with agents ----------------------------------------------------
+
+
+def event(etype: str, content: Any, sender: str = ALICE, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": etype,
+        "room_id": ROOM,
+        "event_id": "$ev",
+        "sender": sender,
+        "origin_server_ts": 1_732_530_000_123,
+        "content": content,
+        **extra,
+    }
+
+
+def invite(user: str, sender: str = ALICE, **extra: Any) -> dict[str, Any]:
+    return event("m.room.member", {"membership": "invite"}, sender, state_key=user, **extra)
+
+
+def translate(ev: dict[str, Any], agents: AgentDirectory | None = AGENTS) -> Any:
+    if agents is None:
+        return translate_event(ev, bot_mxid=BOT, preview_length=100)
+    return translate_event(ev, bot_mxid=BOT, preview_length=100, agents=agents)
+
+
+def join_rules_state(rule: Any) -> dict[str, Any]:
+    return {"unsigned": {"invite_room_state": [
+        {"type": "m.room.name", "state_key": "", "content": {"name": "Lobby"}},
+        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": rule}},
+    ]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "visibility"),
+    [("public", "public"), ("restricted", "microdao"), ("knock_restricted", "microdao"),
+     ("invite", "private"), ("knock", "private"), (None, "private")],
+)  # fmt: skip
+def test_agent_invite_with_visibility_from_invite_room_state(rule: Any, visibility: str) -> None:
+    op = translate(invite(SOFIA, BOB, **join_rules_state(rule)))
+    assert op == AgentInvited(ROOM, "$ev", SOFIA, BOB, visibility)
+
+
+@pytest.mark.parametrize(
+    "unsigned",
+    [
+        None,
+        {},
+        {"invite_room_state": None},
+        {"invite_room_state": "x"},
+        {"invite_room_state": [5, "x", {"type": "m.room.name", "content": {}}]},
+        {"invite_room_state": [{"type": "m.room.join_rules", "content": "public"}]},
+    ],
+)
+def test_agent_invite_without_join_rules_has_no_visibility(unsigned: Any) -> None:
+    extra = {} if unsigned is None else {"unsigned": unsigned}
+    op = translate(invite(HELPER, **extra))
+    assert op == AgentInvited(ROOM, "$ev", HELPER, ALICE, None)
+
+
+def test_invites_of_others_are_not_agent_invites() -> None:
+    assert isinstance(translate(invite(BOT)), BotInvited)
+    op = translate(invite(BOB))
+    assert isinstance(op, Membership) and op.membership == "invite" and op.user_id == BOB
+    # An agent's id in the namespace but not configured is only a membership.
+    assert isinstance(translate(invite("@agent-nobody:localhost")), Membership)
+    # Without a directory no one is an agent.
+    assert isinstance(translate(invite(SOFIA), agents=None), Membership)
+
+
+@pytest.mark.parametrize("membership", ["join", "leave", "ban"])
+def test_agent_membership_other_than_invite(membership: str) -> None:
+    op = translate(event("m.room.member", {"membership": membership}, SOFIA, state_key=SOFIA))
+    assert isinstance(op, Membership)
+    assert (op.user_id, op.membership) == (SOFIA, membership)
+
+
+def text(body: str, sender: str = ALICE, **content: Any) -> dict[str, Any]:
+    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender)
+
+
+def test_human_message_carries_the_agents_it_mentions() -> None:
+    op = translate(text("Sofia, ask R2.D2", **{"m.mentions": {"user_ids": [PRIME]}}))
+    assert isinstance(op, NewMessage)
+    assert op.mentions == (PRIME, SOFIA, HELPER)
+    assert op.sender == ALICE
+
+
+def test_agent_message_mentions_no_one_loop_rule() -> None:
+    content = {"m.mentions": {"user_ids": [PRIME]}, "formatted_body": f"{HELPER}"}
+    op = translate(text("Sofia Prime, R2.D2: over to you", sender=SOFIA, **content))
+    assert isinstance(op, NewMessage)
+    assert op.mentions == ()
+    # The same content from a person does mention them.
+    assert translate(text("Sofia Prime, R2.D2: over to you", **content)).mentions
+
+
+def test_message_without_agents_directory_has_no_mentions() -> None:
+    assert translate(text("Sofia!"), agents=None).mentions == ()
+
+
+def test_edit_mentioning_an_agent_stays_an_edit() -> None:
+    content = {
+        "m.new_content": {"msgtype": "m.text", "body": "Sofia"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+    }
+    assert isinstance(translate(text("* Sofia", **content)), EditMessage)
+
+
+def test_redacted_message_mentions_no_one() -> None:
+    ev = text("Sofia")
+    ev["unsigned"] = {"redacted_because": {"type": "m.room.redaction"}}
+    op = translate(ev)
+    assert isinstance(op, NewMessage) and op.mentions == ()
+
+
+# --- space parents in a room snapshot ---------------------------------------------
+
+
+def state(etype: str, content: Any, key: str = "") -> dict[str, Any]:
+    return {"type": etype, "state_key": key, "sender": ALICE, "content": content}
+
+
+def test_space_parents_need_a_non_empty_via() -> None:
+    snap = snapshot_from_state(
+        ROOM,
+        [
+            state("m.room.create", {"room_version": "12"}),
+            state("m.space.parent", {"via": ["localhost"], "canonical": True}, "!space1:localhost"),
+            state("m.space.parent", {"via": []}, "!gone:localhost"),  # removed link
+            state("m.space.parent", {}, "!novia:localhost"),
+            state("m.space.parent", {"via": "localhost"}, "!strvia:localhost"),
+            state("m.space.parent", {"via": ["localhost"]}, ""),  # no parent id
+            state("m.space.child", {"via": ["localhost"]}, "!child:localhost"),
+            state("m.space.parent", {"via": ["other.org"]}, "!space2:other.org"),
+        ],
+    )
+    assert snap.space_parents == ("!space1:localhost", "!space2:other.org")
+
+
+def test_no_space_parents_by_default() -> None:
+    snap = snapshot_from_state(ROOM, [state("m.room.create", {"room_version": "12"})])
+    assert snap.space_parents == ()
+
+
+# --- the idle sweep's interval ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("idle_after", "interval"), [(1, 1), (3, 1), (4, 1), (8, 2), (120, 30), (240, 60), (1800, 60)]
+)
+def test_sweep_interval(idle_after: float, interval: float) -> None:
+    assert sweep_interval(idle_after) == interval
+
+
+@given(st.floats(min_value=1, max_value=365 * 86400))
+def test_sweep_interval_bounds(idle_after: float) -> None:
+    interval = sweep_interval(idle_after)
+    assert 1 <= interval <= 60
+    if idle_after >= 4:  # a session turns idle at most a quarter of the timeout late
+        assert interval <= idle_after / 4
+    assert sweep_interval(idle_after * 2) >= interval
