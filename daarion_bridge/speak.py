@@ -15,6 +15,7 @@ from uuid import UUID
 from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError, MLimitExceeded
+from mautrix.types import EventType
 
 from .db import agents, channels, members
 from .matrix.bot import UNREACHABLE, HomeserverUnavailable
@@ -140,7 +141,9 @@ class Speaker:
         """Send, retrying the homeserver's own rate limit."""
         for attempt in range(HOMESERVER_RETRIES + 1):
             try:
-                return await intent.send_message_event(room_id, "m.room.message", post.content())
+                return await intent.send_message_event(
+                    room_id, EventType.ROOM_MESSAGE, post.content()
+                )
             except MLimitExceeded:
                 if attempt == HOMESERVER_RETRIES:
                     raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None

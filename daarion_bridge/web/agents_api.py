@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..db.errors import is_transient
 from ..matrix.bot import HomeserverUnavailable
 from ..speak import Post, PostError, Speaker
 from ..translate.preview import has_unstorable
@@ -90,6 +91,11 @@ class AgentsApi:
             return problem(e.status, str(e), **extra)
         except HomeserverUnavailable:
             return problem(503, "homeserver unavailable, retry later")
+        except Exception as e:
+            if is_transient(e):
+                return problem(503, "database unavailable, retry later")
+            log.exception("Agent post failed")
+            return problem(500, "internal error")
         return web.json_response(
             {"message_id": str(message_id) if message_id else None, "matrix_event_id": event_id}
         )
