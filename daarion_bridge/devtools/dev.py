@@ -27,8 +27,10 @@ from typing import Any
 import aiohttp
 
 import daarion_bridge
-from daarion_bridge.config import read_yaml, round_trip_yaml, write_yaml_atomic
+from daarion_bridge.config import load_config, read_yaml, round_trip_yaml, write_yaml_atomic
 from daarion_bridge.devtools import bridge_command
+from daarion_bridge.devtools.demo_runtime import DemoRuntime
+from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.devtools.synapse import (
     LocalSynapse,
     die_with_parent,
@@ -87,7 +89,7 @@ def _section(cfg: Any, name: str) -> Any:
     return cfg[name]
 
 
-def prepare_config(workdir: Path, synapse_url: str) -> Path:
+def prepare_config(workdir: Path, synapse_url: str, nats_url: str = "") -> Path:
     """Create or update <workdir>/config.yaml for the local setup; return its path."""
     path = workdir / "config.yaml"
     first = not path.exists()
@@ -104,6 +106,10 @@ def prepare_config(workdir: Path, synapse_url: str) -> Path:
 
     if hs.get("address") != synapse_url:
         hs["address"] = synapse_url
+        changed = True
+    nats_section = _section(cfg, "nats")
+    if nats_url and nats_section.get("url") != nats_url:
+        nats_section["url"] = nats_url
         changed = True
     if first:
         hs["domain"] = "localhost"
@@ -295,8 +301,8 @@ def banner(
             f"  Open Element (desktop, or any Element web pointed at {url}) and sign in",
             "  with 'Edit' homeserver set to that URL. Create a room and invite",
             f"  {bot}: the bot joins, and the room's messages appear in Postgres.",
-            f"  Invite the agent {agent} too: Sofia joins, and a message",
-            "  mentioning her moves her session in agent_sessions.",
+            f'  Invite the agent {agent} too: Sofia joins. Mention her ("Sofia, help")',
+            "  and the demo agent runtime answers through the bridge, as Sofia.",
             "",
             embedded_postgres_hint(cfg),
             "",
@@ -317,6 +323,8 @@ class DevSetup:
         self.wanted_port = synapse_port
         self.synapse: LocalSynapse | None = None
         self.bridge: BridgeProcess | None = None
+        self.nats: LocalNats | None = None
+        self.runtime: DemoRuntime | None = None
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +334,10 @@ class DevSetup:
             say(f"port {self.wanted_port} is busy; Synapse will use {port}")
         synapse_url = f"http://127.0.0.1:{port}"
 
-        cfg_path = prepare_config(self.workdir, synapse_url)
+        self.nats = LocalNats(self.workdir / "nats")
+        say(f"starting NATS at {self.nats.url}")
+        await self.nats.start()
+        cfg_path = prepare_config(self.workdir, synapse_url, self.nats.url)
         registration = self.workdir / "registration.yaml"
         say(f"generating {registration}")
         await generate_registration(cfg_path, registration)
@@ -361,6 +372,9 @@ class DevSetup:
         ready_url = f"http://127.0.0.1:{asv.get('port')}/_matrix/mau/ready"
         if not await self.bridge.wait_ready(ready_url, BRIDGE_READY_TIMEOUT):
             say(f"the bridge is running but {ready_url} is not answering 200 yet")
+        self.runtime = DemoRuntime(load_config(cfg_path))
+        await self.runtime.start()
+        say("the demo agent runtime answers mentions of the agents")
         print(banner(self.synapse, user, password, bot, _load(cfg_path), cfg_path), flush=True)
 
     def dead(self) -> str | None:
@@ -374,11 +388,15 @@ class DevSetup:
         return None
 
     async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
         if self.bridge is not None:
             await self.bridge.stop()
             await asyncio.get_running_loop().run_in_executor(None, self.stop_orphan_postgres)
         if self.synapse is not None:
             await self.synapse.stop()
+        if self.nats is not None:
+            await self.nats.stop()
 
     def stop_orphan_postgres(self) -> None:
         """A bridge that died without its shutdown leaves its embedded PostgreSQL

@@ -51,6 +51,8 @@ def replace_once(path: Path, old: str, new: str) -> Path:
 
 def with_tokens(path: Path, as_token: str = AS_TOKEN, hs_token: str = HS_TOKEN) -> Path:
     replace_once(path, "  as_token: generate\n", f"  as_token: {as_token}\n")
+    replace_once(path, "  service_token: generate\n", "  service_token: service-secret\n")
+    replace_once(path, "  admin_token: generate\n", "  admin_token: admin-secret\n")
     return replace_once(path, "  hs_token: generate\n", f"  hs_token: {hs_token}\n")
 
 
@@ -307,12 +309,14 @@ def test_generate_tokens(tmp_path: Path) -> None:
     data_before, data_after = read_data(EXAMPLE), read_data(path)
     as_token = data_after["appservice"].pop("as_token")
     hs_token = data_after["appservice"].pop("hs_token")
-    assert isinstance(as_token, str) and isinstance(hs_token, str)
-    assert len(as_token) >= 32 and len(hs_token) >= 32
-    assert as_token != hs_token
-    assert "generate" not in (as_token, hs_token)
-    assert as_token not in before and hs_token not in before
+    api_tokens = [data_after["api"].pop(k) for k in ("service_token", "admin_token")]
+    tokens = [as_token, hs_token, *api_tokens]
+    assert all(isinstance(t, str) and len(t) >= 32 for t in tokens)
+    assert len(set(tokens)) == 4
+    assert "generate" not in tokens
+    assert not any(t in before for t in tokens)
     del data_before["appservice"]["as_token"], data_before["appservice"]["hs_token"]
+    del data_before["api"]["service_token"], data_before["api"]["admin_token"]
     assert data_after == data_before
     assert comment_lines(after) == comment_lines(before)
     assert len(comment_lines(before)) > 20  # the example really is commented
