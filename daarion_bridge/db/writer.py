@@ -180,6 +180,8 @@ class _Applier:
                 actors.add(op.user_id)
             elif isinstance(op, ev.EditMessage | ev.RedactMessage) and op.sender:
                 actors.add(op.sender)
+            elif isinstance(op, ev.AgentInvited):
+                mentioned.add(op.agent_mxid)
         self.agents = await agents.by_matrix_ids(self.conn, actors | mentioned)
         self.users = await users.ensure_users(
             self.conn, sorted(a for a in actors if a not in self.agents)
@@ -197,6 +199,13 @@ class _Applier:
     def bridged(self, op: ev.Operation) -> bool:
         if op.room_id in self.channels and not isinstance(op, ev.Invited):
             return True
+        if isinstance(op, ev.AgentInvited) and op.room_id in self.channels:
+            agent_id = self.agents.get(op.agent_mxid)
+            if agent_id is not None:  # the invite itself, whether or not the agent accepts
+                at = op.ts or datetime.now(UTC)
+                channel = self.channels[op.room_id]
+                member = (AGENT, agent_id)
+                self.announcer.member(bus.MEMBER_INVITED, channel, member, None, at, op.event_id)
         self.outcome.ignored[type(op).__name__] += 1
         return False
 

@@ -95,6 +95,7 @@ class AgentInvited:
     agent_mxid: str
     inviter: str
     visibility: str | None  # from the invite's room state; None when it does not say
+    ts: datetime | None = field(default=None, compare=False)
 
 
 Invited = BotInvited | AgentInvited
@@ -218,7 +219,10 @@ def _state(
             return BotInvited(room_id, event_id, _str(event, "sender"))
         if state_key in agents and membership == "invite":
             inviter = _str(event, "sender")
-            return AgentInvited(room_id, event_id, state_key, inviter, _invite_visibility(event))
+            visibility = _invite_visibility(event)
+            return AgentInvited(
+                room_id, event_id, state_key, inviter, visibility, _optional_ts(event)
+            )
         return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
     if state_key != "":
         return None

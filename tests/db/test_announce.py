@@ -239,3 +239,17 @@ async def test_without_nats_nothing_is_written_to_the_outbox(pool: asyncpg.Pool)
     async with pool.acquire() as conn:
         await write_transaction(conn, "t1", events_digest([]), [], [setup])
     assert await outbox(pool) == []
+
+
+async def test_inviting_an_agent_into_a_channel_is_announced(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+    await feed.send([member(SOFIA, "invite", ALICE)])
+    found = await take(pool)
+    assert [(s, p["member_id"], p["member_type"]) for s, p in found] == [
+        ("messaging.member.invited", "agent:sofia", "agent")
+    ]
