@@ -119,6 +119,7 @@ class Stack:
     metrics_port: int = 0
     rooms: list[str] = field(default_factory=list)
     owner_id: str = ""
+    nats_url: str = ""  # with NATS on, every change also goes through the outbox
     _people: list[Person] = field(default_factory=list)
 
     @property
@@ -141,6 +142,8 @@ class Stack:
             cfg["logging"] = file_logging(log_file, "INFO")  # the e2e harness logs DEBUG
             cfg["metrics"]["enabled"] = True  # to read the server-side transaction time
             cfg["metrics"]["listen"] = f"127.0.0.1:{self.metrics_port}"
+            if self.nats_url:
+                cfg["nats"] = {"url": self.nats_url, "stream": "BENCH"}
 
         derive_config(config, config, production_like)
         registration = self.workdir / "registration.yaml"

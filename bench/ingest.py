@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 
 from daarion_bridge.db.bookkeeping import events_digest
+from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.translate.events import translate_event
 
 from . import floor, size
@@ -63,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single", type=int, default=500, help="1-event transactions (500)")
     p.add_argument("--database-url", default=None, help="server to create fresh databases on")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--nats", action="store_true", help="run a local NATS: events also go through the outbox"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
     g = p.add_argument_group("size mode")
     g.add_argument("--messages", type=int, default=10_000_000)
@@ -446,8 +450,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     say(f"work dir {workdir}{' (kept)' if args.keep else ''}")
     pg = Postgres(workdir, args.database_url)
     stack: Stack | None = None
+    nats_server: LocalNats | None = None
     result: dict[str, Any] = {
         "mode": args.mode,
+        "nats": args.nats,
         "seed": args.seed,
         "code": code_version(),
         "machine": {
@@ -462,6 +468,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["postgres"] = await pg.settings()
         result["postgres"]["embedded"] = args.database_url is None
         stack = Stack(workdir, await pg.new_database("bench_bridge"))
+        if args.nats:
+            nats_server = LocalNats(workdir / "nats")
+            await nats_server.start()
+            stack.nats_url = nats_server.url
         await stack.start()
         n_rooms = args.ingest_channels if args.mode == "size" else args.channels
         t = time.perf_counter()
@@ -511,6 +521,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if stack is not None:
             await stack.stop()
+        if nats_server is not None:
+            await nats_server.stop()
         await pg.stop(args.keep)
     return result
 
@@ -532,7 +544,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"ingest benchmark ({result['mode']} mode, seed {result['seed']}, "
         f"{result['machine']['cpus']} CPUs, PostgreSQL {pgs['server_version']} "
         f"{'embedded' if pgs['embedded'] else 'external'}, shared_buffers "
-        f"{pgs['shared_buffers']}, synchronous_commit {pgs['synchronous_commit']})\n"
+        f"{pgs['shared_buffers']}, synchronous_commit {pgs['synchronous_commit']}, "
+        f"NATS {'on: events through the outbox' if result.get('nats') else 'off'})\n"
     )
     if result["mode"] == "size":
         fill = result["fill"]
