@@ -161,6 +161,11 @@ def truncate_graphemes(text: str, limit: int) -> str:
 
 
 _SCAN_BACK = 64
+# Categories holding Grapheme_Extend characters besides marks: ZWJ/ZWNJ and tags (Cf),
+# emoji modifiers (Sk), halfwidth sound marks (Lm). After one, an Indic conjunct may go
+# on (consonant, virama, extend..., consonant is one cluster), so no cluster surely
+# begins there. Too cautious only costs a longer scan.
+_MAY_EXTEND = frozenset({"Cf", "Sk", "Lm"})
 _HANGUL = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xAC00, 0xD7FF))
 _REGIONAL_INDICATORS = (0x1F1E6, 0x1F1FF)
 
@@ -172,8 +177,9 @@ def _cluster_start_near(text: str, pos: int) -> int:
 
     A letter, digit, punctuation, symbol or space begins a cluster unless the character
     before it joins onward: a mark or format character (ZWJ, viramas of Indic conjuncts,
-    prepended concatenation marks) or CR. Regional indicators pair up from the start of
-    their run, emoji modifiers (Sk) and Hangul jamo combine, so none of those anchor.
+    prepended concatenation marks), another extending character, or CR. Regional
+    indicators pair up from the start of their run, emoji modifiers (Sk) and Hangul jamo
+    combine, so none of those anchor.
     """
     for i in range(pos, max(pos - _SCAN_BACK, 0), -1):
         char, before = text[i], text[i - 1]
@@ -189,7 +195,7 @@ def _cluster_start_near(text: str, pos: int) -> int:
             and not _REGIONAL_INDICATORS[0] <= code <= _REGIONAL_INDICATORS[1]
             and not any(low <= code <= high for low, high in _HANGUL)
             and before_category[0] != "M"
-            and before_category != "Cf"
+            and before_category not in _MAY_EXTEND
         ):
             return i
     return 0

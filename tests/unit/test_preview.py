@@ -506,3 +506,10 @@ PIECES = [
 @given(st.lists(st.sampled_from(PIECES), max_size=120).map("".join), st.integers(1, 150))
 def test_truncate_matches_full_segmentation(text: str, limit: int) -> None:
     assert truncate_graphemes(text, limit) == reference_truncate(text, limit)
+
+
+def test_an_emoji_modifier_inside_an_indic_conjunct_does_not_anchor_the_cut() -> None:
+    """Found by hypothesis: KA VIRAMA (skin tone) KA VIRAMA is one cluster (GB9c lets
+    Extend characters sit inside a conjunct), so nothing of it fits in 3 code points."""
+    text = "\u0915\u094d\U0001f3fd\u0915\u094d"
+    assert truncate_graphemes(text, 4) == reference_truncate(text, 4)
