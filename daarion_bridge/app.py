@@ -95,7 +95,8 @@ class Bridge:
 
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
             speaker = Speaker(pool, self.puppets, self.directory, limiter, index_event)
-            AgentsApi(cfg.api.service_token, speaker).add_routes(web_api.app)
+            api = AgentsApi(cfg.api.service_token, speaker, cfg.appservice.body_timeout)
+            api.add_routes(web_api.app)
 
         # Listen before talking to the homeserver: its ping calls us back.
         self.runner = web.AppRunner(web_api.app, access_log=None)

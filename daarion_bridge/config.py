@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bot_displayname": "DAARION",
         "ephemeral_events": True,
         "max_body_size": 20 * 1024 * 1024,
+        "body_timeout": 30,
     },
     "database": {
         "url": "embedded",
@@ -102,6 +103,7 @@ class AppserviceConfig:
     hs_token: str
     ephemeral_events: bool
     max_body_size: int
+    body_timeout: float
 
     @property
     def tokens_generated(self) -> bool:
@@ -359,6 +361,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         hs_token=a.str("hs_token"),
         ephemeral_events=a.bool("ephemeral_events"),
         max_body_size=a.int("max_body_size", 1024, 1 << 30),
+        body_timeout=a.number("body_timeout", 0.1, 3600),
     )
     if appservice.as_token == appservice.hs_token and appservice.as_token != GENERATE:
         a.fail("hs_token", "must differ from appservice.as_token")

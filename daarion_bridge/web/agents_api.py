@@ -8,6 +8,7 @@ Authenticated with `X-Internal-Service-Token` (api.service_token). Answers JSON:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -64,9 +65,10 @@ def parse_post(body: Any) -> Post:
 
 
 class AgentsApi:
-    def __init__(self, service_token: str, speaker: Speaker) -> None:
+    def __init__(self, service_token: str, speaker: Speaker, body_timeout: float) -> None:
         self._token = service_token.encode()
         self.speaker = speaker
+        self.body_timeout = body_timeout
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/internal/agents/{agent_id}/post-to-channel", self.post)
@@ -76,7 +78,13 @@ class AgentsApi:
             return denied
         try:
             try:
-                body = json.loads(await request.read())
+                async with asyncio.timeout(self.body_timeout):
+                    raw = await request.read()
+                body = json.loads(raw)
+            except TimeoutError:
+                raise PostError(408, "request body not received in time") from None
+            except web.HTTPRequestEntityTooLarge:
+                raise PostError(413, "request body too large") from None
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise PostError(400, "body is not JSON") from None
             post = parse_post(body)

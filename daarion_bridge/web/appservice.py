@@ -6,6 +6,7 @@ and its id are committed; any failure answers 5xx so the homeserver retries.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -90,7 +91,12 @@ class AppserviceApi:
         if has_unstorable(txn_id):
             return error(400, "M_INVALID_PARAM", "Transaction id holds NUL or a lone surrogate")
         try:
-            body = json.loads(await request.read())
+            async with asyncio.timeout(self.config.appservice.body_timeout):
+                raw = await request.read()
+            body = json.loads(raw)
+        except TimeoutError:
+            log.warning("Transaction %s: body not received in time", txn_id)
+            return error(408, "M_UNKNOWN", "Request body not received in time")
         except web.HTTPRequestEntityTooLarge:
             limit = self.config.appservice.max_body_size
             return error(413, "M_TOO_LARGE", f"Transaction body over {limit} bytes")

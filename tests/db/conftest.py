@@ -55,6 +55,7 @@ def make_config(**bridge: Any) -> Config:
             "address": "http://127.0.0.1:2",
             "as_token": "as-token",
             "hs_token": HS_TOKEN,
+            "body_timeout": 1,  # seconds: the slow-client test waits this long
         },
         "bridge": {"default_microdao": "microdao:test", **bridge},
     }

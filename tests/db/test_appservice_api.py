@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from .conftest import HS_TOKEN, ROOM, Api
@@ -148,3 +150,30 @@ async def test_metrics_count_transactions_and_events(api: Api) -> None:
     assert 'daarion_bridge_events_total{kind="NewMessage",outcome="ignored"}' in text
     assert "daarion_bridge_dead_letters_total" in text
     assert "daarion_bridge_transaction_seconds_bucket" in text
+
+
+async def test_a_slow_client_times_out_with_408_and_commits_nothing(
+    api: Api, pool: asyncpg.Pool
+) -> None:
+    """A client that sends half a body and stalls (slowloris) gets 408 after
+    appservice.body_timeout (1 s here) instead of holding the ingest path."""
+    body = b'{"events": []}'
+    reader, writer = await asyncio.open_connection(api.base.host, api.base.port)
+    try:
+        writer.write(
+            b"PUT /_matrix/app/v1/transactions/slow HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {HS_TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:5]
+        )
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"408", status_line
+    assert waited >= 0.9
+    assert await pool.fetchval("SELECT count(*) FROM bridge_transactions") == 0
