@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,15 +24,14 @@ from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state
+from tests.db.matrix_events import event, member, text
 
 BOT = "@daarion:localhost"
 ALICE, BOB, CAROL, DAVE = (f"@{n}:localhost" for n in ("alice", "bob", "carol", "dave"))
 SOFIA, PRIME, HELPER = "@agent-sofia:localhost", "@agent-prime:localhost", "@helper:localhost"
 ROOM, ROOM2 = "!room:localhost", "!room2:localhost"
 DAO = "microdao:core"
-_ids = itertools.count(1)
 # Events an hour old: recent, but older than any idle timeout a test sweeps with.
-_ts = itertools.count(int(time.time() * 1000) - 3_600_000, 1000)
 
 
 def ts_of(ev: dict[str, Any]) -> datetime:
@@ -95,30 +93,6 @@ async def apply(
 
 
 # --- events -------------------------------------------------------------------------
-
-
-def event(
-    etype: str, content: dict[str, Any], sender: str = ALICE, room: str = ROOM, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "type": etype,
-        "room_id": room,
-        "event_id": f"$a{next(_ids)}",
-        "sender": sender,
-        "origin_server_ts": next(_ts),
-        "content": content,
-        **extra,
-    }
-
-
-def text(body: str, sender: str = ALICE, room: str = ROOM, **content: Any) -> dict[str, Any]:
-    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender, room)
-
-
-def member(
-    user: str, membership: str, sender: str | None = None, room: str = ROOM
-) -> dict[str, Any]:
-    return event("m.room.member", {"membership": membership}, sender or user, room, state_key=user)
 
 
 def room_state(room_id: str = ROOM, joined: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state
+from tests.db.matrix_events import event, member, text
 
 BOT = "@daarion:localhost"
 ALICE, BOB = "@alice:localhost", "@bob:localhost"
@@ -43,28 +44,6 @@ ROSTER = parse_roster(
     bot_localpart="daarion",
 )
 DIRECTORY = AgentDirectory(ROSTER)
-_ids = itertools.count(1)
-_ts = itertools.count(1_700_000_000_000, 1000)
-
-
-def event(etype: str, content: dict[str, Any], sender: str = ALICE, **extra: Any) -> dict:
-    return {
-        "type": etype,
-        "room_id": ROOM,
-        "event_id": f"$e{next(_ids)}",
-        "sender": sender,
-        "origin_server_ts": next(_ts),
-        "content": content,
-        **extra,
-    }
-
-
-def text(body: str, sender: str = ALICE, **content: Any) -> dict:
-    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender)
-
-
-def member(user: str, membership: str, sender: str | None = None) -> dict:
-    return event("m.room.member", {"membership": membership}, sender or user, state_key=user)
 
 
 def state(joined: list[str]) -> list[dict]:

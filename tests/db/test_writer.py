@@ -14,32 +14,11 @@ from daarion_bridge.db.writer import ChannelSetup, Rejected, write_transaction
 from daarion_bridge.translate.events import NewMessage, translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state
+from tests.db.matrix_events import event, member, text
 
 BOT = "@daarion:localhost"
 ALICE, BOB, CAROL = "@alice:localhost", "@bob:localhost", "@carol:localhost"
 ROOM = "!room:localhost"
-_ids = itertools.count(1)
-_ts = itertools.count(1_700_000_000_000, 1000)
-
-
-def event(etype: str, content: dict[str, Any], sender: str = ALICE, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": etype,
-        "room_id": ROOM,
-        "event_id": f"$e{next(_ids)}",
-        "sender": sender,
-        "origin_server_ts": next(_ts),
-        "content": content,
-        **extra,
-    }
-
-
-def text(body: str, sender: str = ALICE, **content: Any) -> dict[str, Any]:
-    return event("m.room.message", {"msgtype": "m.text", "body": body, **content}, sender)
-
-
-def member(user: str, membership: str, sender: str | None = None) -> dict[str, Any]:
-    return event("m.room.member", {"membership": membership}, sender or user, state_key=user)
 
 
 def room_state(name: str = "General", room_id: str = ROOM) -> list[dict[str, Any]]:
