@@ -514,7 +514,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
             finally:
                 await conn.close()
-            say("queries done; ingest at this size")
+            say("queries done; restarting the bridge on the filled database")
+            result["startup"] = await stack.measure_restart()
+            say("ingest at this size")
             result["ingest"] = await measure_ingest(args, pg, stack, "clone")
         else:
             result["ingest"] = await measure_ingest(args, pg, stack, "fresh")

@@ -343,9 +343,6 @@ class _Applier:
             return await self.edit([op]) > 0
         if isinstance(op, ev.RedactMessage):
             return await self.redact([op]) > 0
-            return await self.edit([op]) > 0
-        if isinstance(op, ev.RedactMessage):
-            return await self.redact([op]) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
         if isinstance(op, ev.PowerLevels):
