@@ -550,6 +550,11 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"NATS {'on: events through the outbox' if result.get('nats') else 'off'})\n"
     )
     if result["mode"] == "size":
+        start = result["startup"]
+        print(
+            f"Start-up on the filled database: {start['spawn_to_ready_s']:.2f} s from spawn "
+            f"to /ready, {start['bridge_ready_s']:.2f} s by the bridge's own log\n"
+        )
         fill = result["fill"]
         print(
             table(
