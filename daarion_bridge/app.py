@@ -17,6 +17,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
+from .bot_commands import CommandRunner
 from .catchup import CatchUp
 from .config import Config, load_config
 from .db.database import open_database
@@ -57,6 +58,7 @@ class Bridge:
         self.recovery: DatabaseRecovery | None = None
         self.metrics_server: Any = None
         self.catch_up: CatchUp | None = None
+        self.commands: CommandRunner | None = None
         self.started = False
 
     def is_ready(self) -> bool:
@@ -85,6 +87,8 @@ class Bridge:
         if cfg.nats.enabled:
             self.publisher = Publisher(pool, cfg.nats)
             ingestor.on_announced = self.publisher.wake
+        self.commands = CommandRunner(pool, bot, self.puppets, cfg, self.directory, self.publisher)
+        ingestor.on_commands = self.commands.submit
         web_api = AppserviceApi(
             cfg, ingestor, self.recovery.database_failed, self.is_ready, self.query_user
         )
@@ -264,6 +268,8 @@ class Bridge:
             await self.recovery.stop()
         if self.catch_up is not None:
             await self.catch_up.stop()
+        if self.commands is not None:
+            await self.commands.stop()
         if self.publisher is not None:
             await self.publisher.stop()
         for task in [*self.tasks, self.reloading]:

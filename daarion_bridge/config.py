@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "agent_localpart_template": "agent-{name}",
         "catch_up_window": 600,
         "agent_session_idle_after": "30m",
+        # null: the homeserver's own domain -> user (see _permissions)
+        "permissions": None,
     },
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
     "nats": {
@@ -130,6 +133,8 @@ class BridgeConfig:
     agent_localpart_template: str
     catch_up_window: float
     agent_session_idle_after: float
+    # Who may use the bot's commands: Matrix id, domain or `*` -> `admin` | `user`.
+    permissions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -336,6 +341,32 @@ class _Reader:
         return float(value)
 
 
+PERMISSION_LEVELS = ("admin", "user")
+PERMISSION_USER = re.compile(r"^@[^:\s]+:[A-Za-z0-9.-]+(:[0-9]+)?$")
+PERMISSION_DOMAIN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+
+
+def _permissions(b: _Reader, domain: str) -> dict[str, str]:
+    """bridge.permissions: Matrix id, domain or `*` -> admin | user. Left out (null): the
+    homeserver's own domain may use the user commands and nobody is admin. `{}`: nobody
+    may use the commands."""
+    value = b.values.get("permissions")
+    if value is None:
+        return {domain.lower(): "user"}
+    if not isinstance(value, dict):
+        b.fail("permissions", "must be a mapping of Matrix id, domain or * to admin or user")
+    found: dict[str, str] = {}
+    for key, level in value.items():
+        if not isinstance(key, str) or not (
+            key == "*" or PERMISSION_USER.fullmatch(key) or PERMISSION_DOMAIN.fullmatch(key)
+        ):
+            b.fail("permissions", f"key {key!r} must be a Matrix id (@user:server), a domain or *")
+        if level not in PERMISSION_LEVELS:
+            b.fail(f"permissions[{key!r}]", f"must be admin or user, got {level!r}")
+        found[key if key.startswith("@") else key.lower()] = level
+    return found
+
+
 def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
@@ -384,6 +415,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         agent_localpart_template=b.str("agent_localpart_template", AGENT_TEMPLATE),
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
         agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
+        permissions=_permissions(b, homeserver.domain),
     )
     m = _Reader(path, raw, "metrics")
     host, _, port = m.str("listen").rpartition(":")

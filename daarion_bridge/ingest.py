@@ -18,7 +18,7 @@ from .db.errors import is_data_error
 from .db.writer import Announce, ChannelSetup, Item, Outcome, Rejected, write_transaction
 from .invites import Invites
 from .translate.agents import LiveDirectory
-from .translate.events import AgentInvited, BotInvited, translate_event
+from .translate.events import AgentInvited, BotInvited, NewMessage, translate_event
 from .translate.preview import BadEvent
 
 log = logging.getLogger("daarion.ingest")
@@ -43,6 +43,8 @@ class Ingestor:
         # With NATS on, every change also goes to the outbox; the publisher is told.
         self.announce = Announce(config.bot_mxid) if config.nats.enabled else None
         self.on_announced: Callable[[], None] = lambda: None
+        # People's `!daarion` commands, handed over after the commit (bot_commands.py).
+        self.on_commands: Callable[[Sequence[NewMessage]], None] = lambda _: None
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -95,6 +97,8 @@ class Ingestor:
                     )
         if outcome.announced:
             self.on_announced()
+        if outcome.commands:
+            self.on_commands(outcome.commands)  # never awaited: the transaction answers now
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
         return outcome

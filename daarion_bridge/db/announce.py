@@ -93,7 +93,8 @@ class Announcer:
         self.emitter.add(lambda _: bus.channel_changed(subject, ref, fields, at, cause))
 
     def human_message(self, message: HumanMessage) -> None:
-        if self.enabled:
+        # The bot's answers (bot commands, notices) never call an agent either.
+        if self.enabled and message.sender != self.bot_mxid:
             self.human_messages.append(message)
 
     async def flush(self, conn: Connection) -> int:

@@ -119,3 +119,17 @@ async def by_ref(conn: Connection, ref: str) -> Channel | None:
         return (await by_rooms(conn, [ref])).get(ref)
     room_id = await conn.fetchval("SELECT matrix_room_id FROM channels WHERE id = $1", row_id)
     return (await by_rooms(conn, [room_id])).get(room_id) if room_id else None
+
+
+async def move(conn: Connection, channel: Channel, microdao_id: UUID) -> str:
+    """Make the channel one of another microDAO (`link`). Its slug stays unless the
+    microDAO has it already; then slug-2, slug-3 ... Returns the slug. Call under the
+    ingest lock, like every writer that picks a slug."""
+    slug = await free_slug(conn, microdao_id, channel.slug)
+    await conn.execute(
+        "UPDATE channels SET microdao_id = $2, slug = $3 WHERE id = $1",
+        channel.id,
+        microdao_id,
+        slug,
+    )
+    return slug

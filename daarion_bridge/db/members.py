@@ -142,3 +142,16 @@ async def agent_present(conn: Connection, channel_id: UUID, agent_id: UUID) -> b
             agent_id,
         )
     )
+
+
+async def person_present(conn: Connection, channel_id: UUID, matrix_id: str) -> bool:
+    """Whether this Matrix user (a person, or the bot) is in the channel now."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channel_members m JOIN users u "
+            "ON u.id = m.member_user_id WHERE m.channel_id = $1 AND u.matrix_id = $2 "
+            "AND m.left_at IS NULL)",
+            channel_id,
+            matrix_id,
+        )
+    )

@@ -6,7 +6,7 @@ under the ingest lock (bookkeeping.lock_ingest), so check-then-insert cannot rac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -78,3 +78,21 @@ async def mark_idle(conn: Connection | Pool, idle_after_seconds: float) -> int:
         float(idle_after_seconds),
     )
     return int(status.split()[-1])
+
+
+async def agents_here(
+    conn: Connection | Pool, channel_id: UUID, external_ids: Sequence[str]
+) -> dict[str, tuple[bool, str | None]]:
+    """Agent platform id -> (in the channel now, status of its session there that is not
+    closed, or None), for these agents (`!daarion agents`)."""
+    rows = await conn.fetch(
+        "SELECT a.external_id, m.channel_id IS NOT NULL AS present, s.status FROM agents a "
+        "LEFT JOIN channel_members m ON m.member_agent_id = a.id AND m.channel_id = $1 "
+        "AND m.left_at IS NULL "
+        "LEFT JOIN agent_sessions s ON s.agent_id = a.id AND s.channel_id = $1 "
+        "AND s.status <> 'closed' "
+        "WHERE a.external_id = ANY($2::text[])",
+        channel_id,
+        list(external_ids),
+    )
+    return {r["external_id"]: (r["present"], r["status"]) for r in rows}

@@ -60,6 +60,9 @@ class Outcome:
     dead_letters: int = 0
     new_channels: list[channels.Channel] = field(default_factory=list)
     announced: int = 0  # outbox rows written
+    # People's `!daarion` commands in channels, newly indexed by this commit (a replay
+    # has none): the caller runs them after the commit.
+    commands: list[ev.NewMessage] = field(default_factory=list)
 
 
 async def write_transaction(
@@ -278,6 +281,10 @@ class _Applier:
             self.announcer.message_created(channel, row, message_id)
             if row.sender_agent_id is not None:
                 self.note_activity(row.sender_agent_id, row.channel_id, op)
+                continue
+            if op.command is not None:
+                # For the bridge: it invokes no agent and counts as no agent's activity.
+                self.outcome.commands.append(op)
                 continue
             mentioned = tuple(self.agents[m] for m in op.mentions if m in self.agents)
             for agent_id in mentioned:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..commands import command_text
 from .agents import AgentDirectory
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
@@ -28,6 +29,9 @@ class NewMessage:
     ts: datetime
     preview: str
     mentions: tuple[str, ...] = ()  # agents a person's message mentions
+    # What follows `!daarion` in a person's text message (a bot command), else None. Kept
+    # out of repr: it is message text, logged nowhere.
+    command: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +169,12 @@ def _is_redacted(event: Mapping[str, Any]) -> bool:
 
 
 def _message(
-    event: Mapping[str, Any], room_id: str, event_id: str, limit: int, agents: AgentDirectory
+    event: Mapping[str, Any],
+    room_id: str,
+    event_id: str,
+    limit: int,
+    agents: AgentDirectory,
+    bot_mxid: str,
 ) -> Operation:
     etype = event["type"]
     sender = _str(event, "sender")
@@ -176,9 +185,13 @@ def _message(
     target = _replace_target(content)
     if target is None:
         preview = render_preview(etype, content, limit)
-        # Loop rule: what an agent says never wakes an agent.
-        mentions = () if sender in agents else agents.mentioned(content)
-        return NewMessage(room_id, event_id, sender, ts, preview, mentions)
+        # Neither the bot nor an agent ever gives a command.
+        machine = sender in agents or sender == bot_mxid
+        command = None if machine or etype != "m.room.message" else command_text(content)
+        # Loop rule: what an agent or the bot says never wakes an agent; a command is for
+        # the bridge, not for the agents it names.
+        mentions = () if machine or command is not None else agents.mentioned(content)
+        return NewMessage(room_id, event_id, sender, ts, preview, mentions, command)
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:
@@ -219,6 +232,11 @@ def _state(
             return BotInvited(room_id, event_id, _str(event, "sender"))
         if state_key in agents and membership == "invite":
             inviter = _str(event, "sender")
+            if inviter == bot_mxid:
+                # The bot invites an agent only for an `invite` command whose user's
+                # rights the bridge checked; that command joins the puppet itself. Not an
+                # invite for the puppet to accept or refuse: membership news only.
+                return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
             visibility = _invite_visibility(event)
             return AgentInvited(
                 room_id, event_id, state_key, inviter, visibility, _optional_ts(event)
@@ -248,7 +266,7 @@ def translate_event(
     room_id = _str(event, "room_id")
     event_id = _str(event, "event_id")
     if etype in MESSAGE_TYPES and "state_key" not in event:
-        return _message(event, room_id, event_id, preview_length, agents)
+        return _message(event, room_id, event_id, preview_length, agents, bot_mxid)
     if etype == "m.room.redaction":
         target = event.get("redacts") or _content(event).get("redacts")
         if not isinstance(target, str) or not target:
