@@ -17,6 +17,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
+from .admin import Admin
 from .catchup import CatchUp
 from .config import Config, load_config
 from .db.database import open_database
@@ -32,6 +33,7 @@ from .registration import check_registration
 from .roster_sync import apply_roster
 from .speak import RateLimiter, Speaker
 from .translate.agents import LiveDirectory
+from .web.admin_api import AdminApi
 from .web.agents_api import AgentsApi
 from .web.appservice import AppserviceApi
 
@@ -96,6 +98,9 @@ class Bridge:
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
             speaker = Speaker(pool, self.puppets, self.directory, limiter, index_event)
             AgentsApi(cfg.api.service_token, speaker).add_routes(web_api.app)
+        if cfg.api.admin_token:
+            admin = Admin(pool, bot, self.puppets, self.directory, cfg, ingestor)
+            AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
 
         # Listen before talking to the homeserver: its ping calls us back.
         self.runner = web.AppRunner(web_api.app, access_log=None)

@@ -523,3 +523,29 @@ def test_cli_generate(tmp_path: Path, capsys, no_bridge_env) -> None:
     assert reg.is_file()
     assert read_data(reg) == build_registration(config)
     assert not stat.S_IMODE(reg.stat().st_mode) & stat.S_IROTH
+
+
+# --- the admin API ----------------------------------------------------------------
+
+
+def test_channel_alias_default_and_rendering(tmp_path: Path) -> None:
+    config = config_with_tokens(tmp_path)
+    assert config.api.admin_token is None
+    assert config.api.channel_alias == "{slug}-{microdao}"
+    assert config.api.alias_localpart("general", "microdao:7") == "general-7"
+
+
+def test_channel_alias_custom(tmp_path: Path) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, 'channel_alias: "{slug}-{microdao}"', 'channel_alias: "city_{slug}"')
+    config = load_config(path, environ={})
+    assert config.api.alias_localpart("news", "microdao:core") == "city_news"
+
+
+@pytest.mark.parametrize(
+    "template", ['"{microdao}"', '"{slug}:{microdao}"', '"{slug}-{name}"', '"Big-{slug}"', '""']
+)
+def test_channel_alias_mistakes(tmp_path: Path, template: str) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, 'channel_alias: "{slug}-{microdao}"', f"channel_alias: {template}")
+    assert "api.channel_alias" in config_error(path)
