@@ -281,6 +281,13 @@ class Admin:
             if e.errcode == "M_ROOM_IN_USE":
                 alias = f"#{localpart}:{self.domain}"
                 raise AdminError(409, f"room alias {alias} is taken", "slug") from None
+            if e.errcode == "M_EXCLUSIVE":
+                raise AdminError(
+                    502,
+                    f"the homeserver refused the alias #{localpart}:{self.domain}: the "
+                    "registration it loaded does not reserve api.channel_alias; run -g "
+                    "again and restart the homeserver",
+                ) from None
             raise refused("creating the room", e) from None
 
     async def _abandon(self, room_id: str, alias: str) -> None:
@@ -348,6 +355,9 @@ class Admin:
         membership = await self._membership(channel.room_id, who)
         if membership in ("join", "invite"):
             return Invited(channel, who, None, membership, False)
+        if who.endswith(f":{self.domain}") and not await self._exists(who):
+            # The homeserver would invite a user it does not have.
+            raise AdminError(404, f"unknown user {who}", "user_id")
         await self._bot_invites(channel.room_id, who)
         log.info("Invited %s into %s", who, channel.room_id)
         return Invited(channel, who, None, "invite", True)
@@ -397,6 +407,16 @@ class Admin:
             ) from None
         membership = content.get("membership") if isinstance(content, dict) else None
         return membership if isinstance(membership, str) else None
+
+    async def _exists(self, user_id: str) -> bool:
+        """Whether the homeserver has this (local) user: its profile answers."""
+        try:
+            await self._matrix(self.bot.intent.api.request(Method.GET, Path.v3.profile[user_id]))
+        except MatrixRequestError as e:
+            if e.http_status == 404:
+                return False
+            raise
+        return True
 
     async def _bot_invites(self, room_id: str, user_id: str) -> None:
         try:

@@ -51,6 +51,7 @@ def replace_once(path: Path, old: str, new: str) -> Path:
 
 def with_tokens(path: Path, as_token: str = AS_TOKEN, hs_token: str = HS_TOKEN) -> Path:
     replace_once(path, "  as_token: generate\n", f"  as_token: {as_token}\n")
+    replace_once(path, "  admin_token: generate\n", "  admin_token: admin-secret\n")
     return replace_once(path, "  hs_token: generate\n", f"  hs_token: {hs_token}\n")
 
 
@@ -307,12 +308,14 @@ def test_generate_tokens(tmp_path: Path) -> None:
     data_before, data_after = read_data(EXAMPLE), read_data(path)
     as_token = data_after["appservice"].pop("as_token")
     hs_token = data_after["appservice"].pop("hs_token")
-    assert isinstance(as_token, str) and isinstance(hs_token, str)
-    assert len(as_token) >= 32 and len(hs_token) >= 32
-    assert as_token != hs_token
-    assert "generate" not in (as_token, hs_token)
-    assert as_token not in before and hs_token not in before
+    admin_token = data_after["api"].pop("admin_token")
+    tokens = [as_token, hs_token, admin_token]
+    assert all(isinstance(t, str) and len(t) >= 32 for t in tokens)
+    assert len(set(tokens)) == 3
+    assert "generate" not in tokens
+    assert not any(t in before for t in tokens)
     del data_before["appservice"]["as_token"], data_before["appservice"]["hs_token"]
+    del data_before["api"]["admin_token"]
     assert data_after == data_before
     assert comment_lines(after) == comment_lines(before)
     assert len(comment_lines(before)) > 20  # the example really is commented
@@ -530,7 +533,7 @@ def test_cli_generate(tmp_path: Path, capsys, no_bridge_env) -> None:
 
 def test_channel_alias_default_and_rendering(tmp_path: Path) -> None:
     config = config_with_tokens(tmp_path)
-    assert config.api.admin_token is None
+    assert config.api.admin_token == "admin-secret"
     assert config.api.channel_alias == "{slug}-{microdao}"
     assert config.api.alias_localpart("general", "microdao:7") == "general-7"
 
@@ -549,3 +552,20 @@ def test_channel_alias_mistakes(tmp_path: Path, template: str) -> None:
     path = with_tokens(copy_example(tmp_path))
     replace_once(path, 'channel_alias: "{slug}-{microdao}"', f"channel_alias: {template}")
     assert "api.channel_alias" in config_error(path)
+
+
+def test_registration_reserves_channel_aliases_only_with_the_admin_api(tmp_path: Path) -> None:
+    config = config_with_tokens(tmp_path)
+    aliases = build_registration(config)["namespaces"]["aliases"]
+    assert aliases == [{"exclusive": False, "regex": "^#[a-z0-9-]+\\-[a-z0-9-]+:localhost$"}]
+    regex = re.compile(aliases[0]["regex"])
+    assert regex.match("#general-7:localhost")
+    assert not regex.match("#general-7:localhost.evil.example")
+    assert not regex.match("#general:localhost")
+    off = dataclasses.replace(config, api=dataclasses.replace(config.api, admin_token=None))
+    assert build_registration(off)["namespaces"]["aliases"] == []
+    city = dataclasses.replace(
+        config, api=dataclasses.replace(config.api, channel_alias="city_{slug}")
+    )
+    regex = re.compile(build_registration(city)["namespaces"]["aliases"][0]["regex"])
+    assert regex.match("#city_news:localhost") and not regex.match("#cityxnews:localhost")
