@@ -352,6 +352,9 @@ class Admin:
         agent = self.agent_of(who)
         if agent is not None:
             return await self._invite_agent(channel, agent)
+        async with self.pool.acquire() as conn:
+            if await agents.by_matrix_ids(conn, [who]):
+                raise AdminError(404, f"{who} is an agent the config no longer has", "user_id")
         membership = await self._membership(channel.room_id, who)
         if membership in ("join", "invite"):
             return Invited(channel, who, None, membership, False)
@@ -456,7 +459,9 @@ class Admin:
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if more else None
-        next_cursor = encode_cursor(last.created_at, last.id) if last is not None else None
+        next_cursor = None
+        if last is not None and last.created_at is not None:  # the bridge always sets it
+            next_cursor = encode_cursor(last.created_at, last.id)
         return MessagePage(channel, rows, next_cursor)
 
     async def agents(self) -> list[AgentWithSessions]:

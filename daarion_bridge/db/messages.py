@@ -164,7 +164,7 @@ class Listed:
     sender_id: str | None  # platform id (users.external_id / agents.external_id)
     sender_matrix_id: str | None
     content_preview: str
-    created_at: datetime
+    created_at: datetime | None  # NULL only if written by someone else than the bridge
 
 
 # Newest first, keyed by (created_at, id) so equal times page without gaps or repeats.

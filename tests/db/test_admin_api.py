@@ -457,6 +457,14 @@ async def test_invite_input_and_unknown_ids(stack: Stack) -> None:
         conforms(answer, "/channels/{channel}/invites", "POST", 400)
     status, answer = await stack.call("POST", path, {"user_id": "agent:nobody"})
     assert (status, answer["field"]) == (404, "user_id"), answer
+    # An agent the config dropped (its row kept for history) is not a person to invite.
+    await stack.pool.execute(
+        "INSERT INTO agents (external_id, name, kind, matrix_id, blueprint_id) "
+        "SELECT 'agent:gone', 'Gone', 'node', '@agent-gone:localhost', id FROM agent_blueprints"
+    )
+    for gone in ("agent:gone", "@agent-gone:localhost"):
+        status, answer = await stack.call("POST", path, {"user_id": gone})
+        assert (status, answer["field"]) == (404, "user_id"), answer
     for ref in ("00000000-0000-0000-0000-000000000000", quote("!none:localhost", safe="")):
         status, answer = await stack.call("POST", f"/channels/{ref}/invites", {"user_id": ALICE})
         assert (status, answer["field"]) == (404, "channel"), answer
