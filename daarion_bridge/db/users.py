@@ -51,9 +51,6 @@ class ExternalIdTaken(Exception):
     """Another users row holds the platform id."""
 
 
-_USER = "SELECT id, external_id, matrix_id, handle, created_at FROM users "
-
-
 async def link(conn: Connection, matrix_id: str, external_id: str) -> tuple[User, bool]:
     """Give the Matrix user's row this platform id (`users.external_id`), creating the
     row when the user was never seen. Returns (the row, whether it was created). Runs in
@@ -83,7 +80,3 @@ async def link(conn: Connection, matrix_id: str, external_id: str) -> tuple[User
         raise ExternalIdTaken(external_id) from None
     return User(*row), False
 
-
-async def by_id(conn: Connection, user_id: UUID) -> User | None:
-    row = await conn.fetchrow(_USER + "WHERE id = $1", user_id)
-    return User(*row) if row else None
