@@ -79,4 +79,3 @@ async def link(conn: Connection, matrix_id: str, external_id: str) -> tuple[User
     except UniqueViolationError:  # taken between the check and the write
         raise ExternalIdTaken(external_id) from None
     return User(*row), False
-
