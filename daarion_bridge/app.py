@@ -17,6 +17,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
+from .admin import Admin
 from .bot_commands import CommandRunner
 from .catchup import CatchUp
 from .config import Config, load_config
@@ -33,6 +34,7 @@ from .registration import check_registration
 from .roster_sync import apply_roster
 from .speak import RateLimiter, Speaker
 from .translate.agents import LiveDirectory
+from .web.admin_api import AdminApi
 from .web.agents_api import AgentsApi
 from .web.appservice import AppserviceApi
 
@@ -101,6 +103,9 @@ class Bridge:
             speaker = Speaker(pool, self.puppets, self.directory, limiter, index_event)
             api = AgentsApi(cfg.api.service_token, speaker, cfg.appservice.body_timeout)
             api.add_routes(web_api.app)
+        if cfg.api.admin_token:
+            admin = Admin(pool, bot, self.puppets, self.directory, cfg, ingestor)
+            AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
 
         # Listen before talking to the homeserver: its ping calls us back.
         self.runner = web.AppRunner(web_api.app, access_log=None)

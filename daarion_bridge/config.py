@@ -30,6 +30,8 @@ UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 AGENT_TEMPLATE = re.compile(
     r"^(?:[a-z0-9._=/+-]+\{name\}[a-z0-9._=/+-]*|[a-z0-9._=/+-]*\{name\}[a-z0-9._=/+-]+)$"
 )
+# {slug} is required (two channels of a microDAO never share an alias); {microdao} optional.
+CHANNEL_ALIAS = re.compile(r"^(?=.*\{slug\})(?:[a-z0-9._=/+-]|\{slug\}|\{microdao\})+$")
 TOKEN_KEYS = (
     ("appservice", "as_token"),
     ("appservice", "hs_token"),
@@ -78,6 +80,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "service_token": None,
         "admin_token": None,
         "agent_messages_per_hour": 10,
+        "channel_alias": "{slug}-{microdao}",
     },
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -165,6 +168,13 @@ class ApiConfig:
     service_token: str | None  # None: the agent post endpoint is off
     admin_token: str | None  # None: the admin API is off
     agent_messages_per_hour: int
+    # Localpart of the alias of rooms the admin API creates: {slug}, {microdao} (the
+    # part of the microDAO's platform id after `microdao:`).
+    channel_alias: str = "{slug}-{microdao}"
+
+    def alias_localpart(self, slug: str, microdao_external_id: str) -> str:
+        name = microdao_external_id.split(":", 1)[-1]
+        return self.channel_alias.replace("{slug}", slug).replace("{microdao}", name)
 
 
 @dataclass(frozen=True)
@@ -440,7 +450,14 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         service_token=api_reader.str("service_token", optional=True),
         admin_token=api_reader.str("admin_token", optional=True),
         agent_messages_per_hour=api_reader.int("agent_messages_per_hour", 1, 1_000_000),
+        channel_alias=api_reader.str("channel_alias"),
     )
+    if not CHANNEL_ALIAS.fullmatch(api.channel_alias):
+        api_reader.fail(
+            "channel_alias",
+            "must hold {slug}, may hold {microdao}, and otherwise only a-z 0-9 . _ = / + -, "
+            f"got {api.channel_alias!r}",
+        )
     log_config = raw.get("logging")
     if log_config is not None and not isinstance(log_config, dict):
         raise ConfigError(f"{path}: logging must be a logging.dictConfig mapping")

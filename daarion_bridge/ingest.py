@@ -103,6 +103,20 @@ class Ingestor:
         self._note_sequence(txn_id, outcome)
         return outcome
 
+    async def write_setups(self, txn_id: str, setups: Sequence[ChannelSetup]) -> Outcome:
+        """Channels of rooms the bridge made itself (the admin API), written as an accepted
+        invite's are: under the ingest lock, with their outbox events, recorded under
+        `txn_id` so a repeat writes nothing."""
+        async with self._lock, self.pool.acquire() as conn:
+            outcome = await write_transaction(
+                conn, txn_id, bookkeeping.events_digest([]), [], setups, announce=self.announce
+            )
+        if outcome.announced:
+            self.on_announced()
+        for channel in outcome.new_channels:
+            log.info("Room %s is now channel %s", channel.room_id, channel.id)
+        return outcome
+
     def _note_sequence(self, txn_id: str, outcome: Outcome) -> None:
         """Signs that the homeserver dropped events on their way here: its transaction ids
         went back (it restarted), skipped one (a transaction it stored but never sent), or

@@ -32,6 +32,21 @@ def user_namespace_regexes(config: Config) -> list[str]:
     return regexes
 
 
+def alias_namespace_regexes(config: Config) -> list[str]:
+    """The aliases of rooms the admin API creates (api.channel_alias), when it is on.
+
+    Synapse lets an appservice create only aliases its registration reserves. The entry
+    is not exclusive: people may still create such aliases. Synapse also pushes the
+    events of any room with a matching alias; the bridge ignores rooms that are not
+    channels."""
+    if not config.api.admin_token:
+        return []
+    domain = re.escape(config.homeserver.domain)
+    parts = re.split(r"(\{slug\}|\{microdao\})", config.api.channel_alias)
+    body = "".join("[a-z0-9-]+" if p in ("{slug}", "{microdao}") else re.escape(p) for p in parts)
+    return [f"^#{body}:{domain}$"]
+
+
 def uncovered_users(config: Config, registration: Any) -> list[str]:
     """The bot and agents no exclusive users regex of this registration matches."""
     namespaces = registration.get("namespaces") if isinstance(registration, dict) else None
@@ -65,7 +80,9 @@ def build_registration(config: Config) -> dict[str, Any]:
             "users": [
                 {"exclusive": True, "regex": regex} for regex in user_namespace_regexes(config)
             ],
-            "aliases": [],
+            "aliases": [
+                {"exclusive": False, "regex": regex} for regex in alias_namespace_regexes(config)
+            ],
             "rooms": [],
         },
         # Synapse throttles puppets when this key is missing.

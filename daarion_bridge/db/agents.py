@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from asyncpg import Connection
@@ -104,3 +105,29 @@ async def by_ref(conn: Connection, ref: str) -> Agent | None:
         return await by_external_id(conn, ref)
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM agents WHERE id = $1", row_id)
     return _agent(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """An agent as the admin API lists it."""
+
+    id: UUID
+    external_id: str
+    name: str
+    kind: str
+    matrix_id: str | None
+    blueprint: str
+    microdao: str | None  # platform id
+    owner: str | None  # the owner's Matrix id
+    created_at: datetime | None
+
+
+async def listing(conn: Connection) -> list[AgentInfo]:
+    rows = await conn.fetch(
+        "SELECT a.id, a.external_id, a.name, a.kind, a.matrix_id, b.code, d.external_id, "
+        "u.matrix_id, a.created_at FROM agents a "
+        "JOIN agent_blueprints b ON b.id = a.blueprint_id "
+        "LEFT JOIN microdaos d ON d.id = a.microdao_id "
+        "LEFT JOIN users u ON u.id = a.owner_user_id ORDER BY a.external_id"
+    )
+    return [AgentInfo(*r) for r in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from asyncpg import Connection
@@ -133,3 +134,49 @@ async def move(conn: Connection, channel: Channel, microdao_id: UUID) -> str:
         slug,
     )
     return slug
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A channel as the admin API shows it."""
+
+    id: UUID
+    slug: str
+    name: str
+    visibility: str
+    matrix_room_id: str
+    microdao: str  # the microDAO's platform id
+    created_at: datetime | None
+    created_by: str | None  # platform id of the creating user or agent
+
+
+_INFO = """
+SELECT c.id, c.slug, c.name, c.visibility, c.matrix_room_id, d.external_id, c.created_at,
+       COALESCE(u.external_id, a.external_id)
+FROM channels c JOIN microdaos d ON d.id = c.microdao_id
+LEFT JOIN users u ON u.id = c.created_by_user_id
+LEFT JOIN agents a ON a.id = c.created_by_agent_id
+"""
+
+
+async def list_of_microdao(conn: Connection, microdao_id: UUID) -> list[ChannelInfo]:
+    """Oldest first (the microdao_id index, then a sort of one microDAO's channels)."""
+    rows = await conn.fetch(
+        _INFO + "WHERE c.microdao_id = $1 ORDER BY c.created_at, c.slug", microdao_id
+    )
+    return [ChannelInfo(*r) for r in rows]
+
+
+async def info(conn: Connection, channel_id: UUID) -> ChannelInfo | None:
+    row = await conn.fetchrow(_INFO + "WHERE c.id = $1", channel_id)
+    return ChannelInfo(*row) if row else None
+
+
+async def slug_taken(conn: Connection, microdao_id: UUID, slug: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channels WHERE microdao_id = $1 AND slug = $2)",
+            microdao_id,
+            slug,
+        )
+    )

@@ -152,3 +152,46 @@ async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list
 
 def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:
     return author.channel_id, author.user_id, author.agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A message as the admin API lists it."""
+
+    id: UUID
+    matrix_event_id: str
+    sender_type: str
+    sender_id: str | None  # platform id (users.external_id / agents.external_id)
+    sender_matrix_id: str | None
+    content_preview: str
+    created_at: datetime | None  # NULL only if written by someone else than the bridge
+
+
+# Newest first, keyed by (created_at, id) so equal times page without gaps or repeats.
+# `created_at <= $2` is the bound the (channel_id, created_at) index scans backwards
+# from; the id only breaks ties among rows of that one instant.
+_PAGE = """
+SELECT m.id, m.matrix_event_id, m.sender_type, COALESCE(a.external_id, u.external_id),
+       COALESCE(a.matrix_id, u.matrix_id), m.content_preview, m.created_at
+FROM messages m
+LEFT JOIN users u ON u.id = m.sender_user_id
+LEFT JOIN agents a ON a.id = m.sender_agent_id
+WHERE m.channel_id = $1 {after}
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT {limit}
+"""
+_FIRST_PAGE = _PAGE.format(after="", limit="$2")
+_NEXT_PAGE = _PAGE.format(
+    after="AND m.created_at <= $2 AND (m.created_at < $2 OR m.id < $3)", limit="$4"
+)
+
+
+async def page(
+    conn: Connection, channel_id: UUID, limit: int, before: tuple[datetime, UUID] | None
+) -> list[Listed]:
+    """Up to `limit` messages of the channel older than `before` (all, with None)."""
+    if before is None:
+        rows = await conn.fetch(_FIRST_PAGE, channel_id, limit)
+    else:
+        rows = await conn.fetch(_NEXT_PAGE, channel_id, before[0], before[1], limit)
+    return [Listed(*r) for r in rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from asyncpg import Connection
@@ -78,3 +80,44 @@ async def role_of(conn: Connection, microdao_external_id: str, matrix_id: str) -
         microdao_external_id,
         matrix_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Microdao:
+    id: UUID
+    external_id: str
+    name: str
+    owner_user_id: UUID
+    owner_matrix_id: str | None
+    owner_external_id: str
+    created_at: datetime | None
+    space_room_id: str | None
+
+
+_MICRODAO = """
+SELECT d.id, d.external_id, d.name, d.owner_user_id, u.matrix_id, u.external_id AS owner_ext,
+       d.created_at, (SELECT s.room_id FROM bridge_spaces s WHERE s.microdao_id = d.id LIMIT 1)
+FROM microdaos d JOIN users u ON u.id = d.owner_user_id
+"""
+
+
+async def by_ref(conn: Connection, ref: str) -> Microdao | None:
+    """A microDAO by platform id (`microdao:7`) or row uuid."""
+    try:
+        row = await conn.fetchrow(_MICRODAO + "WHERE d.id = $1", UUID(ref))
+    except ValueError:
+        row = await conn.fetchrow(_MICRODAO + "WHERE d.external_id = $1", ref)
+    return Microdao(*row) if row else None
+
+
+async def create(conn: Connection, external_id: str, name: str, owner_user_id: UUID) -> UUID:
+    """A new microDAO with its owner as member `owner`; raises UniqueViolationError when
+    the platform id exists."""
+    microdao_id = await conn.fetchval(
+        "INSERT INTO microdaos (external_id, name, owner_user_id) VALUES ($1, $2, $3) RETURNING id",
+        external_id,
+        name,
+        owner_user_id,
+    )
+    await set_roles(conn, microdao_id, {owner_user_id: "owner"})
+    return microdao_id

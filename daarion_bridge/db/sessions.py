@@ -7,6 +7,7 @@ under the ingest lock (bookkeeping.lock_ingest), so check-then-insert cannot rac
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -96,3 +97,24 @@ async def agents_here(
         list(external_ids),
     )
     return {r["external_id"]: (r["present"], r["status"]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    id: UUID
+    agent_id: UUID
+    channel_id: UUID
+    matrix_room_id: str
+    status: str  # active | idle
+    started_at: datetime | None
+    last_activity_at: datetime | None
+
+
+async def open_sessions(conn: Connection | Pool) -> list[OpenSession]:
+    """Every session not closed (the status index), oldest first."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.agent_id, s.channel_id, c.matrix_room_id, s.status, s.started_at, "
+        "s.last_activity_at FROM agent_sessions s JOIN channels c ON c.id = s.channel_id "
+        "WHERE s.status IN ('active', 'idle') ORDER BY s.started_at, s.id"
+    )
+    return [OpenSession(*r) for r in rows]

@@ -39,3 +39,10 @@ async def all_linked(conn: Connection | Pool) -> dict[str, str]:
         "JOIN microdaos d ON d.id = s.microdao_id ORDER BY d.external_id"
     )
     return {r["room_id"]: r["external_id"] for r in rows}
+
+
+async def space_of(conn: Connection | Pool, microdao_id: UUID) -> str | None:
+    """The space linked to the microDAO, if any."""
+    return await conn.fetchval(
+        "SELECT room_id FROM bridge_spaces WHERE microdao_id = $1 LIMIT 1", microdao_id
+    )

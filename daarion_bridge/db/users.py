@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
-from asyncpg import Connection
+from asyncpg import Connection, UniqueViolationError
 
 # A platform-linked row (external_id no longer matrix:...) wins over a bridge-made one.
 _FIND = """
@@ -34,3 +36,46 @@ async def ensure_users(conn: Connection, matrix_ids: Collection[str]) -> dict[st
         await conn.execute(_INSERT, missing)
         found.update({r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, missing)})
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UUID
+    external_id: str
+    matrix_id: str | None
+    handle: str | None
+    created_at: datetime | None
+
+
+class ExternalIdTaken(Exception):
+    """Another users row holds the platform id."""
+
+
+async def link(conn: Connection, matrix_id: str, external_id: str) -> tuple[User, bool]:
+    """Give the Matrix user's row this platform id (`users.external_id`), creating the
+    row when the user was never seen. Returns (the row, whether it was created). Runs in
+    the caller's transaction; raises ExternalIdTaken when another row has the id."""
+    found = await conn.fetch(_FIND, [matrix_id])
+    mine: UUID | None = found[0]["id"] if found else None
+    holder = await conn.fetchval("SELECT id FROM users WHERE external_id = $1", external_id)
+    if holder is not None and holder != mine:
+        raise ExternalIdTaken(external_id)
+    try:
+        if mine is None:
+            row = await conn.fetchrow(
+                "INSERT INTO users (external_id, matrix_id, handle) VALUES ($1, $2, $3) "
+                "RETURNING id, external_id, matrix_id, handle, created_at",
+                external_id,
+                matrix_id,
+                handle_of(matrix_id),
+            )
+            return User(*row), True
+        row = await conn.fetchrow(
+            "UPDATE users SET external_id = $2 WHERE id = $1 "
+            "RETURNING id, external_id, matrix_id, handle, created_at",
+            mine,
+            external_id,
+        )
+    except UniqueViolationError:  # taken between the check and the write
+        raise ExternalIdTaken(external_id) from None
+    return User(*row), False

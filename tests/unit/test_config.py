@@ -527,3 +527,46 @@ def test_cli_generate(tmp_path: Path, capsys, no_bridge_env) -> None:
     assert reg.is_file()
     assert read_data(reg) == build_registration(config)
     assert not stat.S_IMODE(reg.stat().st_mode) & stat.S_IROTH
+
+
+# --- the admin API ----------------------------------------------------------------
+
+
+def test_channel_alias_default_and_rendering(tmp_path: Path) -> None:
+    config = config_with_tokens(tmp_path)
+    assert config.api.admin_token == "admin-secret"
+    assert config.api.channel_alias == "{slug}-{microdao}"
+    assert config.api.alias_localpart("general", "microdao:7") == "general-7"
+
+
+def test_channel_alias_custom(tmp_path: Path) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, 'channel_alias: "{slug}-{microdao}"', 'channel_alias: "city_{slug}"')
+    config = load_config(path, environ={})
+    assert config.api.alias_localpart("news", "microdao:core") == "city_news"
+
+
+@pytest.mark.parametrize(
+    "template", ['"{microdao}"', '"{slug}:{microdao}"', '"{slug}-{name}"', '"Big-{slug}"', '""']
+)
+def test_channel_alias_mistakes(tmp_path: Path, template: str) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, 'channel_alias: "{slug}-{microdao}"', f"channel_alias: {template}")
+    assert "api.channel_alias" in config_error(path)
+
+
+def test_registration_reserves_channel_aliases_only_with_the_admin_api(tmp_path: Path) -> None:
+    config = config_with_tokens(tmp_path)
+    aliases = build_registration(config)["namespaces"]["aliases"]
+    assert aliases == [{"exclusive": False, "regex": "^#[a-z0-9-]+\\-[a-z0-9-]+:localhost$"}]
+    regex = re.compile(aliases[0]["regex"])
+    assert regex.match("#general-7:localhost")
+    assert not regex.match("#general-7:localhost.evil.example")
+    assert not regex.match("#general:localhost")
+    off = dataclasses.replace(config, api=dataclasses.replace(config.api, admin_token=None))
+    assert build_registration(off)["namespaces"]["aliases"] == []
+    city = dataclasses.replace(
+        config, api=dataclasses.replace(config.api, channel_alias="city_{slug}")
+    )
+    regex = re.compile(build_registration(city)["namespaces"]["aliases"][0]["regex"])
+    assert regex.match("#city_news:localhost") and not regex.match("#cityxnews:localhost")
