@@ -15,17 +15,15 @@ from uuid import UUID
 from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError, MLimitExceeded
-from mautrix.types import EventType
 
 from .db import agents, channels, members
 from .matrix.bot import UNREACHABLE, HomeserverUnavailable
-from .matrix.puppets import Puppets
+from .matrix.puppets import Puppets, send_message
 from .translate.agents import LiveDirectory
 
 log = logging.getLogger("daarion.speak")
 
 HOUR = 3600.0
-HOMESERVER_RETRIES = 3
 
 
 class PostError(Exception):
@@ -138,16 +136,10 @@ class Speaker:
             raise PostError(403, f"agent may not join this channel ({e.errcode})") from None
 
     async def _send(self, intent: Any, room_id: str, post: Post) -> str:
-        """Send, retrying the homeserver's own rate limit."""
-        for attempt in range(HOMESERVER_RETRIES + 1):
-            try:
-                return await intent.send_message_event(
-                    room_id, EventType.ROOM_MESSAGE, post.content()
-                )
-            except MLimitExceeded:
-                if attempt == HOMESERVER_RETRIES:
-                    raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None
-                await asyncio.sleep(2**attempt)
-            except MatrixRequestError as e:
-                raise PostError(403, f"homeserver refused the message ({e.errcode})") from None
-        raise AssertionError("unreachable")
+        """Send, waiting out the homeserver's own rate limit as it asks."""
+        try:
+            return await send_message(intent, room_id, post.content())
+        except MLimitExceeded:
+            raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None
+        except MatrixRequestError as e:
+            raise PostError(403, f"homeserver refused the message ({e.errcode})") from None

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import uuid
+from typing import Any
 
 from asyncpg import Pool
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import MatrixRequestError, make_request_error
 
 from ..db import puppets as stored
 from ..roster import AgentSpec
 
 log = logging.getLogger("daarion.puppets")
+
+MAX_RETRY_AFTER_MS = 30_000  # the agent runtime waits for the answer: never longer
 
 
 class Puppets:
@@ -53,3 +59,34 @@ class Puppets:
                     "%s could not leave %s: %s %s", matrix_id, room_id, e.errcode, e.message
                 )
         return left
+
+
+async def send_message(
+    intent: IntentAPI, room_id: str, content: dict[str, Any], attempts: int = 4
+) -> str:
+    """Send an m.room.message as this user; returns the event id.
+
+    The homeserver's 429 is retried after the `retry_after_ms` it asks for (mautrix's
+    errors drop that figure, so this one request is made here). One transaction id for
+    every attempt: a retry after a lost answer never sends twice."""
+    api = intent.api
+    url = api.base_url / "_matrix" / "client" / "v3" / "rooms" / room_id / "send"
+    url = url / "m.room.message" / uuid.uuid4().hex
+    headers = {"Authorization": f"Bearer {api.token}"}
+    params = {"user_id": intent.mxid}
+    for attempt in range(attempts):
+        async with api.session.put(url, json=content, headers=headers, params=params) as resp:
+            text = await resp.text()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = {}
+        if resp.status == 200 and isinstance(body.get("event_id"), str):
+            return body["event_id"]
+        if resp.status == 429 and attempt + 1 < attempts:
+            delay_ms = body.get("retry_after_ms")
+            delay_ms = delay_ms if isinstance(delay_ms, int) and delay_ms >= 0 else 1000
+            await asyncio.sleep(min(delay_ms, MAX_RETRY_AFTER_MS) / 1000)
+            continue
+        raise make_request_error(resp.status, text, body.get("errcode"), body.get("error"))
+    raise AssertionError("unreachable")

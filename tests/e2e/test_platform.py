@@ -70,6 +70,7 @@ async def platform(e2e, pg_server_url, local_nats) -> Platform:
         cfg["logging"] = file_logging(log_file)
         cfg["nats"] = {"url": local_nats.url, "stream": STREAM, "subject_prefix": PREFIX}
         cfg["api"] = {"service_token": SERVICE_TOKEN, "agent_messages_per_hour": LIMIT}
+        cfg["appservice"]["body_timeout"] = 1  # seconds: the slow-client test waits this
         cfg["microdaos"] = [{"external_id": "microdao:pf", "name": "PF", "owner": owner}]
         cfg["blueprints"] = [{"code": "pf_guide", "model": "demo"}]
         cfg["agents"] = [
@@ -286,3 +287,21 @@ async def test_post_endpoint_errors(alice, platform, bridge, db) -> None:
     sofia_id = str(await db.fetchval("SELECT id FROM agents WHERE external_id = 'agent:sofia'"))
     status, body = await post(platform, sofia_id, {"channel_id": private, "text": "by ids"})
     assert status == 200, body
+
+
+async def test_a_slow_client_of_the_post_endpoint_gets_408(platform, bridge, db) -> None:
+    body = b'{"channel_id": "x", "text": "never finished"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", platform.port)
+    try:
+        writer.write(
+            b"POST /internal/agents/agent:quiet/post-to-channel HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"X-Internal-Service-Token: {SERVICE_TOKEN}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=15)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"408", status_line
