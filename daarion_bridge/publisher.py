@@ -31,6 +31,7 @@ BATCH = 100
 PUBLISHER_LOCK = 0x44415052  # pg advisory lock key ("DAPR"): one publisher per database
 IDLE_POLL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
+ACK_TIMEOUT_SECONDS = 10.0
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError)
 
 
@@ -133,21 +134,39 @@ class Publisher:
                     pass
 
     async def publish_batch(self) -> int:
-        """Publish up to BATCH unsent events in order; mark what the server acked."""
+        """Publish up to BATCH unsent events in order, pipelined on one connection (the
+        server stores them in the order sent); mark sent the acked run from the start.
+        A failure sends the rest again, and the server drops what it already stored."""
         assert self.js is not None
         pending = await outbox.unsent(self.pool, BATCH)
-        acked: list[int] = []
+        if not pending:
+            return 0
+        acks = [
+            await self.js.publish_async(
+                self.config.subject(event.subject),
+                event.payload,
+                wait_stall=ACK_TIMEOUT_SECONDS,
+                headers={"Nats-Msg-Id": event.msg_id},
+            )
+            for event in pending
+        ]
         try:
-            for event in pending:
-                await self.js.publish(
-                    self.config.subject(event.subject),
-                    event.payload,
-                    headers={"Nats-Msg-Id": event.msg_id},
-                )
-                acked.append(event.id)
-        finally:
-            await outbox.mark_sent(self.pool, acked)
-            self.published += len(acked)
+            results = await asyncio.wait_for(
+                asyncio.gather(*acks, return_exceptions=True), ACK_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            for ack in acks:
+                ack.cancel()
+            raise
+        acked: list[int] = []
+        for event, result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                await outbox.mark_sent(self.pool, acked)
+                self.published += len(acked)
+                raise result
+            acked.append(event.id)
+        await outbox.mark_sent(self.pool, acked)
+        self.published += len(acked)
         return len(acked)
 
     async def _close(self) -> None:
