@@ -103,12 +103,16 @@ async def write_roster(
             microdao_ids[a.microdao] if a.microdao else None,
             people[a.owner] if a.owner else None,
         )
-    for gone in await agents.not_in(conn, [a.external_id for a in roster.agents]):
-        report.sessions_closed += await sessions.close(conn, gone.id)
-        rooms = await members.rooms_of_agent(conn, gone.id)
-        if rooms:
-            report.removed.append(gone.external_id)
-            leaving.append((gone.matrix_id, rooms))
+    # Set-based: a database with many agents the config does not declare (removed long
+    # ago, or made elsewhere) costs two statements at each start, not two per agent.
+    gone = await agents.not_in(conn, [a.external_id for a in roster.agents])
+    if gone:
+        report.sessions_closed += await sessions.close_all(conn, [g.id for g in gone])
+        rooms = await members.rooms_of_agents(conn, [g.id for g in gone])
+        for agent in gone:
+            if rooms.get(agent.id):
+                report.removed.append(agent.external_id)
+                leaving.append((agent.matrix_id, rooms[agent.id]))
     return leaving
 
 
@@ -116,7 +120,7 @@ async def _retire_puppet(
     conn: Connection, agent: agents.Agent, report: SyncReport
 ) -> list[tuple[str, list[str]]]:
     report.sessions_closed += await sessions.close(conn, agent.id)
-    rooms = await members.rooms_of_agent(conn, agent.id)
+    rooms = (await members.rooms_of_agents(conn, [agent.id])).get(agent.id, [])
     await members.leave_all(conn, agent.id)
     return [(agent.matrix_id, rooms)] if rooms else []
 

@@ -59,6 +59,16 @@ async def close(conn: Connection, agent_id: UUID, channel_id: UUID | None = None
     return int(status.split()[-1])
 
 
+async def close_all(conn: Connection, agent_ids: Sequence[UUID]) -> int:
+    """Close every open session of these agents."""
+    status = await conn.execute(
+        "UPDATE agent_sessions SET status = 'closed' "
+        "WHERE agent_id = ANY($1::uuid[]) AND status <> 'closed'",
+        list(agent_ids),
+    )
+    return int(status.split()[-1])
+
+
 async def record_activity(conn: Connection, activity: Mapping[tuple[UUID, UUID], datetime]) -> None:
     """(agent, channel) -> when: the agent's own message, or a mention of it."""
     if activity:
