@@ -31,7 +31,7 @@ from .matrix.puppets import Puppets
 from .publisher import Publisher
 from .recovery import DatabaseRecovery
 from .registration import check_registration
-from .roster_sync import apply_roster
+from .roster_sync import apply_roster, retire_puppets
 from .speak import RateLimiter, Speaker
 from .translate.agents import LiveDirectory
 from .web.admin_api import AdminApi
@@ -52,6 +52,7 @@ class Bridge:
         self.tasks: list[asyncio.Task[None]] = []
         self.reloading: asyncio.Task[None] | None = None
         self.publisher: Publisher | None = None
+        self.retiring: list[asyncio.Task[None]] = []
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
         self.state_db: Database | None = None
@@ -202,12 +203,25 @@ class Bridge:
     async def _apply_roster(self, config: Config) -> None:
         assert self.pool is not None and self.bot is not None and self.puppets is not None
         try:
-            await apply_roster(self.pool, config.roster, self.bot, self.puppets, self.directory)
+            report = await apply_roster(
+                self.pool, config.roster, self.bot, self.puppets, self.directory
+            )
         except MatrixRequestError as e:
             raise OperatorError(
                 f"homeserver refused setting up the agents ({e.errcode}: {e.message}); "
                 "is the registration from -g loaded and the homeserver restarted?"
             ) from None
+        if report.leaving:
+            task = asyncio.create_task(self._retire(report.leaving), name="retire puppets")
+            self.retiring.append(task)
+            task.add_done_callback(self.retiring.remove)
+
+    async def _retire(self, leaving: list[tuple[str, list[str]]]) -> None:
+        assert self.pool is not None and self.puppets is not None
+        try:
+            await retire_puppets(self.pool, self.puppets, leaving)
+        except Exception as e:  # the next reload or start tries again
+            log.error("Removed agents could not leave their rooms: %s", e or type(e).__name__)
 
     async def query_user(self, user_id: str) -> bool:
         """The homeserver asks whether a user in our namespace exists: the bot and the
@@ -277,7 +291,7 @@ class Bridge:
             await self.commands.stop()
         if self.publisher is not None:
             await self.publisher.stop()
-        for task in [*self.tasks, self.reloading]:
+        for task in [*self.tasks, *self.retiring, self.reloading]:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

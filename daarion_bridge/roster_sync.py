@@ -32,7 +32,8 @@ class SyncReport:
     agents: int = 0
     removed: list[str] = field(default_factory=list)
     sessions_closed: int = 0
-    rooms_left: int = 0
+    # Puppets of agents the config dropped, with the rooms each must still leave.
+    leaving: list[tuple[str, list[str]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -42,11 +43,13 @@ async def apply_roster(
     """Write the roster, put it in force for ingest, then bring the homeserver in line.
 
     A homeserver error leaves the database written and the roster in force; the next
-    reload (or start) retries the homeserver side, which is idempotent."""
+    reload (or start) retries the homeserver side, which is idempotent. The puppets of
+    dropped agents leave their rooms afterwards, in `retire_puppets` (report.leaving),
+    so that many of them never hold up a start."""
     report = SyncReport()
     space_ids = await _resolve_spaces(roster, bot, report)
     async with pool.acquire() as conn, conn.transaction():
-        leaving = await write_roster(conn, roster, space_ids, report)
+        report.leaving = await write_roster(conn, roster, space_ids, report)
     directory.replace(roster)
     report.microdaos = len(roster.microdaos)
     report.blueprints = len(roster.blueprints)
@@ -54,18 +57,15 @@ async def apply_roster(
 
     for agent in roster.agents:
         await puppets.ensure_profile(agent)
-    for matrix_id, rooms in leaving:
-        report.rooms_left += await puppets.leave_rooms(matrix_id, rooms, REMOVED_REASON)
     for space_id in space_ids.values():
         await _join_space(bot, space_id, report)
     log.info(
         "Config applied: %d microDAO(s), %d blueprint(s), %d agent(s); "
-        "%d removed agent(s) left %d room(s), %d session(s) closed",
+        "%d removed agent(s) to leave their rooms, %d session(s) closed",
         report.microdaos,
         report.blueprints,
         report.agents,
         len(report.removed),
-        report.rooms_left,
         report.sessions_closed,
     )
     for problem in report.problems:
@@ -123,6 +123,23 @@ async def _retire_puppet(
     rooms = (await members.rooms_of_agents(conn, [agent.id])).get(agent.id, [])
     await members.leave_all(conn, agent.id)
     return [(agent.matrix_id, rooms)] if rooms else []
+
+
+async def retire_puppets(pool: Pool, puppets: Puppets, leaving: list[tuple[str, list[str]]]) -> int:
+    """Dropped agents' puppets leave their rooms; returns how many rooms were left. A room
+    the homeserver says the puppet is not in is marked left in the index at once, so it
+    is not tried again at every start."""
+    left = 0
+    for matrix_id, rooms in leaving:
+        gone, absent = await puppets.leave_rooms(matrix_id, rooms, REMOVED_REASON)
+        left += gone
+        if absent:
+            async with pool.acquire() as conn, conn.transaction():
+                await bookkeeping.lock_ingest(conn)
+                await members.mark_agent_gone(conn, matrix_id, absent)
+    if leaving:
+        log.info("Removed agents left %d room(s)", left)
+    return left
 
 
 def _people(roster: Roster) -> list[str]:

@@ -74,6 +74,17 @@ async def rooms_of_agents(conn: Connection, agent_ids: Collection[UUID]) -> dict
     return found
 
 
+async def mark_agent_gone(conn: Connection, agent_mxid: str, room_ids: list[str]) -> None:
+    """The homeserver says the agent is not in these rooms: the index agrees from now."""
+    await conn.execute(
+        "UPDATE channel_members m SET left_at = now() FROM channels c, agents a "
+        "WHERE c.id = m.channel_id AND a.id = m.member_agent_id AND a.matrix_id = $1 "
+        "AND c.matrix_room_id = ANY($2::text[]) AND m.left_at IS NULL",
+        agent_mxid,
+        room_ids,
+    )
+
+
 async def agents_in_room(conn: Connection, room_id: str) -> list[str]:
     """Matrix ids of the agents in the room now, by the index."""
     rows = await conn.fetch(

@@ -17,7 +17,11 @@ from ..roster import AgentSpec
 
 log = logging.getLogger("daarion.puppets")
 
-MAX_RETRY_AFTER_MS = 30_000  # the agent runtime waits for the answer: never longer
+MAX_RETRY_AFTER_MS = 30_000
+# Answers to a leave that mean the user is not in the room: nothing left to do there.
+NOT_THERE = frozenset(
+    {"M_FORBIDDEN", "M_NOT_FOUND"}
+)  # the agent runtime waits for the answer: never longer
 
 
 class Puppets:
@@ -46,19 +50,26 @@ class Puppets:
         await stored.put(self.pool, agent.matrix_id, want)
         log.info("Puppet %s of %s is set up as %r", agent.matrix_id, agent.external_id, agent.name)
 
-    async def leave_rooms(self, matrix_id: str, room_ids: list[str], reason: str) -> int:
-        """Leave each room; one that fails is logged and left for the next reload."""
-        left = 0
+    async def leave_rooms(
+        self, matrix_id: str, room_ids: list[str], reason: str
+    ) -> tuple[int, list[str]]:
+        """Leave each room. Returns how many were left, and the rooms the homeserver says
+        the user is not in (or that it does not know). Other failures are logged and
+        tried again at the next reload."""
+        left, absent = 0, []
         intent = self.intent(matrix_id)
         for room_id in room_ids:
             try:
                 await intent.leave_room(room_id, reason=reason)
                 left += 1
             except MatrixRequestError as e:
+                if e.http_status in (403, 404) or e.errcode in NOT_THERE:
+                    absent.append(room_id)
+                    continue
                 log.warning(
                     "%s could not leave %s: %s %s", matrix_id, room_id, e.errcode, e.message
                 )
-        return left
+        return left, absent
 
 
 async def send_message(
