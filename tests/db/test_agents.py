@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from daarion_bridge.db import microdaos, sessions, spaces
+from daarion_bridge.db import members, microdaos, sessions, spaces
 from daarion_bridge.db.bookkeeping import events_digest
 from daarion_bridge.db.writer import ChannelSetup, Outcome, Rejected, write_transaction
 from daarion_bridge.roster import Roster, parse_roster
@@ -906,3 +906,23 @@ async def test_a_replaced_owner_becomes_a_member(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await microdaos.role_of(conn, DAO, BOB) == "owner"
         assert await microdaos.role_of(conn, DAO, ALICE) == "member"
+
+
+async def test_a_room_the_homeserver_says_a_dropped_puppet_is_not_in_is_marked_left(
+    pool: asyncpg.Pool,
+) -> None:
+    """Otherwise every start would try to leave it again (and wait on the homeserver)."""
+    roster = make_roster()
+    await apply(pool, roster)
+    feed = Feed(pool, roster, isolate=False)
+    await feed.send([], [setup()])
+    await feed.send([member(SOFIA, "join")])
+    raw = raw_roster()
+    raw["agents"] = raw["agents"][1:]  # Sofia dropped from the config
+    leaving, _ = await apply(pool, make_roster(raw))
+    assert leaving == [(SOFIA, [ROOM])]
+    async with pool.acquire() as conn:
+        await members.mark_agent_gone(conn, SOFIA, [ROOM])
+    assert (await agent_member(pool, SOFIA))["left_at"] is not None
+    leaving, _ = await apply(pool, make_roster(raw))
+    assert leaving == []
