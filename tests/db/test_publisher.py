@@ -140,3 +140,18 @@ async def test_two_publishers_on_one_database_send_once(
     assert [n for _, n in await stream_contents(local_nats)] == list(range(200))
     # The advisory lock: one publisher sends everything, the other stands by.
     assert sorted([first.published, second.published]) == [0, 200]
+
+
+async def test_prune_drops_only_rows_sent_before_the_retention(pool: asyncpg.Pool) -> None:
+    from datetime import timedelta
+
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(0, 3))
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM bridge_outbox ORDER BY id")]
+    await pool.execute(
+        "UPDATE bridge_outbox SET sent_at = now() - interval '8 days' WHERE id = $1", ids[0]
+    )
+    await pool.execute("UPDATE bridge_outbox SET sent_at = now() WHERE id = $1", ids[1])
+    assert await outbox.prune(pool, timedelta(days=7)) == 1
+    left = [r["id"] for r in await pool.fetch("SELECT id FROM bridge_outbox ORDER BY id")]
+    assert left == ids[1:]  # the recently sent row and the unsent one stay
