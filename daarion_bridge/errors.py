@@ -6,4 +6,4 @@ class OperatorError(Exception):
 
 
 class ConfigError(OperatorError):
-    pass
+    """A mistake in the config file or the registration; the message names file and key."""

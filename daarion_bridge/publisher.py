@@ -10,6 +10,7 @@ database, a Postgres advisory lock lets only one publish, so order holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import asyncpg
@@ -128,10 +129,9 @@ class Publisher:
             sent = await self.publish_batch()
             if sent < BATCH:
                 self._wake.clear()
-                try:
+                # Woken by a commit, or polling for rows another process wrote.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
-                except TimeoutError:
-                    pass
 
     async def publish_batch(self) -> int:
         """Publish up to BATCH unsent events in order, pipelined on one connection (the
@@ -171,10 +171,9 @@ class Publisher:
 
     async def _close(self) -> None:
         if self.nc is not None:
-            try:
+            # Closing a broken connection: it is gone either way.
+            with contextlib.suppress(Exception):
                 await self.nc.close()
-            except Exception:  # closing a broken connection: nothing more to do
-                pass
         self.nc = self.js = None
 
     async def stop(self) -> None:
