@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +23,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from daarion_bridge.config import read_yaml, write_yaml_atomic
 from daarion_bridge.devtools import bridge_command
+from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.devtools.synapse import die_with_parent, tail_file
+from tests.conftest import create_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "config.example.yaml"
@@ -904,3 +907,61 @@ def catch_up_rounds(log_file: Path, offset: int = 0) -> list[CatchUpRound]:
         CatchUpRound(m["reason"], int(m["rooms"]), float(m["seconds"]), int(m["missing"]))
         for m in CATCH_UP_LINE.finditer(text)
     ]
+
+
+# -- a module's own index and bridge ----------------------------------------------------------
+
+
+@dataclass
+class OwnIndex:
+    """A test module's own database, bridge log and config (derived from the session's),
+    so its rows never reach other modules' index."""
+
+    config: Path
+    database_url: str
+    log_file: Path
+
+
+async def own_index(
+    e2e: Any, pg_server_url: str, name: str, edit: Callable[[Any], None]
+) -> OwnIndex:
+    database_url = await create_database(pg_server_url, f"e2e_{name}")
+    log_file = e2e.workdir / f"bridge-{name}.log"
+
+    def with_own_index(cfg: Any) -> None:
+        cfg["database"]["url"] = database_url
+        cfg["logging"] = file_logging(log_file)
+        edit(cfg)
+
+    return OwnIndex(e2e.derived_config(f"config-{name}", with_own_index), database_url, log_file)
+
+
+@contextlib.asynccontextmanager
+async def index_pool(index: OwnIndex, max_size: int = 4) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(index.database_url, min_size=1, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(e2e: Any, name: str, index: OwnIndex) -> AsyncIterator[BridgeProcess]:
+    """The bridge on the registration's port with the module's config (stop the session's
+    bridge first: only one can listen there)."""
+    proc = e2e.new_bridge(f"bridge-{name}", index.config, log_file=index.log_file)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_nats(e2e: Any, name: str) -> AsyncIterator[LocalNats]:
+    server = LocalNats(e2e.workdir / f"nats-{name}")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

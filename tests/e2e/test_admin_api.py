@@ -14,24 +14,24 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import create_database
 from tests.e2e.agents_helpers import open_session
 from tests.e2e.helpers import (
     BridgeProcess,
     MatrixError,
+    OwnIndex,
     Person,
     channel_row,
-    file_logging,
+    index_pool,
     member_row,
+    own_index,
     q,
+    running_bridge,
     wait_for,
 )
 
@@ -55,21 +55,9 @@ def mxid(localpart: str) -> str:
     return f"@{localpart}:{D}"
 
 
-@dataclass
-class AdminStack:
-    config: Path
-    database_url: str
-    log_file: Path
-
-
 @pytest.fixture(scope="module")
-async def stack(e2e, pg_server_url) -> AdminStack:
-    database_url = await create_database(pg_server_url, "e2e_admin")
-    log_file = e2e.workdir / "bridge-admin.log"
-
+async def stack(e2e, pg_server_url) -> OwnIndex:
     def with_admin(cfg: Any) -> None:
-        cfg["database"]["url"] = database_url
-        cfg["logging"] = file_logging(log_file)
         cfg["api"]["admin_token"] = TOKEN
         cfg["blueprints"] = [{"code": "adm_guide", "model": "test"}]
         # Nobody may invite this agent into a private room but its owner (who is not in
@@ -84,27 +72,19 @@ async def stack(e2e, pg_server_url) -> AdminStack:
             }
         ]
 
-    config = e2e.derived_config("config-admin", with_admin)
-    return AdminStack(config, database_url, log_file)
+    return await own_index(e2e, pg_server_url, "admin", with_admin)
 
 
 @pytest.fixture(scope="module")
 async def db(stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
-    try:
+    async with index_pool(stack) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture(scope="module")
 async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
-    proc = e2e.new_bridge("bridge-admin", stack.config, log_file=stack.log_file)
-    await proc.start()
-    try:
+    async with running_bridge(e2e, "admin", stack) as proc:
         yield proc
-    finally:
-        await proc.stop()
 
 
 class Client:

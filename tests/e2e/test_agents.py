@@ -24,7 +24,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import create_database
 from tests.e2e.agents_helpers import (
     AsPuppet,
     LogWatch,
@@ -43,11 +42,13 @@ from tests.e2e.helpers import (
     Person,
     channel_row,
     derive_config,
-    file_logging,
+    index_pool,
     load_yaml,
     member_row,
     open_channel,
+    own_index,
     q,
+    running_bridge,
     ts_to_datetime,
     user_row,
     wait_for,
@@ -165,7 +166,6 @@ async def stack(e2e, pg_server_url, people) -> AgentStack:
     """The session config with its own database and log, the roster above, and a public
     space (made before the bridge starts, as an admin would) linked to ag-space by its
     alias."""
-    database_url = await create_database(pg_server_url, "e2e_agents")
     owner = await people(DAO_OWNER)
     space_alias = f"#ag-space-{uuid.uuid4().hex[:8]}:{D}"
     space_id = await owner.create_room(
@@ -174,41 +174,36 @@ async def stack(e2e, pg_server_url, people) -> AgentStack:
         creation_content={"type": "m.space"},
         room_alias_name=space_alias[1:].split(":", 1)[0],
     )
-    log_file = e2e.workdir / "bridge-agents.log"
 
     def with_agents(cfg: Any) -> None:
-        cfg["database"]["url"] = database_url
         cfg["bridge"]["agent_session_idle_after"] = f"{IDLE_AFTER:g}s"
-        cfg["logging"] = file_logging(log_file)
         # By alias: in room version 12 (Synapse's default) a room id has no server part.
         cfg.update(roster(space_alias))
 
-    config = e2e.derived_config("config-agents", with_agents)
+    index = await own_index(e2e, pg_server_url, "agents", with_agents)
     return AgentStack(
-        config, database_url, log_file, space_id, as_token_of(config), e2e.synapse.base_url
+        index.config,
+        index.database_url,
+        index.log_file,
+        space_id,
+        as_token_of(index.config),
+        e2e.synapse.base_url,
     )
 
 
 @pytest.fixture(scope="module")
 async def db(stack) -> AsyncIterator[asyncpg.Pool]:
     """This module's index (not the session's)."""
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
-    try:
+    async with index_pool(stack) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture(scope="module")
 async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
     """The bridge with agents, on the registration's port (the session's registration: the
     template's regex covers every agent here)."""
-    proc = e2e.new_bridge("bridge-agents", stack.config, log_file=stack.log_file)
-    await proc.start()
-    try:
+    async with running_bridge(e2e, "agents", stack) as proc:
         yield proc
-    finally:
-        await proc.stop()
 
 
 @pytest.fixture(scope="module")

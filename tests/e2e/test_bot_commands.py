@@ -16,15 +16,17 @@ import asyncpg
 import pytest
 
 from daarion_bridge.devtools.nats import LocalNats
-from tests.conftest import create_database
 from tests.e2e.agents_helpers import AsPuppet, as_token_of, open_session, wait_membership
 from tests.e2e.helpers import (
     BridgeProcess,
     Person,
     channel_row,
-    file_logging,
+    index_pool,
     member_row,
     open_channel,
+    own_index,
+    running_bridge,
+    running_nats,
     wait_for,
 )
 from tests.e2e.test_log_hygiene import log_records
@@ -55,22 +57,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def nats(e2e) -> AsyncIterator[LocalNats]:
-    server = LocalNats(e2e.workdir / "nats-commands")
-    await server.start()
-    try:
+    async with running_nats(e2e, "commands") as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
 async def stack(e2e, pg_server_url, nats) -> Stack:
-    database_url = await create_database(pg_server_url, "e2e_commands")
-    log_file = e2e.workdir / "bridge-commands.log"
-
     def edit(cfg: Any) -> None:
-        cfg["database"]["url"] = database_url
-        cfg["logging"] = file_logging(log_file)
         cfg["nats"] = {"url": nats.url, "stream": "CMDTEST"}
         cfg["bridge"]["permissions"] = {mxid(ADMIN): "admin", mxid(USER): "user"}
         cfg["microdaos"] = [
@@ -85,27 +78,26 @@ async def stack(e2e, pg_server_url, nats) -> Stack:
              "blueprint": "cmd_bp", "microdao": CORE},
         ]  # fmt: skip
 
-    config = e2e.derived_config("config-commands", edit)
-    return Stack(config, database_url, log_file, as_token_of(config), e2e.synapse.base_url)
+    index = await own_index(e2e, pg_server_url, "commands", edit)
+    return Stack(
+        index.config,
+        index.database_url,
+        index.log_file,
+        as_token_of(index.config),
+        e2e.synapse.base_url,
+    )
 
 
 @pytest.fixture(scope="module")
 async def db(stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
-    try:
+    async with index_pool(stack) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture(scope="module")
 async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
-    proc = e2e.new_bridge("bridge-commands", stack.config, log_file=stack.log_file)
-    await proc.start()
-    try:
+    async with running_bridge(e2e, "commands", stack) as proc:
         yield proc
-    finally:
-        await proc.stop()
 
 
 @dataclass

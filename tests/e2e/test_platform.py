@@ -27,9 +27,17 @@ import pytest
 from daarion_bridge.config import load_config
 from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
-from tests.conftest import create_database
 from tests.e2e.agents_helpers import wait_membership
-from tests.e2e.helpers import BridgeProcess, Person, file_logging, wait_for
+from tests.e2e.helpers import (
+    BridgeProcess,
+    OwnIndex,
+    Person,
+    index_pool,
+    own_index,
+    running_bridge,
+    running_nats,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -51,23 +59,15 @@ class Platform:
 
 @pytest.fixture(scope="module")
 async def local_nats(e2e) -> AsyncIterator[LocalNats]:
-    server = LocalNats(e2e.workdir / "nats-platform")
-    await server.start()
-    try:
+    async with running_nats(e2e, "platform") as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
-async def platform(e2e, pg_server_url, local_nats) -> Platform:
-    database_url = await create_database(pg_server_url, "e2e_platform")
-    log_file = e2e.workdir / "bridge-platform.log"
+async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
     owner = "@pf.alice:localhost"
 
     def edit(cfg: Any) -> None:
-        cfg["database"]["url"] = database_url
-        cfg["logging"] = file_logging(log_file)
         cfg["nats"] = {"url": local_nats.url, "stream": STREAM, "subject_prefix": PREFIX}
         cfg["api"] = {"service_token": SERVICE_TOKEN, "agent_messages_per_hour": LIMIT}
         cfg["appservice"]["body_timeout"] = 1  # seconds: the slow-client test waits this
@@ -80,27 +80,24 @@ async def platform(e2e, pg_server_url, local_nats) -> Platform:
              "blueprint": "pf_guide", "microdao": "microdao:pf", "owner": owner},
         ]  # fmt: skip
 
-    config = e2e.derived_config("config-platform", edit)
-    return Platform(config, database_url, local_nats, e2e.appservice_port)
+    return await own_index(e2e, pg_server_url, "platform", edit)
 
 
 @pytest.fixture(scope="module")
-async def db(platform) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(platform.database_url, min_size=1, max_size=3)
-    try:
+def platform(e2e, index, local_nats) -> Platform:
+    return Platform(index.config, index.database_url, local_nats, e2e.appservice_port)
+
+
+@pytest.fixture(scope="module")
+async def db(index) -> AsyncIterator[asyncpg.Pool]:
+    async with index_pool(index) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture(scope="module")
-async def bridge(e2e, platform) -> AsyncIterator[BridgeProcess]:
-    proc = e2e.new_bridge("bridge-platform", platform.config, log_file=None)
-    await proc.start()
-    try:
+async def bridge(e2e, index) -> AsyncIterator[BridgeProcess]:
+    async with running_bridge(e2e, "platform", index) as proc:
         yield proc
-    finally:
-        await proc.stop()
 
 
 @pytest.fixture(scope="module")
