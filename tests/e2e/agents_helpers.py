@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.helpers import Person, channel_row, load_yaml, q, wait_for
+from tests.e2e.helpers import Person, load_yaml, open_channel, q, wait_for
 
 
 def as_token_of(config: Path) -> str:
@@ -99,12 +99,7 @@ async def agent_channel(
     """Create a room as ``inviter``, invite the agent's puppet as Element would, wait for
     it to join and for the channel with the agent's open session. Returns ``(room_id,
     channels row)``."""
-    room_id = await inviter.create_room(name=name, preset=preset, **create)
-    await inviter.invite(room_id, agent_mxid)
-    await wait_membership(inviter, room_id, agent_mxid, "join", timeout)
-    row = await wait_for(
-        lambda: channel_row(db, room_id), timeout, what=f"channels row for {room_id}"
-    )
+    room_id, row = await open_channel(db, inviter, agent_mxid, name, preset, timeout, **create)
     await wait_for(
         lambda: open_session(db, agent_mxid, row["id"]),
         timeout,

@@ -543,8 +543,9 @@ async def open_channel(
     timeout: float = 15,
     **create: Any,
 ) -> tuple[str, Any]:
-    """Create a room as ``person``, invite the bot as Element would, wait for the bot to
-    join and for the channels row. Returns ``(room_id, channels row)``."""
+    """Create a room as ``person``, invite ``bot`` (the bridge bot, or an agent's puppet)
+    as Element would, wait for it to join and for the channels row. Returns
+    ``(room_id, channels row)``."""
     room_id = await person.create_room(name=name, preset=preset, **create)
     await person.invite(room_id, bot)
 
