@@ -99,10 +99,10 @@ def command_text(content: Mapping[str, object]) -> str | None:
     if not isinstance(body, str):
         return None
     relates = content.get("m.relates_to")
-    if isinstance(relates, Mapping):
+    if isinstance(relates, dict):
         if relates.get("rel_type") == "m.replace":
             return None  # an edit never runs a command again
-        if isinstance(relates.get("m.in_reply_to"), Mapping):
+        if isinstance(relates.get("m.in_reply_to"), dict):
             body = _strip_reply_fallback(body)
     body = body.strip()
     match = _PREFIX.match(body)

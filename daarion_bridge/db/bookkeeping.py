@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from asyncpg import Connection, Pool
@@ -21,8 +21,19 @@ def events_digest(events: Sequence[Any]) -> str:
     return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Three things every transaction does first, in one round trip: take the ingest lock
+# (the CTE runs before the rows that need it), record the id, and note which rooms saw
+# events for the catch-up. The note is kept to the second: a room busy in every
+# transaction is not rewritten each time, and the catch-up's window is minutes.
 _CLAIM = """
-INSERT INTO bridge_transactions (txn_id, events_digest, event_count) VALUES ($1, $2, $3)
+WITH serial AS (SELECT pg_advisory_xact_lock($4)),
+touched AS (
+    UPDATE bridge_rooms SET last_event_at = now()
+    WHERE room_id = ANY($5::text[]) AND last_event_at < now() - interval '1 second'
+      AND EXISTS (SELECT FROM serial)
+)
+INSERT INTO bridge_transactions (txn_id, events_digest, event_count)
+SELECT $1, $2, $3 FROM serial
 ON CONFLICT (txn_id) DO UPDATE SET
     events_digest = EXCLUDED.events_digest,
     event_count = EXCLUDED.event_count,
@@ -59,13 +70,18 @@ async def is_committed(conn: Connection | Pool, txn_id: str, digest: str) -> boo
     )
 
 
-async def claim_transaction(conn: Connection, txn_id: str, digest: str, event_count: int) -> Claim:
-    """Record the transaction id in the transaction that writes its rows.
+async def claim_transaction(
+    conn: Connection, txn_id: str, digest: str, event_count: int, room_ids: Collection[str] = ()
+) -> Claim:
+    """Take the ingest lock and record the transaction id in the transaction that writes
+    its rows; note `room_ids` as active (see recently_active in rooms.py).
 
-    The id and the rows commit together. A concurrent duplicate blocks on the primary
-    key until the first commits, then sees a replay.
+    The id and the rows commit together. A concurrent duplicate waits for the lock,
+    then sees a replay.
     """
-    inserted = await conn.fetchval(_CLAIM, txn_id, digest, event_count)
+    inserted = await conn.fetchval(
+        _CLAIM, txn_id, digest, event_count, INGEST_LOCK_KEY, list(room_ids)
+    )
     if inserted is None:
         return Claim.REPLAY
     return Claim.NEW if inserted else Claim.REUSED

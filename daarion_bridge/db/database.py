@@ -15,6 +15,15 @@ from .upgrade import upgrade_table
 log = logging.getLogger("daarion.db")
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset that keeps the session: asyncpg still rolls back an open transaction.
+
+    The bridge sets no session state (no SET, LISTEN or cursors; the publisher releases
+    its one session lock itself), so asyncpg's default reset query would only cost a
+    round trip per checkout: one more per Synapse transaction.
+    """
+
+
 def redact_url(url: str) -> str:
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
@@ -31,7 +40,7 @@ async def open_database(
     db = Database.create(
         url,
         upgrade_table=upgrade_table,
-        db_args={"min_size": min_size, "max_size": max_size},
+        db_args={"min_size": min_size, "max_size": max_size, "reset": keep_session},
         log=log,
     )
     state_db = Database.create(url, upgrade_table=PgASStateStore.upgrade_table, log=log)

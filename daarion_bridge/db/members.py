@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -10,46 +11,79 @@ from asyncpg import Connection
 
 # A rejoin clears left_at and starts a new joined_at; a repeated join (profile change)
 # keeps the original joined_at.
-_JOIN = """
-INSERT INTO channel_members (channel_id, {member}, role, joined_at)
-VALUES ($1, $2, $3, $4)
+_REJOIN = """
 ON CONFLICT (channel_id, {member}) DO UPDATE SET
     role = EXCLUDED.role,
     joined_at = CASE WHEN channel_members.left_at IS NULL THEN channel_members.joined_at
                      ELSE EXCLUDED.joined_at END,
     left_at = NULL
+"""
+_JOIN_AGENT = f"""
+INSERT INTO channel_members (channel_id, member_agent_id, role, joined_at)
+VALUES ($1, $2, $3, $4)
+{_REJOIN.format(member="member_agent_id")}
 RETURNING joined_at = $4
 """
-_LEAVE = """
+_LEAVE_AGENT = """
 UPDATE channel_members SET left_at = $3
-WHERE channel_id = $1 AND {member} = $2 AND left_at IS NULL
+WHERE channel_id = $1 AND member_agent_id = $2 AND left_at IS NULL
 RETURNING 1
 """
+# People join ($3, the role, set) or leave ($3 NULL). A run of them goes in one pipelined
+# round trip, in order; each execution returns one row: whether it was a join or rejoin,
+# or a leave of someone present.
+_PERSON = f"""
+WITH joined AS (
+    INSERT INTO channel_members (channel_id, member_user_id, role, joined_at)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::timestamptz WHERE $3 IS NOT NULL
+    {_REJOIN.format(member="member_user_id")}
+    RETURNING joined_at = $4 AS changed
+), left_ AS (
+    UPDATE channel_members SET left_at = $4
+    WHERE $3 IS NULL AND channel_id = $1 AND member_user_id = $2 AND left_at IS NULL
+    RETURNING true AS changed
+)
+SELECT COALESCE((SELECT changed FROM joined), (SELECT changed FROM left_), false)
+"""
 AGENT_ROLE = "agent"
-_SQL = {
-    (stmt, agent): sql.format(member="member_agent_id" if agent else "member_user_id")
-    for stmt, sql in (("join", _JOIN), ("leave", _LEAVE))
-    for agent in (False, True)
-}
+
+
+@dataclass(frozen=True, slots=True)
+class PersonChange:
+    channel_id: UUID
+    user_id: UUID
+    role: str | None  # None: a leave
+    at: datetime
+
+
+async def change_people(conn: Connection, changes: Sequence[PersonChange]) -> list[bool]:
+    """People join (or change role) and leave, in order. For each: True for a join or
+    rejoin, or a leave of someone present; False for a repeated join (a profile change)
+    or a leave of someone absent."""
+    if not changes:
+        return []
+    args = [(c.channel_id, c.user_id, c.role, c.at) for c in changes]
+    return [bool(r[0]) for r in await conn.fetchmany(_PERSON, args)]
 
 
 async def join(
     conn: Connection, channel_id: UUID, member_id: UUID, role: str, at: datetime
 ) -> bool:
-    """A person joins (or changes role); for agents see join_agent. True when this is a
-    join or rejoin, False for a repeated join (a profile change)."""
-    return bool(await conn.fetchval(_SQL["join", False], channel_id, member_id, role, at))
+    """A person joins (or changes role); see change_people."""
+    return (await change_people(conn, [PersonChange(channel_id, member_id, role, at)]))[0]
 
 
 async def join_agent(conn: Connection, channel_id: UUID, agent_id: UUID, at: datetime) -> bool:
-    return bool(await conn.fetchval(_SQL["join", True], channel_id, agent_id, AGENT_ROLE, at))
+    return bool(await conn.fetchval(_JOIN_AGENT, channel_id, agent_id, AGENT_ROLE, at))
 
 
 async def leave(
     conn: Connection, channel_id: UUID, member_id: UUID, at: datetime, *, agent: bool = False
 ) -> bool:
     """True when the member was in the channel."""
-    return bool(await conn.fetchval(_SQL["leave", agent], channel_id, member_id, at))
+    if agent:
+        return bool(await conn.fetchval(_LEAVE_AGENT, channel_id, member_id, at))
+    return (await change_people(conn, [PersonChange(channel_id, member_id, None, at)]))[0]
 
 
 async def leave_all(conn: Connection, agent_id: UUID) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +15,20 @@ class RoomPower:
     power_levels: dict[str, Any] | None
 
 
+NO_POWER = RoomPower((), None)
+
+
+def power_of(creators: list[str] | None, power_levels: str | None) -> RoomPower:
+    """A bridge_rooms row's columns as read (jsonb as text); NULLs: no row."""
+    levels = json.loads(power_levels) if power_levels is not None else None
+    return RoomPower(tuple(creators or ()), levels)
+
+
 async def get(conn: Connection, room_id: str) -> RoomPower:
     row = await conn.fetchrow(
         "SELECT creators, power_levels FROM bridge_rooms WHERE room_id = $1", room_id
     )
-    if row is None:
-        return RoomPower((), None)
-    levels = json.loads(row["power_levels"]) if row["power_levels"] is not None else None
-    return RoomPower(tuple(row["creators"]), levels)
+    return NO_POWER if row is None else power_of(row["creators"], row["power_levels"])
 
 
 async def put(
@@ -51,14 +56,6 @@ async def set_power_levels(conn: Connection, room_id: str, power_levels: dict[st
         room_id,
         json.dumps(power_levels),
     )
-
-
-async def touch(conn: Connection, room_ids: Collection[str]) -> None:
-    if room_ids:
-        await conn.execute(
-            "UPDATE bridge_rooms SET last_event_at = now() WHERE room_id = ANY($1::text[])",
-            list(room_ids),
-        )
 
 
 async def recently_active(conn: Connection | Pool, window_seconds: float) -> list[str]:

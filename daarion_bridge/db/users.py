@@ -21,6 +21,44 @@ ON CONFLICT (external_id) DO NOTHING
 """
 
 
+# Who each Matrix user of a transaction is: an agent's row, else a person's (the row
+# _FIND would pick), in one round trip.
+_RESOLVE = """
+SELECT m,
+       (SELECT a.id FROM agents a WHERE a.matrix_id = m LIMIT 1),
+       (SELECT u.id FROM users u WHERE u.matrix_id = m
+        ORDER BY (u.external_id LIKE 'matrix:%'), u.created_at LIMIT 1)
+FROM unnest($1::text[]) AS m
+"""
+
+
+async def resolve(
+    conn: Connection, actors: Collection[str], mentioned: Collection[str]
+) -> tuple[dict[str, UUID], dict[str, UUID]]:
+    """(agents, people): the agent rows of those of these Matrix users that are agents,
+    and the user rows of the actors that are not, made for people never seen before.
+    Mentions only matter when they name an agent, so they never make a row."""
+    wanted = list(dict.fromkeys([*actors, *mentioned]))
+    if not wanted:
+        return {}, {}
+    agents: dict[str, UUID] = {}
+    people: dict[str, UUID] = {}
+    missing = []
+    acting = set(actors)
+    for matrix_id, agent_id, user_id in await conn.fetch(_RESOLVE, wanted):
+        if agent_id is not None:
+            agents[matrix_id] = agent_id
+        elif matrix_id not in acting:
+            continue
+        elif user_id is not None:
+            people[matrix_id] = user_id
+        else:
+            missing.append(matrix_id)
+    if missing:
+        people.update(await _create(conn, missing))
+    return agents, people
+
+
 def handle_of(matrix_id: str) -> str:
     return "@" + matrix_id[1:].split(":", 1)[0]
 
@@ -33,9 +71,13 @@ async def ensure_users(conn: Connection, matrix_ids: Collection[str]) -> dict[st
     found = {r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, wanted)}
     missing = [m for m in wanted if m not in found]
     if missing:
-        await conn.execute(_INSERT, missing)
-        found.update({r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, missing)})
+        found.update(await _create(conn, missing))
     return found
+
+
+async def _create(conn: Connection, matrix_ids: list[str]) -> dict[str, UUID]:
+    await conn.execute(_INSERT, matrix_ids)
+    return {r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, matrix_ids)}
 
 
 @dataclass(frozen=True, slots=True)

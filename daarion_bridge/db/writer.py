@@ -85,8 +85,8 @@ async def write_transaction(
     outcome = Outcome()
     announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
     async with conn.transaction():
-        await bookkeeping.lock_ingest(conn)
-        claim = await bookkeeping.claim_transaction(conn, txn_id, digest, len(items))
+        room_ids = {i.room_id for i in items if i is not None and not isinstance(i, Rejected)}
+        claim = await bookkeeping.claim_transaction(conn, txn_id, digest, len(items), room_ids)
         if claim is bookkeeping.Claim.REPLAY:
             outcome.replay = True
             return outcome
@@ -144,6 +144,13 @@ async def _create_channel(
     return channel
 
 
+def _needs_power(op: ev.Operation) -> bool:
+    """A person's role on joining, a redaction's right, a new power levels' creators."""
+    return isinstance(op, ev.RedactMessage | ev.PowerLevels) or (
+        isinstance(op, ev.Membership) and op.membership == "join"
+    )
+
+
 class _Applier:
     """Applies operations in order; rooms that are not channels are ignored."""
 
@@ -170,7 +177,9 @@ class _Applier:
             return
         ops = [op for _, op in pairs]
         self.position = {id(op): i for i, op in enumerate(ops)}
-        self.channels = await channels.by_rooms(self.conn, {op.room_id for op in ops})
+        self.channels, self.power = await channels.by_rooms_with_power(
+            self.conn, {op.room_id for op in ops}, {op.room_id for op in ops if _needs_power(op)}
+        )
         actors: set[str] = set()
         mentioned: set[str] = set()
         for op in ops:
@@ -185,10 +194,7 @@ class _Applier:
                 actors.add(op.sender)
             elif isinstance(op, ev.AgentInvited):
                 mentioned.add(op.agent_mxid)
-        self.agents = await agents.by_matrix_ids(self.conn, actors | mentioned)
-        self.users = await users.ensure_users(
-            self.conn, sorted(a for a in actors if a not in self.agents)
-        )
+        self.agents, self.users = await users.resolve(self.conn, sorted(actors), mentioned)
         self.by_id = {c.id: c for c in self.channels.values()}
         bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
         if self.isolate:
@@ -197,7 +203,6 @@ class _Applier:
         else:
             await self.apply_batched([op for _, op in bridged])
         await self.record_activity(before=None)
-        await rooms.touch(self.conn, {op.room_id for op in ops if op.room_id in self.channels})
 
     def bridged(self, op: ev.Operation) -> bool:
         if op.room_id in self.channels and not isinstance(op, ev.Invited):
@@ -217,15 +222,28 @@ class _Applier:
 
     async def apply_batched(self, ops: Sequence[ev.Operation]) -> None:
         """The fast path: all new messages in one statement, then membership and room
-        state in order, then all edits and all redactions in one statement each. Edits
-        and redactions commute (newest edit wins, redaction is final) and only need the
-        rows to exist; membership and state never depend on messages."""
+        state in order (people's joins and leaves in runs of one statement), then all
+        edits and all redactions in one statement each. Edits and redactions commute
+        (newest edit wins, redaction is final) and only need the rows to exist;
+        membership and state never depend on messages."""
         news = [op for op in ops if isinstance(op, ev.NewMessage)]
         await self.insert_messages(news)
         self.outcome.applied["NewMessage"] += len(news)
+        # People's joins and leaves go in runs, each run before the next other operation,
+        # so roles follow power levels and announcements keep the events' order.
+        people: list[ev.Membership] = []
         for op in ops:
-            if not isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
-                self.count(op, await self.apply(op))
+            if isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
+                continue
+            if isinstance(op, ev.Membership) and self.is_person_change(op):
+                people.append(op)
+                continue
+            await self.change_people(people)
+            self.outcome.applied["Membership"] += len(people)
+            people = []
+            self.count(op, await self.apply(op))
+        await self.change_people(people)
+        self.outcome.applied["Membership"] += len(people)
         edits = [op for op in ops if isinstance(op, ev.EditMessage)]
         changed = await self.edit(edits)
         self.outcome.applied["EditMessage"] += changed
@@ -376,21 +394,37 @@ class _Applier:
         agent_id = self.agents.get(op.user_id)
         if agent_id is not None:
             return await self.agent_membership(op, channel, agent_id)
-        user_id: UUID = self.users[op.user_id]
-        member = (HUMAN, user_id)
-        if op.membership == "join":
-            power = await self.room_power(op.room_id)
-            role = role_for(op.user_id, power.power_levels, power.creators)
-            if await members.join(self.conn, channel.id, user_id, role, op.ts):
-                self.announce_member(bus.MEMBER_JOINED, channel, member, role, op)
-            return True
-        if op.membership in LEFT:
-            if await members.leave(self.conn, channel.id, user_id, op.ts):
-                self.announce_member(bus.MEMBER_LEFT, channel, member, None, op)
+        if self.is_person_change(op):
+            await self.change_people([op])
             return True
         if op.membership == "invite":
+            member = (HUMAN, self.users[op.user_id])
             self.announce_member(bus.MEMBER_INVITED, channel, member, None, op)
         return False  # invites and knocks are not membership yet
+
+    def is_person_change(self, op: ev.Operation) -> bool:
+        return (
+            isinstance(op, ev.Membership)
+            and op.user_id not in self.agents
+            and (op.membership == "join" or op.membership in LEFT)
+        )
+
+    async def change_people(self, ops: Sequence[ev.Membership]) -> None:
+        """People's joins and leaves, in order, in one round trip."""
+        changes = []
+        for op in ops:
+            role = None
+            if op.membership == "join":
+                power = await self.room_power(op.room_id)
+                role = role_for(op.user_id, power.power_levels, power.creators)
+            user_id = self.users[op.user_id]
+            changes.append(members.PersonChange(self.channels[op.room_id].id, user_id, role, op.ts))
+        changed = await members.change_people(self.conn, changes)
+        for op, change, did in zip(ops, changes, changed, strict=True):
+            if did:
+                subject = bus.MEMBER_JOINED if change.role is not None else bus.MEMBER_LEFT
+                member = (HUMAN, change.user_id)
+                self.announce_member(subject, self.channels[op.room_id], member, change.role, op)
 
     def announce_member(
         self,

@@ -52,7 +52,7 @@ class AgentDirectory:
             return ()
         found: dict[str, None] = {}
         mentions = content.get("m.mentions")
-        user_ids = mentions.get("user_ids") if isinstance(mentions, Mapping) else None
+        user_ids = mentions.get("user_ids") if isinstance(mentions, dict) else None
         if isinstance(user_ids, list):
             found.update((u, None) for u in user_ids if isinstance(u, str) and u in self.agents)
         for key in ("body", "formatted_body"):

@@ -52,7 +52,7 @@ def render_preview(event_type: str, content: Mapping[str, Any], limit: int) -> s
     if event_type == "m.room.encrypted":
         # Whatever the content says, it is ciphertext or metadata we must not surface.
         text = "[encrypted]"
-    elif not isinstance(content, Mapping):
+    elif not isinstance(content, dict):
         raise BadEvent(f"content is a {type(content).__name__}, not a mapping")
     elif event_type == "m.sticker":
         text = _labelled("[sticker]", content.get("body"))
@@ -82,7 +82,7 @@ def _message_text(content: Mapping[str, Any]) -> str:
     if not isinstance(body, str):
         raise BadEvent("m.room.message without a string body")
     relates_to = content.get("m.relates_to")
-    if isinstance(relates_to, Mapping) and isinstance(relates_to.get("m.in_reply_to"), Mapping):
+    if isinstance(relates_to, dict) and isinstance(relates_to.get("m.in_reply_to"), dict):
         return strip_reply_fallback(body)
     return body
 

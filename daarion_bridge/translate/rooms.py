@@ -51,7 +51,7 @@ def user_level(user_id: str, power_levels: Mapping[str, Any] | None) -> int:
         return 0
     users = power_levels.get("users")
     default = _int(power_levels.get("users_default"), 0)
-    return _int(users.get(user_id), default) if isinstance(users, Mapping) else default
+    return _int(users.get(user_id), default) if isinstance(users, dict) else default
 
 
 def role_for(user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]) -> str:
@@ -124,7 +124,7 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         content = event.get("content") or {}
         if etype == "m.room.member" and content.get("membership") == "join":
             joined.append(key)
-        via = content.get("via") if isinstance(content, Mapping) else None
+        via = content.get("via") if isinstance(content, dict) else None
         if etype == "m.space.parent" and key and isinstance(via, list) and via:
             parents.append(key)
 
