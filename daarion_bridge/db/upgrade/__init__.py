@@ -11,4 +11,9 @@ upgrade_table = UpgradeTable(
     database_name="daarion_bridge database",
 )
 
-from . import v01_initial, v02_agents, v03_outbox, v04_member_user_index  # noqa: E402,F401
+from . import (  # noqa: E402,F401  (each registers itself)
+    v01_initial,
+    v02_agents,
+    v03_outbox,
+    v04_member_user_index,
+)
