@@ -200,6 +200,23 @@ async def test_membership_events(pool: asyncpg.Pool, feed: Feed) -> None:
     assert found[0][1]["member_id"] == "agent:sofia" and found[0][1]["role"] == "agent"
 
 
+async def test_membership_announcements_keep_the_events_order(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+    rename = event("m.room.name", {"name": "Town hall"}, state_key="")
+    await feed.send([member(BOB, "join"), rename, member(BOB, "leave"), member(BOB, "join")])
+    assert [s for s, _ in await take(pool)] == [
+        "messaging.member.joined",
+        "messaging.channel.updated",
+        "messaging.member.left",
+        "messaging.member.joined",
+    ]
+
+
 async def test_room_name_change_announces_channel_updated_once(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:

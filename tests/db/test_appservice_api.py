@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import orjson
+import pytest
 
 from .conftest import HS_TOKEN, ROOM, Api
 
@@ -22,6 +24,23 @@ async def test_wrong_token_is_403(api: Api) -> None:
 async def test_body_not_json_is_400(api: Api) -> None:
     status, body = await api.put_txn("1", b"{not json")
     assert (status, body["errcode"]) == (400, "M_NOT_JSON")
+
+
+async def test_json_the_fast_parser_refuses_is_still_read(api: Api, pool: asyncpg.Pool) -> None:
+    """A lone surrogate, NaN and a 70-bit integer: valid for the standard parser."""
+    event = (
+        '{"type": "m.room.message", "room_id": "!nowhere:localhost", "event_id": "$e1", '
+        '"sender": "@alice:localhost", "origin_server_ts": 1700000000000, '
+        '"content": {"msgtype": "m.text", "body": "a\\ud800b", "n": NaN, '
+        '"big": 1180591620717411303424}}'
+    )
+    body = '{"events": [' + event + "]}"
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    status, _ = await api.put_txn("7", body)
+    assert status == 200
+    count = await pool.fetchval("SELECT event_count FROM bridge_transactions WHERE txn_id = '7'")
+    assert count == 1
 
 
 async def test_events_not_a_list_is_400(api: Api) -> None:

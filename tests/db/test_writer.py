@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from daarion_bridge.db import rooms
 from daarion_bridge.db.bookkeeping import events_digest
 from daarion_bridge.db.writer import ChannelSetup, Rejected, write_transaction
 from daarion_bridge.translate.events import NewMessage, translate_event
@@ -424,3 +425,35 @@ async def test_redactions_need_the_sender_or_redact_power_in_the_same_room(
     shown = await previews(pool)
     assert shown[by_carol["event_id"]] == "[deleted]"
     assert shown[by_alice_2["event_id"]] == "[deleted]"
+
+
+async def test_joins_and_leaves_in_one_transaction_apply_in_order(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    """People's joins and leaves are written in runs of one statement each; the events'
+    order still holds, and a join after new power levels takes the new role."""
+    dave = "@dave:localhost"
+    promote = event("m.room.power_levels", {"users": {BOB: 50, CAROL: 100, dave: 50}}, state_key="")
+    outcome = await txns.send(
+        [
+            member(CAROL, "join"), member(dave, "join"), member(dave, "leave"), promote,
+            member(CAROL, "leave"), member(CAROL, "join"), member(BOB, "leave"),
+            member(dave, "join"), member(dave, "join"),
+        ]
+    )  # fmt: skip
+    assert outcome.applied["Membership"] == 8
+    found = await roles(pool)
+    assert found[CAROL] == ("owner", True)
+    assert found[dave] == ("admin", True)
+    assert found[BOB][1] is False
+
+
+async def test_a_transaction_notes_its_rooms_for_the_catch_up(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    await pool.execute("UPDATE bridge_rooms SET last_event_at = now() - interval '1 hour'")
+    assert await rooms.recently_active(pool, 600) == []
+    other = text("elsewhere")
+    other["room_id"] = "!not-a-channel:localhost"
+    await txns.send([text("hello"), other])
+    assert await rooms.recently_active(pool, 600) == [ROOM]
