@@ -493,7 +493,7 @@ QUERIES: dict[str, tuple[str, str, str]] = {
         "JOIN channels c ON c.id = m.channel_id "
         "WHERE m.member_user_id = $1 AND m.left_at IS NULL ORDER BY c.name",
         "channel_members",
-        "",
+        "channel_members_member_user_id_idx",
     ),
     "agent_open_sessions": (
         "SELECT id, channel_id, started_at, last_activity_at, status FROM agent_sessions "
@@ -501,11 +501,6 @@ QUERIES: dict[str, tuple[str, str, str]] = {
         "agent_sessions",
         "agent_sessions_agent_id_channel_id_idx",
     ),
-}
-# Tried (created, timed, dropped) when a query scans its table sequentially.
-SUGGESTED = {
-    "channel_members": "CREATE INDEX bench_suggested_channel_members_member_user_id_idx "
-    "ON channel_members (member_user_id)",
 }
 
 
@@ -563,18 +558,6 @@ async def run_queries(
     for name, (sql, table, index) in QUERIES.items():
         out[name] = await _query(conn, name, sql, table, index, filled, runs, budget_s, seed)
         say(f"query {name}: p50 {out[name]['p50_ms']:.3f} ms, p99 {out[name]['p99_ms']:.3f} ms")
-        if out[name]["custom_plan"]["seq_scan"] and table in SUGGESTED:
-            ddl = SUGGESTED[table]
-            ix = ddl.split()[2]
-            await conn.execute(ddl)
-            await conn.execute(f"ANALYZE {table}")
-            try:
-                res = await _query(conn, name, sql, table, ix, filled, runs, budget_s, seed)
-            finally:
-                await conn.execute(f"DROP INDEX {ix}")
-                await conn.execute(f"ANALYZE {table}")
-            res["suggested_index"] = ddl
-            out[name + "+suggested_index"] = res
     return out
 
 

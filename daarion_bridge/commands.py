@@ -96,7 +96,7 @@ def command_text(content: Mapping[str, object]) -> str | None:
     if content.get("msgtype") != "m.text":
         return None
     body = content.get("body")
-    if not isinstance(body, str):
+    if not isinstance(body, str) or PREFIX[0] not in body:  # the usual message: no "!"
         return None
     relates = content.get("m.relates_to")
     if isinstance(relates, dict):

@@ -41,6 +41,8 @@ class Announcer:
         self.human_messages: list[HumanMessage] = []
 
     def message_created(self, channel: Channel, row: NewRow, message_id: UUID) -> None:
+        if not self.enabled:  # NATS off: not even the closure, for every message
+            return
         who = _who(row.sender_user_id, row.sender_agent_id)
         ref = channel.ref
 
@@ -92,9 +94,17 @@ class Announcer:
         ref = channel.ref
         self.emitter.add(lambda _: bus.channel_changed(subject, ref, fields, at, cause))
 
-    def human_message(self, message: HumanMessage) -> None:
+    def human_message(
+        self,
+        channel: Channel,
+        message_id: UUID,
+        event_id: str,
+        sender: str,
+        mentioned_agents: tuple[UUID, ...],
+    ) -> None:
         # The bot's answers (bot commands, notices) never call an agent either.
-        if self.enabled and message.sender != self.bot_mxid:
+        if self.enabled and sender != self.bot_mxid:
+            message = HumanMessage(channel, message_id, event_id, sender, mentioned_agents)
             self.human_messages.append(message)
 
     async def flush(self, conn: Connection) -> int:

@@ -16,7 +16,7 @@ from ..translate import bus
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, may_redact_others, role_for
 from . import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
-from .announce import Announcer, HumanMessage
+from .announce import Announcer
 from .errors import is_data_error
 from .outbox import AGENT, HUMAN
 
@@ -307,9 +307,7 @@ class _Applier:
             mentioned = tuple(self.agents[m] for m in op.mentions if m in self.agents)
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)
-            self.announcer.human_message(
-                HumanMessage(channel, message_id, op.event_id, op.sender, mentioned)
-            )
+            self.announcer.human_message(channel, message_id, op.event_id, op.sender, mentioned)
 
     def note_activity(self, agent_id: UUID, channel_id: UUID, op: ev.NewMessage) -> None:
         position = self.position.get(id(op), len(self.position))

@@ -122,10 +122,14 @@ def _is_quote_line(line: str) -> bool:
 
 def storable(text: str) -> str:
     """Text PostgreSQL can hold: NUL and lone surrogates become U+FFFD, the rest stays."""
+    if text.isascii() and "\x00" not in text:  # ids and most texts: two C-speed scans
+        return text
     return _UNSTORABLE.sub("\ufffd", text)
 
 
 def has_unstorable(text: str) -> bool:
+    if text.isascii():
+        return "\x00" in text
     return _UNSTORABLE.search(text) is not None
 
 
