@@ -76,14 +76,18 @@ def run_once(bench_args: list[str], n: int, runs: int) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def report(results: list[dict[str, Any]], median: dict[str, Any]) -> None:
     rows = []
     for label, path in KEY_FIGURES:
         values = [lookup(r, path) for r in results]
         if any(v is None for v in values):
             continue
-        each = " / ".join(f"{v:,.4g}" for v in values)
-        rows.append((label, f"{lookup(median, path):,.4g}", each))
+        each = " / ".join(figure(v) for v in values)
+        rows.append((label, figure(lookup(median, path)), each))
     width = max((len(r[0]) for r in rows), default=0)
     print(f"Median of {len(results)} runs")
     print("-" * (width + 30))

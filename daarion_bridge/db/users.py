@@ -21,14 +21,12 @@ ON CONFLICT (external_id) DO NOTHING
 """
 
 
-# Who each Matrix user of a transaction is: an agent's row, else a person's (the row
-# _FIND would pick), in one round trip.
-_RESOLVE = """
-SELECT m,
-       (SELECT a.id FROM agents a WHERE a.matrix_id = m LIMIT 1),
-       (SELECT u.id FROM users u WHERE u.matrix_id = m
-        ORDER BY (u.external_id LIKE 'matrix:%'), u.created_at LIMIT 1)
-FROM unnest($1::text[]) AS m
+# Who each Matrix user of a transaction is: the agents among them, and each one's person
+# row (the one _FIND picks), in one round trip.
+_RESOLVE = f"""
+SELECT matrix_id, id, true AS agent FROM agents WHERE matrix_id = ANY($1::text[])
+UNION ALL
+SELECT matrix_id, id, false FROM ({_FIND}) AS people
 """
 
 
@@ -42,18 +40,11 @@ async def resolve(
     if not wanted:
         return {}, {}
     agents: dict[str, UUID] = {}
-    people: dict[str, UUID] = {}
-    missing = []
-    acting = set(actors)
-    for matrix_id, agent_id, user_id in await conn.fetch(_RESOLVE, wanted):
-        if agent_id is not None:
-            agents[matrix_id] = agent_id
-        elif matrix_id not in acting:
-            continue
-        elif user_id is not None:
-            people[matrix_id] = user_id
-        else:
-            missing.append(matrix_id)
+    found: dict[str, UUID] = {}
+    for matrix_id, row_id, agent in await conn.fetch(_RESOLVE, wanted):
+        (agents if agent else found)[matrix_id] = row_id
+    people = {m: found[m] for m in actors if m not in agents and m in found}
+    missing = [m for m in dict.fromkeys(actors) if m not in agents and m not in found]
     if missing:
         people.update(await _create(conn, missing))
     return agents, people
