@@ -31,6 +31,7 @@ KEY_FIGURES = [
     ("bridge CPU us/event", ("ingest", "model", "bridge_cpu_us_per_event")),
     ("postgres CPU us/event", ("ingest", "model", "postgres_cpu_us_per_event")),
     ("bridge RSS start MB", ("ingest", "bridge_rss_mb", "start")),
+    ("bridge RSS a tenth in MB", ("ingest", "bridge_rss_mb", "after_a_tenth")),
     ("bridge RSS end MB", ("ingest", "bridge_rss_mb", "end")),
     ("history page p99 ms (auto plans)", ("queries", "channel_page_cursor", "p99_ms")),
     ("history page p99 ms (custom plans)",
