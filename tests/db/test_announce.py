@@ -92,6 +92,14 @@ async def take(pool: asyncpg.Pool) -> list[tuple[str, dict]]:
     return found
 
 
+async def open_channel(pool: asyncpg.Pool, feed: Feed) -> None:
+    """ROOM becomes a channel with Alice in it; its own announcements are taken away."""
+    await feed.send(
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+    )
+    await take(pool)
+
+
 @pytest.fixture
 async def feed(pool: asyncpg.Pool) -> Feed:
     async with pool.acquire() as conn, conn.transaction():
@@ -181,10 +189,7 @@ async def test_mentions_and_direct_rooms_invoke_agents_but_agents_never_do(
 
 
 async def test_membership_events(pool: asyncpg.Pool, feed: Feed) -> None:
-    await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
-    )
-    await take(pool)
+    await open_channel(pool, feed)
     await feed.send([member(BOB, "invite", ALICE), member(BOB, "join"), member(BOB, "join")])
     assert [s for s, _ in await take(pool)] == [
         "messaging.member.invited",
@@ -203,10 +208,7 @@ async def test_membership_events(pool: asyncpg.Pool, feed: Feed) -> None:
 async def test_membership_announcements_keep_the_events_order(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:
-    await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
-    )
-    await take(pool)
+    await open_channel(pool, feed)
     rename = event("m.room.name", {"name": "Town hall"}, state_key="")
     await feed.send([member(BOB, "join"), rename, member(BOB, "leave"), member(BOB, "join")])
     assert [s for s, _ in await take(pool)] == [
@@ -220,10 +222,7 @@ async def test_membership_announcements_keep_the_events_order(
 async def test_room_name_change_announces_channel_updated_once(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:
-    await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
-    )
-    await take(pool)
+    await open_channel(pool, feed)
     rename = event("m.room.name", {"name": "Town hall"}, state_key="")
     await feed.send([rename, event("m.room.name", {"name": "Town hall"}, state_key="")])
     found = await take(pool)
@@ -240,10 +239,7 @@ async def test_without_nats_nothing_is_written_to_the_outbox(pool: asyncpg.Pool)
 async def test_inviting_an_agent_into_a_channel_is_announced(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:
-    await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
-    )
-    await take(pool)
+    await open_channel(pool, feed)
     await feed.send([member(SOFIA, "invite", ALICE)])
     found = await take(pool)
     assert [(s, p["member_id"], p["member_type"]) for s, p in found] == [
