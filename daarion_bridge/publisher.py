@@ -125,7 +125,7 @@ class Publisher:
                         backoff = 1.0
                         await self._publish_until_stopped()
                     finally:
-                        await lock_conn.execute("SELECT pg_advisory_unlock($1)", PUBLISHER_LOCK)
+                        await self._unlock(lock_conn)
             except asyncio.CancelledError:
                 raise
             except NATS_ERRORS as e:
@@ -138,6 +138,16 @@ class Publisher:
             await self._close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    @staticmethod
+    async def _unlock(lock_conn: asyncpg.Connection) -> None:
+        """The pool keeps sessions as they are (database.py), so a lock the unlock could
+        not release goes with its session instead of staying in the pool."""
+        try:
+            await lock_conn.execute("SELECT pg_advisory_unlock($1)", PUBLISHER_LOCK)
+        except BaseException:
+            lock_conn.terminate()
+            raise
 
     def _lost(self, why: str) -> None:
         if self.connected:

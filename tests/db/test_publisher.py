@@ -14,7 +14,7 @@ import pytest
 from daarion_bridge.config import NatsConfig
 from daarion_bridge.db import outbox
 from daarion_bridge.devtools.nats import LocalNats
-from daarion_bridge.publisher import Publisher
+from daarion_bridge.publisher import PUBLISHER_LOCK, Publisher
 from daarion_bridge.translate.bus import MESSAGE_CREATED, BusEvent
 
 
@@ -140,6 +140,33 @@ async def test_two_publishers_on_one_database_send_once(
     assert [n for _, n in await stream_contents(local_nats)] == list(range(200))
     # The advisory lock: one publisher sends everything, the other stands by.
     assert sorted([first.published, second.published]) == [0, 200]
+
+
+async def test_a_stopped_publisher_leaves_no_lock_in_the_pool(
+    pool: asyncpg.Pool, local_nats: LocalNats
+) -> None:
+    """The pool keeps sessions as they are: the publisher releases its session lock
+    itself, so the next publisher on the pool takes over."""
+    first = Publisher(pool, config(local_nats))
+    first.start()
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(0, 5))
+    first.wake()
+    await wait_sent(pool)
+    await first.stop()
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
+    assert await pool.fetchval(held, PUBLISHER_LOCK) == 0
+    second = Publisher(pool, config(local_nats))
+    second.start()
+    try:
+        async with pool.acquire() as conn:
+            await outbox.add(conn, events(5, 5))
+        second.wake()
+        await wait_sent(pool)
+    finally:
+        await second.stop()
+    assert second.published == 5
+    assert [n for _, n in await stream_contents(local_nats)] == list(range(10))
 
 
 async def test_prune_drops_only_rows_sent_before_the_retention(pool: asyncpg.Pool) -> None:
