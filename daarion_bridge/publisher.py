@@ -80,12 +80,12 @@ def ack_error(msg: Msg) -> Exception | None:
         return nats.js.errors.Error(f"unreadable answer from JetStream: {msg.data[:100]!r}")
     if error is None:
         return None
-    try:
-        nats.js.errors.APIError.from_error(error)  # raises the exception that fits
-    except nats.js.errors.Error as e:
-        return e
-    except (KeyError, TypeError):
-        pass
+    if isinstance(error, dict) and "code" in error:
+        with contextlib.suppress(TypeError):  # fields this nats-py does not know
+            try:
+                nats.js.errors.APIError.from_error(error)  # raises the exception that fits
+            except nats.js.errors.Error as e:
+                return e
     return nats.js.errors.APIError(description=str(error))
 
 
