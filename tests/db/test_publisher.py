@@ -61,6 +61,13 @@ async def wait_sent(pool: asyncpg.Pool, timeout: float = 15) -> None:
         await asyncio.sleep(0.05)
 
 
+async def add_events(pool: asyncpg.Pool, publisher: Publisher, start: int, count: int) -> None:
+    """Commit events to the outbox and tell the publisher, as the writer does."""
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(start, count))
+    publisher.wake()
+
+
 async def test_outbox_reaches_the_stream_in_order_once(
     pool: asyncpg.Pool, local_nats: LocalNats
 ) -> None:
@@ -103,14 +110,10 @@ async def test_nats_down_then_back_loses_and_doubles_nothing(
     publisher = Publisher(pool, config(local_nats))
     publisher.start()
     try:
-        async with pool.acquire() as conn:
-            await outbox.add(conn, events(0, 50))
-        publisher.wake()
+        await add_events(pool, publisher, 0, 50)
         await wait_sent(pool)
         await local_nats.stop()
-        async with pool.acquire() as conn:
-            await outbox.add(conn, events(50, 50))  # written while NATS is down
-        publisher.wake()
+        await add_events(pool, publisher, 50, 50)  # written while NATS is down
         await asyncio.sleep(1.5)
         assert await outbox.backlog(pool) == 50, "events wait while NATS is down"
         await local_nats.start()
@@ -149,9 +152,7 @@ async def test_a_stopped_publisher_leaves_no_lock_in_the_pool(
     itself, so the next publisher on the pool takes over."""
     first = Publisher(pool, config(local_nats))
     first.start()
-    async with pool.acquire() as conn:
-        await outbox.add(conn, events(0, 5))
-    first.wake()
+    await add_events(pool, first, 0, 5)
     await wait_sent(pool)
     await first.stop()
     held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1"
@@ -159,9 +160,7 @@ async def test_a_stopped_publisher_leaves_no_lock_in_the_pool(
     second = Publisher(pool, config(local_nats))
     second.start()
     try:
-        async with pool.acquire() as conn:
-            await outbox.add(conn, events(5, 5))
-        second.wake()
+        await add_events(pool, second, 5, 5)
         await wait_sent(pool)
     finally:
         await second.stop()
