@@ -140,6 +140,12 @@ class Publisher:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     @staticmethod
+    async def _client_error(e: Exception) -> None:
+        """nats-py's own report of a lost connection: one line, not its traceback at
+        ERROR; the publisher says what it means for the events (`_lost`)."""
+        log.info("NATS connection: %s", f"{type(e).__name__} {e}".strip())
+
+    @staticmethod
     async def _unlock(lock_conn: asyncpg.Connection) -> None:
         """The pool keeps sessions as they are (database.py), so a lock the unlock could
         not release goes with its session instead of staying in the pool."""
@@ -162,6 +168,7 @@ class Publisher:
             connect_timeout=5,
             allow_reconnect=False,  # we reconnect ourselves, from the outbox
             name="daarion-bridge",
+            error_cb=self._client_error,
         )
         self.js = self.nc.jetstream(timeout=5)
         await self._ensure_stream()

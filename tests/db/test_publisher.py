@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -105,8 +106,9 @@ async def test_a_resend_after_a_crash_is_dropped_by_the_server(
 
 
 async def test_nats_down_then_back_loses_and_doubles_nothing(
-    pool: asyncpg.Pool, local_nats: LocalNats
+    pool: asyncpg.Pool, local_nats: LocalNats, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     publisher = Publisher(pool, config(local_nats))
     publisher.start()
     try:
@@ -121,6 +123,9 @@ async def test_nats_down_then_back_loses_and_doubles_nothing(
     finally:
         await publisher.stop()
     assert [n for _, n in await stream_contents(local_nats)] == list(range(100))
+    # The lost connection is told in a line or two, never as an error with a traceback.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any(r.getMessage().startswith("NATS connection:") for r in caplog.records)
 
 
 async def test_two_publishers_on_one_database_send_once(
