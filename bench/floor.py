@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from daarion_bridge.db import messages
 from daarion_bridge.db.database import open_database
 
 from .workload import Phase
@@ -187,7 +188,9 @@ async def clone_for(conn: asyncpg.Connection, rows: FloorRows, tag: str) -> Floo
         row = dict(zip(cols[table], rec, strict=True))
         if "channel_id" in row:
             row["channel_id"] = mapping[row["channel_id"]]
-        if table in ("messages", "channel_members"):
+        if table == "messages":
+            row["id"] = messages.new_id()
+        elif table == "channel_members":
             row["id"] = uuid.uuid4()
         if "matrix_event_id" in row:
             row["matrix_event_id"] += suffix

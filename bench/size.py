@@ -8,7 +8,8 @@ The fill (defaults: 10 M messages in 10,000 channels, 100,000 users):
   1,000) with ~100 sessions each (80 % closed, 15 % idle, 5 % active), channels,
   bridge_rooms, channel_members (each user in ~5 channels, Zipf-weighted so a few channels
   are huge; 10 % have left; ~3 agent members per agent), messages (Zipf over channels,
-  created_at increasing over a year, 3 % from agents, previews made by the bridge's own
+  created_at increasing over a year, time-ordered ids as the bridge makes them (UUIDv7,
+  here at created_at), 3 % from agents, previews made by the bridge's own
   render_preview from the ingest workload's texts), bridge_message_state (8 % of messages
   edited or redacted), bridge_transactions (the week of ids the bridge keeps: a week's
   share of the messages, 5 per transaction, processed in the last 7 days).
@@ -35,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from uuid_utils.compat import uuid7
 
 from daarion_bridge.translate.preview import render_preview
 
@@ -378,7 +380,8 @@ async def fill(conn: asyncpg.Connection, spec: FillSpec, previews: list[str]) ->
                 c = chans[j]
                 pool = members[c]
                 event_id = "$" + ids[44 * j : 44 * j + 43]
-                ts = _ts(start_ms + int((done + j) * step))
+                ts_ms = start_ms + int((done + j) * step)
+                ts, ts_ns = _ts(ts_ms), ts_ms * 1_000_000
                 if mrng.random() < 0.03:
                     sender_u, sender_a, kind = None, agent_ids[mrng.randrange(spec.agents)], "agent"
                 else:
@@ -387,6 +390,7 @@ async def fill(conn: asyncpg.Connection, spec: FillSpec, previews: list[str]) ->
                 if mrng.random() < 0.08:
                     touched.append(event_id)
                 yield (
+                    uuid7(nanoseconds=ts_ns),
                     channel_ids[c],
                     event_id,
                     sender_u,
@@ -403,6 +407,7 @@ async def fill(conn: asyncpg.Connection, spec: FillSpec, previews: list[str]) ->
     await put(
         "messages",
         [
+            "id",
             "channel_id",
             "matrix_event_id",
             "sender_user_id",

@@ -1,10 +1,10 @@
 """Sends the outbox to NATS JetStream, in order, exactly once as far as subscribers see.
 
-Each event goes out with `Nats-Msg-Id` set to its stable message id and is marked sent
-only after the server acknowledged it. A crash between the two resends it, and the
-stream's de-duplication window drops the copy. NATS down: events wait in Postgres, the
-bridge keeps ingesting, and the publisher retries with backoff. With two bridges on one
-database, a Postgres advisory lock lets only one publish, so order holds.
+Each event goes out with `Nats-Msg-Id` set to its stable message id, and the outbox
+cursor passes it only after the server acknowledged it. A crash between the two resends
+it, and the stream's de-duplication window drops the copy. NATS down: events wait in
+Postgres, the bridge keeps ingesting, and the publisher retries with backoff. With two
+bridges on one database, a Postgres advisory lock lets only one publish, so order holds.
 """
 
 from __future__ import annotations
@@ -210,8 +210,8 @@ class Publisher:
 
     async def publish_batch(self) -> int:
         """Publish up to BATCH unsent events in order, pipelined on one connection (the
-        server stores them in the order sent); mark sent the acked run from the start.
-        A failure sends the rest again, and the server drops what it already stored."""
+        server stores them in the order sent); move the cursor past the acked run from the
+        start. A failure sends the rest again, and the server drops what it already stored."""
         assert self.nc is not None
         pending = await outbox.unsent(self.pool, BATCH)
         if not pending:
@@ -231,7 +231,8 @@ class Publisher:
         finally:
             self._acks = None  # answers that come later are for a batch given up
         stored, error = acks.acked_run()
-        await outbox.mark_sent(self.pool, [event.id for event in pending[:stored]])
+        if stored:
+            await outbox.mark_sent(self.pool, pending[stored - 1].id)
         self.published += stored
         if stored < len(pending):
             raise error or TimeoutError(f"JetStream did not answer in {ACK_TIMEOUT_SECONDS} s")

@@ -8,17 +8,22 @@ from datetime import datetime
 from uuid import UUID
 
 from asyncpg import Connection
+from uuid_utils.compat import uuid7
 
 DELETED = "[deleted]"
 
 # Exactly one of sender_user_id and sender_agent_id is set; sender_type follows it.
+# The ids are time-ordered (UUIDv7, made here so any PostgreSQL version will do): each
+# insert lands on the primary key's newest page. A random id would touch a random page
+# of an index bigger than the buffer cache, and log a full page image for it.
 _INSERT_MANY = """
-INSERT INTO messages (channel_id, matrix_event_id, sender_user_id, sender_agent_id,
+INSERT INTO messages (id, channel_id, matrix_event_id, sender_user_id, sender_agent_id,
                       sender_type, content_preview, created_at)
-SELECT channel_id, event_id, sender_user_id, sender_agent_id,
+SELECT id, channel_id, event_id, sender_user_id, sender_agent_id,
        CASE WHEN sender_agent_id IS NULL THEN 'human' ELSE 'agent' END, preview, created_at
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[])
-    AS m(channel_id, event_id, sender_user_id, sender_agent_id, preview, created_at)
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[],
+            $7::timestamptz[])
+    AS m(id, channel_id, event_id, sender_user_id, sender_agent_id, preview, created_at)
 ON CONFLICT (matrix_event_id) DO NOTHING
 RETURNING matrix_event_id, id
 """
@@ -61,6 +66,11 @@ RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $7::
 """
 _EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
 _REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
+
+
+def new_id() -> UUID:
+    """A message's id: time-ordered (see _INSERT_MANY), and unique like any UUID."""
+    return uuid7()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,7 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUI
         return {}
     inserted = await conn.fetch(
         _INSERT_MANY,
+        [new_id() for _ in rows],
         [r.channel_id for r in rows],
         [r.event_id for r in rows],
         [r.sender_user_id for r in rows],

@@ -1,8 +1,12 @@
 """bridge_outbox: platform events written in the same commit as the rows they describe.
 
-The publisher (publisher.py) sends them to NATS in id order and marks them sent only
-after the server acknowledged them, so a crash anywhere loses nothing; JetStream's
-de-duplication by message id drops the resend.
+The publisher (publisher.py) sends them to NATS in id order and moves the cursor in
+bridge_outbox_cursor past them only after the server acknowledged them, so a crash
+anywhere loses nothing; JetStream's de-duplication by message id drops the resend.
+
+The cursor is sound because ids are handed out in commit order: every insert holds the
+ingest lock until its transaction ends, so no row can commit later with a smaller id
+than one the publisher has already passed.
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ import orjson
 from asyncpg import Connection, Pool
 
 from ..translate.bus import BusEvent, Sender
+from .bookkeeping import INGEST_LOCK_KEY
 
+# The writers hold the ingest lock already; taking it again costs nothing and makes the
+# commit order of ids (see above) a property of this statement, not of its callers.
 _INSERT = """
 INSERT INTO bridge_outbox (subject, msg_id, payload)
-SELECT s, m, p::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS o(s, m, p)
+SELECT s, m, p::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[]) AS o(s, m, p),
+     (SELECT pg_advisory_xact_lock($4)) AS held
 """
+_AFTER_CURSOR = "id > (SELECT last_sent_id FROM bridge_outbox_cursor)"
 
 HUMAN, AGENT = "human", "agent"
 Resolve = Callable[[str, UUID], Sender]
@@ -43,6 +53,7 @@ async def add(conn: Connection, events: Sequence[BusEvent]) -> None:
             [e.subject for e in events],
             [e.msg_id for e in events],
             [_json(e.payload) for e in events],
+            INGEST_LOCK_KEY,
         )
 
 
@@ -58,26 +69,28 @@ def _json(payload: dict[str, Any]) -> str:
 async def unsent(conn: Connection | Pool, limit: int) -> list[Pending]:
     rows = await conn.fetch(
         "SELECT id, subject, msg_id, payload::text AS payload FROM bridge_outbox "
-        "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        f"WHERE {_AFTER_CURSOR} ORDER BY id LIMIT $1",
         limit,
     )
     return [Pending(r["id"], r["subject"], r["msg_id"], r["payload"].encode()) for r in rows]
 
 
-async def mark_sent(conn: Connection | Pool, ids: Sequence[int]) -> None:
-    if ids:
-        await conn.execute(
-            "UPDATE bridge_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
-        )
+async def mark_sent(conn: Connection | Pool, last_id: int) -> None:
+    """Everything up to `last_id` is published (the publisher sends in id order)."""
+    await conn.execute(
+        "UPDATE bridge_outbox_cursor SET last_sent_id = $1 WHERE last_sent_id < $1", last_id
+    )
 
 
 async def backlog(conn: Connection | Pool) -> int:
-    return await conn.fetchval("SELECT count(*) FROM bridge_outbox WHERE sent_at IS NULL")
+    return await conn.fetchval(f"SELECT count(*) FROM bridge_outbox WHERE {_AFTER_CURSOR}")
 
 
 async def prune(conn: Connection | Pool, retention: timedelta) -> int:
+    """Published rows written more than `retention` ago; unpublished rows always stay."""
     status = await conn.execute(
-        "DELETE FROM bridge_outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval",
+        "DELETE FROM bridge_outbox WHERE created_at < now() - $1::interval "
+        f"AND NOT ({_AFTER_CURSOR})",
         retention,
     )
     return int(status.split()[-1])

@@ -95,7 +95,7 @@ async def test_a_resend_after_a_crash_is_dropped_by_the_server(
     publisher.start()
     await wait_sent(pool)
     await publisher.stop()
-    await pool.execute("UPDATE bridge_outbox SET sent_at = NULL")  # as if never marked
+    await pool.execute("UPDATE bridge_outbox_cursor SET last_sent_id = 0")  # as if never moved
     again = Publisher(pool, config(local_nats))
     again.start()
     try:
@@ -173,16 +173,37 @@ async def test_a_stopped_publisher_leaves_no_lock_in_the_pool(
     assert [n for _, n in await stream_contents(local_nats)] == list(range(10))
 
 
-async def test_prune_drops_only_rows_sent_before_the_retention(pool: asyncpg.Pool) -> None:
+async def test_prune_drops_only_published_rows_older_than_the_retention(
+    pool: asyncpg.Pool,
+) -> None:
     from datetime import timedelta
 
     async with pool.acquire() as conn:
-        await outbox.add(conn, events(0, 3))
+        await outbox.add(conn, events(0, 4))
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM bridge_outbox ORDER BY id")]
-    await pool.execute(
-        "UPDATE bridge_outbox SET sent_at = now() - interval '8 days' WHERE id = $1", ids[0]
-    )
-    await pool.execute("UPDATE bridge_outbox SET sent_at = now() WHERE id = $1", ids[1])
+    old = "UPDATE bridge_outbox SET created_at = now() - interval '8 days' WHERE id = ANY($1)"
+    await pool.execute(old, [ids[0], ids[2]])
+    await outbox.mark_sent(pool, ids[1])
+    assert await outbox.backlog(pool) == 2
     assert await outbox.prune(pool, timedelta(days=7)) == 1
     left = [r["id"] for r in await pool.fetch("SELECT id FROM bridge_outbox ORDER BY id")]
-    assert left == ids[1:]  # the recently sent row and the unsent one stay
+    assert left == ids[1:]  # a recent published row, and unpublished rows however old
+
+
+async def test_an_outbox_write_waits_for_the_ingest_lock(pool: asyncpg.Pool) -> None:
+    """Outbox ids must come in commit order, or the publisher's cursor could pass a row
+    that commits later with a smaller id."""
+    from daarion_bridge.db import bookkeeping
+
+    async with pool.acquire() as holder, holder.transaction():
+        await bookkeeping.lock_ingest(holder)
+
+        async def write() -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.add(conn, events(0, 1))
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.3)
+        assert not writer.done()
+    await asyncio.wait_for(writer, 5)
+    assert await outbox.backlog(pool) == 1

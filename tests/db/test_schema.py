@@ -160,3 +160,34 @@ async def test_unreachable_database_is_one_clear_error() -> None:
     message = str(e.value)
     assert "127.0.0.1:1" in message and "\n" not in message
     assert "secret" not in message
+
+
+async def test_v5_starts_the_outbox_cursor_before_the_first_unsent_row(
+    database_url: str,
+) -> None:
+    """Upgrading keeps what was published published and what was not waiting."""
+    from mautrix.util.async_db import Database, UpgradeTable
+
+    from daarion_bridge.db import outbox
+    from daarion_bridge.db.upgrade import upgrade_table
+
+    v4 = UpgradeTable(
+        version_table_name=upgrade_table.version_table_name,
+        database_name=upgrade_table.database_name,
+    )
+    v4.upgrades = upgrade_table.upgrades[:4]
+    old = Database.create(database_url, upgrade_table=v4)
+    await old.start()
+    await old.execute(
+        "INSERT INTO bridge_outbox (subject, msg_id, payload, sent_at) "
+        "SELECT 's', 'm' || i, '{}', CASE WHEN i <= 3 THEN now() END "
+        "FROM generate_series(1, 5) i"
+    )
+    await old.stop()
+    db, _state = await open_database(database_url)
+    try:
+        assert await db.pool.fetchval("SELECT last_sent_id FROM bridge_outbox_cursor") == 3
+        assert await outbox.backlog(db.pool) == 2
+        assert [e.msg_id for e in await outbox.unsent(db.pool, 10)] == ["m4", "m5"]
+    finally:
+        await db.stop()

@@ -137,6 +137,19 @@ async def test_messages_become_rows_with_sender_time_and_preview(
     assert rows[first["event_id"]]["created_at"] == expected
 
 
+async def test_message_ids_are_time_ordered_uuid7(pool: asyncpg.Pool, txns: Txns) -> None:
+    """So each insert lands on the primary key's newest page (see db/messages.py)."""
+    events = [text(f"m{i}") for i in range(5)]
+    await txns.send(events[:3])
+    await txns.send(events[3:])
+    rows = await pool.fetch("SELECT id, matrix_event_id FROM messages")
+    ids = {r["matrix_event_id"]: r["id"] for r in rows}
+    in_order = [ids[e["event_id"]] for e in events]
+    assert {i.version for i in in_order} == {7}
+    assert in_order == sorted(in_order)
+    assert len(set(in_order)) == 5
+
+
 async def test_replayed_transaction_is_a_no_op(pool: asyncpg.Pool, txns: Txns) -> None:
     events = [text("one"), text("two")]
     first = await txns.send(events, txn_id="same")

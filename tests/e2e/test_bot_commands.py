@@ -181,7 +181,10 @@ async def test_status(e2e, room, db) -> None:
     assert backlog is not None, lines
     # The publisher keeps up: what was waiting then is sent within moments.
     await wait_for(
-        lambda: db.fetchval("SELECT count(*) = 0 FROM bridge_outbox WHERE sent_at IS NULL"),
+        lambda: db.fetchval(
+            "SELECT count(*) = 0 FROM bridge_outbox "
+            "WHERE id > (SELECT last_sent_id FROM bridge_outbox_cursor)"
+        ),
         10,
         what="an empty outbox backlog",
     )
@@ -208,7 +211,8 @@ async def test_link_and_unlink(e2e, room, db) -> None:
     # The platform hears of it once, on NATS (through the outbox).
     updated = await wait_for(
         lambda: db.fetchrow(
-            "SELECT payload::text AS payload FROM bridge_outbox WHERE sent_at IS NOT NULL "
+            "SELECT payload::text AS payload FROM bridge_outbox "
+            "WHERE id <= (SELECT last_sent_id FROM bridge_outbox_cursor) "
             "AND subject = 'messaging.channel.updated' AND payload->>'microdao_id' = $1",
             LINKED,
         ),

@@ -230,7 +230,10 @@ async def test_message_events_exactly_once_across_crash_and_nats_restart(
     await wait_for(indexed, timeout=60, what="every message indexed")
 
     async def drained() -> bool:
-        return await db.fetchval("SELECT count(*) FROM bridge_outbox WHERE sent_at IS NULL") == 0
+        return await db.fetchval(
+            "SELECT count(*) = 0 FROM bridge_outbox "
+            "WHERE id > (SELECT last_sent_id FROM bridge_outbox_cursor)"
+        )
 
     await wait_for(drained, timeout=60, what="the outbox drained to NATS")
     created = [

@@ -16,4 +16,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v02_agents,
     v03_outbox,
     v04_member_user_index,
+    v05_outbox_cursor,
 )
