@@ -262,18 +262,23 @@ class Stack:
 
 
 def rss(pid: int) -> dict[str, int]:
-    """Resident set size now, and its peak (VmHWM) over the process's life, in bytes."""
-    out = {"rss": psutil.Process(pid).memory_info().rss}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["peak"] = int(line.split()[1]) * 1024
+    """Resident set size now, and its peak (VmHWM) over the process's life, in bytes: of
+    the bridge and its publisher process (NATS on), added up."""
+    out = {"rss": 0, "peak": 0}
+    bridge = psutil.Process(pid)
+    for proc in [bridge, *bridge.children()]:
+        with contextlib.suppress(psutil.Error, OSError):
+            out["rss"] += proc.memory_info().rss
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out["peak"] += int(line.split()[1]) * 1024
     return out
 
 
 class CpuMeter:
-    """CPU seconds of the bridge process and of the PostgreSQL server (postmaster and all
-    its children: backends, WAL writer, checkpointer, autovacuum) over a phase."""
+    """CPU seconds of the bridge (with its publisher process, when NATS is on) and of the
+    PostgreSQL server (postmaster and all its children: backends, WAL writer,
+    checkpointer, autovacuum) over a phase."""
 
     def __init__(self, bridge_pid: int, postmaster_pid: int | None) -> None:
         self.bridge = psutil.Process(bridge_pid)
@@ -309,18 +314,25 @@ class CpuMeter:
             getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal")
         )
 
+    def _bridge(self) -> float:
+        total = self._cpu(self.bridge)
+        for proc in self.bridge.children():
+            with contextlib.suppress(psutil.Error):
+                total += self._cpu(proc)
+        return total
+
     def start(self) -> None:
         self.busy0 = self._busy()
         self.t0 = time.perf_counter()
         self.driver0 = time.process_time()
-        self.bridge0 = self._cpu(self.bridge)
+        self.bridge0 = self._bridge()
         self.pg0 = self._pg()
 
     def stop(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self.t0
         pg1 = self._pg()
         pg = pg1 - self.pg0 if pg1 is not None and self.pg0 is not None else None
-        bridge = self._cpu(self.bridge) - self.bridge0
+        bridge = self._bridge() - self.bridge0
         driver = time.process_time() - self.driver0
         busy = self._busy() - self.busy0
         return {

@@ -28,7 +28,7 @@ from .ingest import Ingestor
 from .invites import Invites
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
-from .publisher import Publisher
+from .publisher_process import PublisherProcess
 from .recovery import DatabaseRecovery
 from .registration import check_registration
 from .roster_sync import apply_roster, retire_puppets
@@ -51,7 +51,7 @@ class Bridge:
         self.puppets: Puppets | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.reloading: asyncio.Task[None] | None = None
-        self.publisher: Publisher | None = None
+        self.publisher: PublisherProcess | None = None
         self.retiring: list[asyncio.Task[None]] = []
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
@@ -88,7 +88,7 @@ class Bridge:
         self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
         ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("signs of dropped events")
         if cfg.nats.enabled:
-            self.publisher = Publisher(pool, cfg.nats)
+            self.publisher = PublisherProcess(db_url, cfg.nats, cfg.logging)
             ingestor.on_announced = self.publisher.wake
         self.commands = CommandRunner(pool, bot, self.puppets, cfg, self.directory, self.publisher)
         ingestor.on_commands = self.commands.submit

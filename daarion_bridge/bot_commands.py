@@ -34,6 +34,7 @@ from .db.announce import Announcer
 from .matrix.bot import UNREACHABLE, Bot, invite_allowed
 from .matrix.puppets import Puppets
 from .publisher import Publisher
+from .publisher_process import PublisherProcess
 from .translate import bus
 from .translate.agents import LiveDirectory
 from .translate.events import NewMessage
@@ -55,7 +56,7 @@ class CommandRunner:
         puppets: Puppets,
         config: Config,
         directory: LiveDirectory,
-        publisher: Publisher | None = None,
+        publisher: Publisher | PublisherProcess | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.pool = pool

@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import logging.config
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
 from .config import GENERATE, TOKEN_KEYS, Config, generate_tokens, load_config
 from .errors import OperatorError
+from .process import configure_logging, event_loop_factory
 from .registration import PLACEHOLDER_TOKEN, check_registration, write_registration
 
 log = logging.getLogger("daarion")
@@ -69,18 +68,6 @@ def check_tokens(config: Config) -> None:
             )
 
 
-def configure_logging(config: Config) -> None:
-    if config.logging:
-        try:
-            logging.config.dictConfig(config.logging)
-        except (ValueError, TypeError, AttributeError, ImportError) as e:
-            raise OperatorError(f"{config.path}: logging is not a valid dictConfig: {e}") from None
-    else:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-
-
 async def serve(config: Config, registration_path: Path) -> None:
     from .app import Bridge  # heavy imports only when running
 
@@ -121,24 +108,13 @@ def run(args: argparse.Namespace) -> None:
         print("\n".join(lines) if lines else "no dead letters")
         return
     check_tokens(config)
-    configure_logging(config)
+    configure_logging(config.logging, config.path)
     for warning in check_registration(config, args.registration):
         log.warning(warning)
     if config.path.stat().st_mode & 0o004:
         log.warning("%s holds tokens and is world-readable; chmod o-r it", config.path)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(config, args.registration))
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed: each database round trip and each request costs the
-    bridge a fraction of the CPU it costs on asyncio's own loop, on the hot path of every
-    transaction."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import asyncpg
 import nats
@@ -95,13 +96,25 @@ class Publisher:
         self.config = config
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
-        self.connected = False
+        self._connected = False
+        # Told of every change of `connected` (the publisher process reports it).
+        self.on_connected: Callable[[bool], None] = lambda _: None
         self.published = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ack_prefix = ""
         self._acks: Acks | None = None
         self._batches = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected = value
+            self.on_connected(value)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run_forever(), name="publisher")

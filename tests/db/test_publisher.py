@@ -16,6 +16,7 @@ from daarion_bridge.config import NatsConfig
 from daarion_bridge.db import outbox
 from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.publisher import PUBLISHER_LOCK, Publisher
+from daarion_bridge.publisher_process import PublisherProcess
 from daarion_bridge.translate.bus import MESSAGE_CREATED, BusEvent
 
 
@@ -62,7 +63,9 @@ async def wait_sent(pool: asyncpg.Pool, timeout: float = 15) -> None:
         await asyncio.sleep(0.05)
 
 
-async def add_events(pool: asyncpg.Pool, publisher: Publisher, start: int, count: int) -> None:
+async def add_events(
+    pool: asyncpg.Pool, publisher: Publisher | PublisherProcess, start: int, count: int
+) -> None:
     """Commit events to the outbox and tell the publisher, as the writer does."""
     async with pool.acquire() as conn:
         await outbox.add(conn, events(start, count))
