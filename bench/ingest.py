@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mode == "ingest" and args.quick:
         args.warmup = min(args.warmup, 1000)
         args.single = min(args.single, 200)
+    for name in ("events", "batch", "single"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1: each is measured")
     return args
 
 
