@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daarion_bridge.translate.preview import (
     BadEvent,
+    fit,
     normalize_text,
     render_preview,
     strip_reply_fallback,
@@ -491,9 +494,6 @@ def test_ascii_window_edges(source: str, limit: int, expected: str) -> None:
 
 # --- the near-the-cut segmentation agrees with segmenting everything ---------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 PIECES = [
     "a", "Z", "7", " ", "\t", "\r\n", "\r", "\n", ".", "é", "e\u0301", "Ж", "ї",
     "क्", "्", "ष", "\u200d", "\u0600", "\u0600 ", "\u1100", "\u1161", "\u11a8", "한",
@@ -513,3 +513,35 @@ def test_an_emoji_modifier_inside_an_indic_conjunct_does_not_anchor_the_cut() ->
     Extend characters sit inside a conjunct), so nothing of it fits in 3 code points."""
     text = "\u0915\u094d\U0001f3fd\u0915\u094d"
     assert truncate_graphemes(text, 4) == reference_truncate(text, 4)
+
+
+# With what makes normalizing only a head tricky: whitespace runs (which collapse, so a
+# head may shrink below the limit), a C0 separator (normalize's other branch), NUL and
+# a lone surrogate.
+HEAD_PIECES = [*PIECES, "  ", "\t\n ", "\u00a0", "\u3000", "\x1c", "\x00", "\udc80", "word"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces=st.lists(st.sampled_from(HEAD_PIECES), max_size=200), limit=st.integers(1, 40))
+def test_fit_equals_normalizing_the_whole_text(pieces: list[str], limit: int) -> None:
+    body = "".join(pieces)
+    assert fit(body, limit) == truncate_graphemes(normalize_text(body), limit)
+
+
+def test_fit_reads_only_the_head_of_a_long_text() -> None:
+    """The point of fit: a cut far past the limit leaves the preview as it was."""
+    body = "hello world " * 1000
+    preview = fit(body, 20)
+    assert preview == truncate_graphemes(normalize_text(body), 20) == "hello world hello w…"
+    assert fit(body + "\x1c" + "\x00", 20) == preview  # never looked at
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(HEAD_PIECES), max_size=60).map("".join))
+def test_normalize_text_is_collapse_and_strip(body: str) -> None:
+    """Its fast paths (a text already normal, split/join without C0 separators) agree
+    with the rule itself: NUL and lone surrogates replaced, every White_Space run one
+    space, none at either end."""
+    storable = regex.sub("[\x00\ud800-\udfff]", "\ufffd", body)
+    expected = regex.sub(r"\p{White_Space}+", " ", storable).strip(" ")
+    assert normalize_text(body) == expected
