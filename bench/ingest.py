@@ -527,6 +527,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             result["ingest"] = await measure_ingest(args, pg, stack, "clone")
         else:
             result["ingest"] = await measure_ingest(args, pg, stack, "fresh")
+    except Exception:
+        if stack is not None and stack.bridge is not None:
+            # The temp dir goes with the run: what the bridge said is kept here.
+            say(f"the run failed; the bridge's last output:\n{stack.bridge.tail(120)}")
+        raise
     finally:
         if stack is not None:
             await stack.stop()
