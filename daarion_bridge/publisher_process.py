@@ -53,7 +53,8 @@ class PublisherProcess:
             "nats": dataclasses.asdict(config),
             "logging": logging_config,
         }
-        self._hello = json.dumps(hello).encode() + b"\n"
+        # default=str: a YAML logging section may hold a date or a tagged scalar.
+        self._hello = json.dumps(hello, default=str).encode() + b"\n"
         self.connected = False
         self._child: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
