@@ -40,6 +40,10 @@ class Announcer:
         self.emitter = Emitter() if enabled else NoEmitter()
         self.human_messages: list[HumanMessage] = []
 
+    def know(self, platform_ids: dict[tuple[str, UUID], str]) -> None:
+        """Platform ids the writer read anyway: the outbox need not read them again."""
+        self.emitter.know(platform_ids)
+
     def message_created(self, channel: Channel, row: NewRow, message_id: UUID) -> None:
         if not self.enabled:  # NATS off: not even the closure, for every message
             return

@@ -10,7 +10,6 @@ from uuid import UUID
 from asyncpg import Connection
 
 from ..translate.bus import ChannelRef
-from .rooms import RoomPower, power_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,31 +37,6 @@ async def by_rooms(conn: Connection, room_ids: Collection[str]) -> dict[str, Cha
         )
         for r in rows
     }
-
-
-# The writer's lookup: the channels of a transaction's rooms, and with them the power
-# levels of the rooms whose events need them ($2), in the same round trip.
-_WITH_POWER = """
-SELECT c.id, c.microdao_id, c.matrix_room_id, d.external_id, c.slug,
-       c.matrix_room_id = ANY($2::text[]) AS wanted, r.creators, r.power_levels
-FROM channels c JOIN microdaos d ON d.id = c.microdao_id
-LEFT JOIN bridge_rooms r ON r.room_id = c.matrix_room_id AND r.room_id = ANY($2::text[])
-WHERE c.matrix_room_id = ANY($1::text[])
-"""
-
-
-async def by_rooms_with_power(
-    conn: Connection, room_ids: Collection[str], power_wanted: Collection[str]
-) -> tuple[dict[str, Channel], dict[str, RoomPower]]:
-    """The channels of these rooms, and the power levels of those in `power_wanted`."""
-    found: dict[str, Channel] = {}
-    power: dict[str, RoomPower] = {}
-    for r in await conn.fetch(_WITH_POWER, list(room_ids), list(power_wanted)):
-        room_id = r["matrix_room_id"]
-        found[room_id] = Channel(r["id"], r["microdao_id"], room_id, r["external_id"], r["slug"])
-        if r["wanted"]:
-            power[room_id] = power_of(r["creators"], r["power_levels"])
-    return found, power
 
 
 async def free_slug(conn: Connection, microdao_id: UUID, slug: str) -> str:

@@ -99,12 +99,17 @@ async def prune(conn: Connection | Pool, retention: timedelta) -> int:
 class Emitter:
     """Collects a transaction's platform events; `flush` writes them into the outbox.
 
-    Builders receive a resolver from row ids to platform ids, which is filled with two
-    queries at flush instead of one per event."""
+    Builders receive a resolver from row ids to platform ids. The writer hands over the
+    ids it read anyway (`know`); the rest are read at flush, one query per table."""
 
     def __init__(self) -> None:
         self._builders: list[Callable[[Resolve], BusEvent]] = []
         self._wanted: dict[str, set[UUID]] = {HUMAN: set(), AGENT: set()}
+        self._known: dict[tuple[str, UUID], str] = {}
+
+    def know(self, platform_ids: dict[tuple[str, UUID], str]) -> None:
+        """(HUMAN or AGENT, row id) -> platform id, as read in this transaction."""
+        self._known.update(platform_ids)
 
     def add(self, build: Callable[[Resolve], BusEvent], *who: tuple[str, UUID]) -> None:
         self._builders.append(build)
@@ -114,12 +119,12 @@ class Emitter:
     async def flush(self, conn: Connection) -> int:
         if not self._builders:
             return 0
-        found: dict[tuple[str, UUID], str] = {}
+        found = self._known
         for kind, table in ((HUMAN, "users"), (AGENT, "agents")):
-            if self._wanted[kind]:
+            missing = [row_id for row_id in self._wanted[kind] if (kind, row_id) not in found]
+            if missing:
                 rows = await conn.fetch(
-                    f"SELECT id, external_id FROM {table} WHERE id = ANY($1::uuid[])",
-                    list(self._wanted[kind]),
+                    f"SELECT id, external_id FROM {table} WHERE id = ANY($1::uuid[])", missing
                 )
                 found.update({(kind, r["id"]): r["external_id"] for r in rows})
 
@@ -135,6 +140,9 @@ class Emitter:
 
 class NoEmitter(Emitter):
     """NATS is off: nothing is collected, nothing written."""
+
+    def know(self, platform_ids: dict[tuple[str, UUID], str]) -> None:
+        return None
 
     def add(self, build: Callable[[Resolve], BusEvent], *who: tuple[str, UUID]) -> None:
         return None

@@ -9,45 +9,23 @@ from uuid import UUID
 
 from asyncpg import Connection, UniqueViolationError
 
-# A platform-linked row (external_id no longer matrix:...) wins over a bridge-made one.
-_FIND = """
-SELECT DISTINCT ON (matrix_id) matrix_id, id FROM users WHERE matrix_id = ANY($1::text[])
+
+def find_sql(param: int) -> str:
+    """Each Matrix user's person row (matrix_id, id, external_id), the ids in `$param`:
+    a platform-linked row (external_id no longer matrix:...) wins over a bridge-made one."""
+    return f"""
+SELECT DISTINCT ON (matrix_id) matrix_id, id, external_id
+FROM users WHERE matrix_id = ANY(${param}::text[])
 ORDER BY matrix_id, (external_id LIKE 'matrix:%'), created_at
 """
+
+
+_FIND = find_sql(1)
 _INSERT = """
 INSERT INTO users (external_id, matrix_id, handle)
 SELECT 'matrix:' || m, m, '@' || split_part(substr(m, 2), ':', 1) FROM unnest($1::text[]) AS m
 ON CONFLICT (external_id) DO NOTHING
 """
-
-
-# Who each Matrix user of a transaction is: the agents among them, and each one's person
-# row (the one _FIND picks), in one round trip.
-_RESOLVE = f"""
-SELECT matrix_id, id, true AS agent FROM agents WHERE matrix_id = ANY($1::text[])
-UNION ALL
-SELECT matrix_id, id, false FROM ({_FIND}) AS people
-"""
-
-
-async def resolve(
-    conn: Connection, actors: Collection[str], mentioned: Collection[str]
-) -> tuple[dict[str, UUID], dict[str, UUID]]:
-    """(agents, people): the agent rows of those of these Matrix users that are agents,
-    and the user rows of the actors that are not, made for people never seen before.
-    Mentions only matter when they name an agent, so they never make a row."""
-    wanted = list(dict.fromkeys([*actors, *mentioned]))
-    if not wanted:
-        return {}, {}
-    agents: dict[str, UUID] = {}
-    found: dict[str, UUID] = {}
-    for matrix_id, row_id, agent in await conn.fetch(_RESOLVE, wanted):
-        (agents if agent else found)[matrix_id] = row_id
-    people = {m: found[m] for m in actors if m not in agents and m in found}
-    missing = [m for m in dict.fromkeys(actors) if m not in agents and m not in found]
-    if missing:
-        people.update(await _create(conn, missing))
-    return agents, people
 
 
 def handle_of(matrix_id: str) -> str:
@@ -62,13 +40,15 @@ async def ensure_users(conn: Connection, matrix_ids: Collection[str]) -> dict[st
     found = {r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, wanted)}
     missing = [m for m in wanted if m not in found]
     if missing:
-        found.update(await _create(conn, missing))
+        found.update({m: row_id for m, row_id, _ in await create(conn, missing)})
     return found
 
 
-async def _create(conn: Connection, matrix_ids: list[str]) -> dict[str, UUID]:
+async def create(conn: Connection, matrix_ids: list[str]) -> list[tuple[str, UUID, str]]:
+    """Rows for people never seen: (Matrix id, row id, platform id) of each."""
     await conn.execute(_INSERT, matrix_ids)
-    return {r["matrix_id"]: r["id"] for r in await conn.fetch(_FIND, matrix_ids)}
+    rows = await conn.fetch(_FIND, matrix_ids)
+    return [(r["matrix_id"], r["id"], r["external_id"]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

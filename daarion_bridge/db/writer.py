@@ -15,7 +15,18 @@ from asyncpg import Connection
 from ..translate import bus
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, may_redact_others, role_for
-from . import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
+from . import (
+    agents,
+    bookkeeping,
+    channels,
+    lookup,
+    members,
+    messages,
+    microdaos,
+    rooms,
+    sessions,
+    users,
+)
 from .announce import Announcer
 from .errors import is_data_error
 from .outbox import AGENT, HUMAN
@@ -144,6 +155,26 @@ async def _create_channel(
     return channel
 
 
+def _actors_of(op: ev.Operation) -> tuple[str, ...]:
+    """Who acts: a message's or an edit's or a redaction's sender, a membership's member."""
+    if isinstance(op, ev.NewMessage):
+        return (op.sender,)
+    if isinstance(op, ev.Membership):
+        return (op.user_id,)
+    if isinstance(op, ev.EditMessage | ev.RedactMessage) and op.sender:
+        return (op.sender,)
+    return ()
+
+
+def _users_of(op: ev.Operation) -> tuple[str, ...]:
+    """The actors, and those mentioned or invited (only an agent among them matters)."""
+    if isinstance(op, ev.NewMessage):
+        return (op.sender, *op.mentions)
+    if isinstance(op, ev.AgentInvited):
+        return (op.agent_mxid,)
+    return _actors_of(op)
+
+
 def _needs_power(op: ev.Operation) -> bool:
     """A person's role on joining, a redaction's right, a new power levels' creators."""
     return isinstance(op, ev.RedactMessage | ev.PowerLevels) or (
@@ -177,24 +208,27 @@ class _Applier:
             return
         ops = [op for _, op in pairs]
         self.position = {id(op): i for i, op in enumerate(ops)}
-        self.channels, self.power = await channels.by_rooms_with_power(
-            self.conn, {op.room_id for op in ops}, {op.room_id for op in ops if _needs_power(op)}
+        known = await lookup.look_up(
+            self.conn,
+            {op.room_id for op in ops},
+            {op.room_id for op in ops if _needs_power(op)},
+            {m for op in ops for m in _users_of(op)},
         )
-        actors: set[str] = set()
-        mentioned: set[str] = set()
-        for op in ops:
-            if op.room_id not in self.channels:
-                continue
-            if isinstance(op, ev.NewMessage):
-                actors.add(op.sender)
-                mentioned.update(op.mentions)
-            elif isinstance(op, ev.Membership):
-                actors.add(op.user_id)
-            elif isinstance(op, ev.EditMessage | ev.RedactMessage) and op.sender:
-                actors.add(op.sender)
-            elif isinstance(op, ev.AgentInvited):
-                mentioned.add(op.agent_mxid)
-        self.agents, self.users = await users.resolve(self.conn, sorted(actors), mentioned)
+        self.channels, self.power, self.agents = known.channels, known.power, known.agents
+        self.announcer.know(known.platform_ids)
+        # People seen for the first time get a row, but only in bridged rooms.
+        unseen = {
+            m
+            for op in ops
+            if op.room_id in self.channels
+            for m in _actors_of(op)
+            if m not in known.agents and m not in known.people
+        }
+        if unseen:
+            for matrix_id, row_id, platform_id in await users.create(self.conn, sorted(unseen)):
+                known.people[matrix_id] = row_id
+                self.announcer.know({(HUMAN, row_id): platform_id})
+        self.users = known.people
         self.by_id = {c.id: c for c in self.channels.values()}
         bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
         if self.isolate:

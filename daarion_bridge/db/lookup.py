@@ -1,0 +1,70 @@
+"""What a transaction's operations refer to, read in one round trip: the channels of its
+rooms (with power levels where needed), and who its Matrix users are, with the platform
+ids the outbox events carry."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from asyncpg import Connection
+
+from .channels import Channel
+from .outbox import AGENT, HUMAN
+from .rooms import RoomPower, power_of
+from .users import find_sql
+
+CHANNEL, AGENT_ROW, PERSON_ROW = 0, 1, 2
+
+# One row per channel ($1), per agent and per person ($3); a room's power levels only
+# where its events need them ($2). Shared columns: kind, Matrix id, row id, platform id.
+_KNOWN = f"""
+SELECT {CHANNEL} AS kind, c.matrix_room_id AS key, c.id, d.external_id, c.microdao_id,
+       c.slug, c.matrix_room_id = ANY($2::text[]) AS wanted, r.creators, r.power_levels
+FROM channels c JOIN microdaos d ON d.id = c.microdao_id
+LEFT JOIN bridge_rooms r ON r.room_id = c.matrix_room_id AND r.room_id = ANY($2::text[])
+WHERE c.matrix_room_id = ANY($1::text[])
+UNION ALL
+SELECT {AGENT_ROW}, matrix_id, id, external_id, NULL, NULL, NULL, NULL, NULL
+FROM agents WHERE matrix_id = ANY($3::text[])
+UNION ALL
+SELECT {PERSON_ROW}, matrix_id, id, external_id, NULL, NULL, NULL, NULL, NULL
+FROM ({find_sql(3)}) AS people
+"""
+
+
+@dataclass
+class Known:
+    channels: dict[str, Channel] = field(default_factory=dict)  # by room id
+    power: dict[str, RoomPower] = field(default_factory=dict)  # by room id, those wanted
+    agents: dict[str, UUID] = field(default_factory=dict)  # by Matrix id
+    people: dict[str, UUID] = field(default_factory=dict)  # by Matrix id, agents excluded
+    # (HUMAN or AGENT, row id) -> platform id (external_id)
+    platform_ids: dict[tuple[str, UUID], str] = field(default_factory=dict)
+
+
+async def look_up(
+    conn: Connection,
+    room_ids: Collection[str],
+    power_wanted: Collection[str],
+    matrix_ids: Collection[str],
+) -> Known:
+    """The channels of these rooms, the power levels of those in `power_wanted`, and the
+    agent or person rows of these Matrix users (people never seen have none yet)."""
+    known = Known()
+    people: dict[str, UUID] = {}
+    rows = await conn.fetch(_KNOWN, list(room_ids), list(power_wanted), list(matrix_ids))
+    for kind, key, row_id, platform_id, microdao_id, slug, wanted, creators, levels in rows:
+        if kind == CHANNEL:
+            known.channels[key] = Channel(row_id, microdao_id, key, platform_id, slug)
+            if wanted:
+                known.power[key] = power_of(creators, levels)
+        elif kind == AGENT_ROW:
+            known.agents[key] = row_id
+            known.platform_ids[AGENT, row_id] = platform_id
+        else:
+            people[key] = row_id
+            known.platform_ids[HUMAN, row_id] = platform_id
+    known.people = {m: row_id for m, row_id in people.items() if m not in known.agents}
+    return known
