@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from mautrix.util.async_db import Database
 
 from . import maintenance, metrics
@@ -267,7 +267,9 @@ class Bridge:
         return True
 
     async def _ping(self, bot: Bot) -> None:
-        """Tells the admin at start whether the homeserver can reach us back."""
+        """Tells the admin at start whether the homeserver can reach us back. The bridge
+        is ready by now: a homeserver gone meanwhile (restarting, say) is only logged,
+        since it pushes its queued transactions when it is back."""
         try:
             await bot.ping()
             log.info("Homeserver reached the bridge at %s", self.config.appservice.address)
@@ -277,6 +279,13 @@ class Bridge:
                 self.config.appservice.address,
                 e.errcode,
                 e.message,
+            )
+        except (MatrixConnectionError, aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.warning(
+                "Homeserver %s did not answer the start-up ping (%s); it pushes what it "
+                "queued once it is back",
+                self.config.homeserver.address,
+                e or type(e).__name__,
             )
 
     async def stop(self) -> None:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from daarion_bridge.devtools.synapse import free_port
 from tests.conftest import create_database
@@ -45,6 +46,7 @@ from tests.e2e.helpers import (
     index_report,
     open_channel,
     put_transaction,
+    wait_for,
     wait_indexed,
 )
 
@@ -223,3 +225,91 @@ async def test_synapse_restart_mid_stream(stack, proxy, stack_bridge, stack_db):
     finally:
         await alice.close()
         await bob.close()
+
+
+async def _log_has(log_file, needle: str) -> bool:
+    return log_file.exists() and needle in log_file.read_text(encoding="utf-8")
+
+
+class PingCutter:
+    """In front of Synapse on the bridge's homeserver.address: forwards every request,
+    but drops the connection of the start-up ping (POST .../appservice/<id>/ping), as a
+    Synapse stopped right then does."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.port = free_port()
+        self.cut = 0
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._client is not None
+        if request.method == "POST" and request.path.endswith("/ping"):
+            self.cut += 1
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        body = await request.read()
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        async with self._client.request(
+            request.method, self.target + request.path_qs, data=body, headers=headers
+        ) as resp:
+            data = await resp.read()
+            ctype = resp.headers.get("Content-Type", "application/json")
+            return web.Response(status=resp.status, body=data, headers={"Content-Type": ctype})
+
+    async def __aenter__(self) -> PingCutter:
+        self._client = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._client is not None
+        await self._runner.cleanup()
+        await self._client.close()
+
+
+@pytest.mark.timeout(60)
+async def test_homeserver_gone_during_the_start_up_ping_leaves_the_bridge_running(
+    stack, pg_server_url
+):
+    """The bridge is ready before it pings; the homeserver going away then (the size
+    benchmark stops Synapse right after /ready) is a warning, not the end of the bridge."""
+    database_url = await create_database(pg_server_url, "fsyn_ping")
+    port = free_port()
+    log_file = stack.workdir / "bridge-ping-cut.log"
+    async with PingCutter(stack.synapse.base_url) as cutter:
+
+        def through_cutter(cfg):
+            cfg["homeserver"]["address"] = f"http://127.0.0.1:{cutter.port}"
+            cfg["appservice"]["port"] = port
+            cfg["database"]["url"] = database_url
+            cfg["logging"]["handlers"]["file"]["filename"] = str(log_file)
+
+        config = stack.derived_config("config-ping-cut", through_cutter)
+        bridge = stack.new_bridge("bridge-ping-cut", config, port=port, log_file=log_file)
+        await bridge.start()
+        try:
+            await wait_for(
+                lambda: _log_has(log_file, "did not answer the start-up ping"),
+                what="the ping's warning in the bridge log",
+            )
+            assert cutter.cut == 1
+            await asyncio.sleep(1.0)  # where the bridge used to exit
+            assert bridge.running, bridge.tail()
+            async with aiohttp.ClientSession() as http:
+                status, _ = await put_transaction(http, port, stack.hs_token, "ping-cut-1", [])
+            assert status == 200
+        finally:
+            await bridge.stop()
+    text = log_file.read_text(encoding="utf-8")
+    assert "Traceback" not in text, text[-3000:]
