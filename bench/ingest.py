@@ -107,12 +107,23 @@ def latency(values: list[float]) -> dict[str, float]:
 
 
 async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    """This database's counters, and the server's WAL and checkpoints: at size, full-page
+    images after a checkpoint are much of what an insert costs."""
     row = await conn.fetchrow(
         "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
         "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
         "current_database()"
     )
-    return dict(row)
+    checkpoints = (
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+        if conn.get_server_version().major >= 17
+        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    )
+    wal = await conn.fetchrow(
+        "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
+        f"({checkpoints}) AS checkpoints FROM pg_stat_wal"
+    )
+    return {**dict(row), **dict(wal)}
 
 
 async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
@@ -414,6 +425,11 @@ def ingest_table(r: dict[str, Any], title: str) -> str:
                 f", other processes {cpu['other_cpu_s']})",
             ),
             ("commits in the phase", r["db_delta"]["xact_commit"]),
+            (
+                "WAL: MB / full-page images / checkpoints",
+                f"{r['db_delta']['wal_bytes'] / MB:,.1f} / {r['db_delta']['wal_fpi']:,} / "
+                f"{r['db_delta']['checkpoints']}",
+            ),
             (
                 "rows inserted / updated",
                 f"{r['db_delta']['tup_inserted']:,} / {r['db_delta']['tup_updated']:,}",
