@@ -151,8 +151,16 @@ async def serve_child(stdin: asyncio.StreamReader) -> None:
             sys.stdout.buffer.flush()
 
     # min_size 0: a database that is down now is the publisher's to retry, not a crash.
+    # Its only writes move the publish cursor, so they need not wait for the WAL flush:
+    # a move lost in a server crash only sends those events again, and JetStream drops
+    # them by message id. Every bridge commit is followed by one such write, and waiting
+    # for its flush took a share of the flushes the bridge's own commits wait for.
     pool = await asyncpg.create_pool(
-        hello["database_url"], min_size=0, max_size=2, reset=keep_session
+        hello["database_url"],
+        min_size=0,
+        max_size=2,
+        reset=keep_session,
+        server_settings={"synchronous_commit": "off"},
     )
     publisher = Publisher(pool, nats_config)
     publisher.on_connected = report
