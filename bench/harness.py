@@ -222,11 +222,17 @@ class Stack:
         finally:
             await conn.close()
 
-    async def measure_restart(self) -> dict[str, float]:
-        """Restart the bridge on the filled database (Synapse up again for its start-up
-        checks): wall time from spawn to /ready 200, and the bridge's own figure (from
-        opening the database to ready, without the interpreter's start)."""
+    async def measure_restart(self, roster: dict[str, Any]) -> dict[str, float]:
+        """Restart the bridge on the filled database with `roster` (the config's
+        blueprints, microDAOs and agents) and Synapse up again for its start-up checks:
+        wall time from spawn to /ready 200, and the bridge's own figure (from opening the
+        database to ready, without the interpreter's start)."""
         assert self.synapse is not None and self.bridge is not None
+
+        def with_roster(cfg: Any) -> None:
+            cfg.update(roster)
+
+        derive_config(self.bridge.config, self.bridge.config, with_roster)
         await self.synapse.start()
         log_file = self.workdir / "bridge.log"
         offset = log_file.stat().st_size if log_file.exists() else 0

@@ -538,7 +538,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await conn.close()
             say("queries done; restarting the bridge on the filled database")
-            result["startup"] = await stack.measure_restart()
+            result["startup"] = await stack.measure_restart(filled.roster)
+            result["startup"]["agents_in_config"] = len(filled.roster["agents"])
             say("ingest at this size")
             result["ingest"] = await measure_ingest(args, pg, stack, "clone")
         else:
@@ -581,7 +582,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         start = result["startup"]
         print(
             f"Start-up on the filled database: {start['spawn_to_ready_s']:.2f} s from spawn "
-            f"to /ready, {start['bridge_ready_s']:.2f} s by the bridge's own log\n"
+            f"to /ready, {start['bridge_ready_s']:.2f} s by the bridge's own log "
+            f"({start['agents_in_config']:,} agents in its config)\n"
         )
         fill = result["fill"]
         print(

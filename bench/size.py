@@ -56,6 +56,7 @@ FILLED = (
     "microdao_members",
     "agent_blueprints",
     "agents",
+    "bridge_puppets",
     "channels",
     "bridge_rooms",
     "channel_members",
@@ -88,6 +89,7 @@ class Filled:
     user_ids: list[Any] = field(default_factory=list)
     agent_ids: list[Any] = field(default_factory=list)
     big_microdao: Any = None
+    roster: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # config sections
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -218,6 +220,12 @@ async def fill(conn: asyncpg.Connection, spec: FillSpec, previews: list[str]) ->
         5,
     )
     agent_ids = out.agent_ids = uuids(spec.agents)
+    kinds = ("assistant", "assistant", "node", "system", "quest")
+    # (kind, microDAO, owner, blueprint) of each agent, drawn in the order the seed fixes
+    drawn = [
+        (rng.choice(kinds), rng.randrange(n_md), rng.randrange(spec.users), rng.randrange(5))
+        for _ in range(spec.agents)
+    ]
     await put(
         "agents",
         [
@@ -235,16 +243,52 @@ async def fill(conn: asyncpg.Connection, spec: FillSpec, previews: list[str]) ->
                 agent_ids[i],
                 f"agent:fill-{i}",
                 f"Agent {i}",
-                rng.choice(("assistant", "assistant", "node", "system", "quest")),
-                md_ids[rng.randrange(n_md)],
-                user_ids[rng.randrange(spec.users)],
+                kind,
+                md_ids[md],
+                user_ids[owner],
                 f"@agent-fill-{i}:localhost",
-                bp_ids[rng.randrange(5)],
+                bp_ids[bp],
             )
-            for i in range(spec.agents)
+            for i, (kind, md, owner, bp) in enumerate(drawn)
         ],
         spec.agents,
     )
+    # Their puppets as a running bridge set them up, so a restart asks the homeserver
+    # nothing about them.
+    await put(
+        "bridge_puppets",
+        ["matrix_id", "displayname", "avatar_url"],
+        [(f"@agent-fill-{i}:localhost", f"Agent {i}", None) for i in range(spec.agents)],
+        spec.agents,
+    )
+    # The config that declares them (`blueprints`, `microdaos`, `agents`): restarted with
+    # it, the bridge keeps them; without it, it would retire them all.
+    used = sorted({md for _, md, _, _ in drawn})
+    out.roster = {
+        "blueprints": [
+            {"code": f"fill_blueprint_{i}", "description": "filled", "model": "gpt-4.1"}
+            for i in range(5)
+        ],
+        "microdaos": [
+            {
+                "external_id": f"microdao:fill-{m}",
+                "name": f"microDAO {m}",
+                "owner": mxid[md_owner[m]],
+            }
+            for m in used
+        ],
+        "agents": [
+            {
+                "external_id": f"agent:fill-{i}",
+                "name": f"Agent {i}",
+                "kind": kind,
+                "blueprint": f"fill_blueprint_{bp}",
+                "microdao": f"microdao:fill-{md}",
+                "owner": mxid[owner],
+            }
+            for i, (kind, md, owner, bp) in enumerate(drawn)
+        ],
+    }
     # channels
     channel_ids = out.channel_ids = uuids(spec.channels)
     cum = out.channel_cum = _zipf_cum(spec.channels, 0.9, rng)
