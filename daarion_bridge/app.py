@@ -246,7 +246,9 @@ class Bridge:
 
     async def reload(self) -> bool:
         try:
-            new = load_config(self.config.path)
+            # Off the event loop: a city's config takes a tenth of a second to parse,
+            # and transactions keep coming meanwhile.
+            new = await asyncio.to_thread(load_config, self.config.path)
             if self.registration_path is not None:
                 check_registration(new, self.registration_path)
         except OperatorError as e:
