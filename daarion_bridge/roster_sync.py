@@ -55,8 +55,7 @@ async def apply_roster(
     report.blueprints = len(roster.blueprints)
     report.agents = len(roster.agents)
 
-    for agent in roster.agents:
-        await puppets.ensure_profile(agent)
+    await puppets.ensure_profiles(roster.agents)
     for space_id in space_ids.values():
         await _join_space(bot, space_id, report)
     log.info(
@@ -80,29 +79,44 @@ async def write_roster(
     agents with the rooms each must leave."""
     await bookkeeping.lock_ingest(conn)  # sessions change only under the ingest lock
     people = await users.ensure_users(conn, _people(roster))
-    microdao_ids = {}
+    # Set-based throughout: ingest waits while this runs, so a config of a thousand agents
+    # costs a handful of statements, not a few per entry.
+    microdao_ids = await microdaos.upsert_many(
+        conn,
+        [
+            microdaos.Declared(
+                m.external_id,
+                m.name,
+                people[m.owner],
+                {people[mxid]: role for mxid, role in m.members.items() if mxid != m.owner},
+            )
+            for m in roster.microdaos
+        ],
+    )
     for m in roster.microdaos:
-        microdao_id = await microdaos.upsert(conn, m.external_id, m.name, people[m.owner])
-        roles = {people[mxid]: role for mxid, role in m.members.items() if mxid != m.owner}
-        await microdaos.set_roles(conn, microdao_id, roles)
         if m.external_id in space_ids:
-            await spaces.link(conn, space_ids[m.external_id], microdao_id)
-        microdao_ids[m.external_id] = microdao_id
+            await spaces.link(conn, space_ids[m.external_id], microdao_ids[m.external_id])
     blueprint_ids = await agents.upsert_blueprints(conn, roster.blueprints)
     leaving = []
+    before = await agents.by_external_ids(conn, [a.external_id for a in roster.agents])
     for a in roster.agents:
-        before = await agents.by_external_id(conn, a.external_id)
-        if before is not None and before.matrix_id != a.matrix_id:
+        old = before.get(a.external_id)
+        if old is not None and old.matrix_id != a.matrix_id:
             # A new localpart is a new Matrix user: the old one leaves, and the index says
             # so now, since its leave events will no longer be recognised as the agent's.
-            leaving += await _retire_puppet(conn, before, report)
-        await agents.upsert(
-            conn,
-            a,
-            blueprint_ids[a.blueprint],
-            microdao_ids[a.microdao] if a.microdao else None,
-            people[a.owner] if a.owner else None,
-        )
+            leaving += await _retire_puppet(conn, old, report)
+    await agents.upsert_many(
+        conn,
+        [
+            agents.Declared(
+                a,
+                blueprint_ids[a.blueprint],
+                microdao_ids[a.microdao] if a.microdao else None,
+                people[a.owner] if a.owner else None,
+            )
+            for a in roster.agents
+        ],
+    )
     # Set-based: a database with many agents the config does not declare (removed long
     # ago, or made elsewhere) costs two statements at each start, not two per agent.
     gone = await agents.not_in(conn, [a.external_id for a in roster.agents])

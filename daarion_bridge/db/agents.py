@@ -41,26 +41,39 @@ async def upsert_blueprints(
     return ids
 
 
-async def upsert(
-    conn: Connection,
-    agent: AgentSpec,
-    blueprint_id: UUID,
-    microdao_id: UUID | None,
-    owner_user_id: UUID | None,
-) -> UUID:
-    return await conn.fetchval(
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """An agent as the config declares it, with the row ids it refers to."""
+
+    spec: AgentSpec
+    blueprint_id: UUID
+    microdao_id: UUID | None
+    owner_user_id: UUID | None
+
+
+async def upsert_many(conn: Connection, declared: Sequence[Declared]) -> None:
+    """The agents as declared, by platform id, in one statement however many."""
+    if not declared:
+        return
+    await conn.execute(
         "INSERT INTO agents (external_id, name, kind, microdao_id, owner_user_id, matrix_id, "
-        "blueprint_id) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (external_id) DO UPDATE "
-        "SET name = EXCLUDED.name, kind = EXCLUDED.kind, microdao_id = EXCLUDED.microdao_id, "
+        "blueprint_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], "
+        "$5::uuid[], $6::text[], $7::uuid[]) ON CONFLICT (external_id) DO UPDATE SET "
+        "name = EXCLUDED.name, kind = EXCLUDED.kind, microdao_id = EXCLUDED.microdao_id, "
         "owner_user_id = EXCLUDED.owner_user_id, matrix_id = EXCLUDED.matrix_id, "
-        "blueprint_id = EXCLUDED.blueprint_id RETURNING id",
-        agent.external_id,
-        agent.name,
-        agent.kind,
-        microdao_id,
-        owner_user_id,
-        agent.matrix_id,
-        blueprint_id,
+        "blueprint_id = EXCLUDED.blueprint_id "
+        # An unchanged agent is not rewritten: a restart with the same config writes nothing.
+        "WHERE (agents.name, agents.kind, agents.microdao_id, agents.owner_user_id, "
+        "agents.matrix_id, agents.blueprint_id) IS DISTINCT FROM (EXCLUDED.name, "
+        "EXCLUDED.kind, EXCLUDED.microdao_id, EXCLUDED.owner_user_id, EXCLUDED.matrix_id, "
+        "EXCLUDED.blueprint_id)",
+        [d.spec.external_id for d in declared],
+        [d.spec.name for d in declared],
+        [d.spec.kind for d in declared],
+        [d.microdao_id for d in declared],
+        [d.owner_user_id for d in declared],
+        [d.spec.matrix_id for d in declared],
+        [d.blueprint_id for d in declared],
     )
 
 
@@ -81,6 +94,13 @@ async def by_matrix_ids(conn: Connection, matrix_ids: Collection[str]) -> dict[s
         "SELECT matrix_id, id FROM agents WHERE matrix_id = ANY($1::text[])", list(matrix_ids)
     )
     return {r["matrix_id"]: r["id"] for r in rows}
+
+
+async def by_external_ids(conn: Connection, external_ids: Collection[str]) -> dict[str, Agent]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM agents WHERE external_id = ANY($1::text[])", list(external_ids)
+    )
+    return {r["external_id"]: _agent(r) for r in rows}
 
 
 async def by_external_id(conn: Connection, external_id: str) -> Agent | None:

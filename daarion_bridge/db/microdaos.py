@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -38,36 +39,80 @@ async def ensure(conn: Connection, external_id: str, owner_user_id: UUID) -> UUI
     return microdao_id
 
 
-async def upsert(conn: Connection, external_id: str, name: str, owner_user_id: UUID) -> UUID:
-    """A microDAO as the config declares it; its owner holds the owner role, and an
-    owner the config replaced becomes a member."""
-    previous = await conn.fetchval(
-        "SELECT owner_user_id FROM microdaos WHERE external_id = $1", external_id
+# The config's microDAOs in one statement; `previous` reads the rows as they were before
+# it (a data-modifying CTE's changes are not visible to the statement's other parts). An
+# unchanged row is not rewritten (a restart with the same config writes nothing), so
+# its id comes from `previous`.
+_UPSERT_MANY = """
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) AS w(external_id, name, owner)
+), previous AS (
+    SELECT external_id, id, owner_user_id FROM microdaos WHERE external_id = ANY($1::text[])
+), written AS (
+    INSERT INTO microdaos (external_id, name, owner_user_id)
+    SELECT external_id, name, owner FROM wanted
+    ON CONFLICT (external_id) DO UPDATE SET
+        name = EXCLUDED.name, owner_user_id = EXCLUDED.owner_user_id
+    WHERE (microdaos.name, microdaos.owner_user_id)
+          IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.owner_user_id)
+    RETURNING id, external_id
+)
+SELECT w.external_id, COALESCE(n.id, p.id) AS id, p.owner_user_id AS previous_owner
+FROM wanted w LEFT JOIN written n USING (external_id) LEFT JOIN previous p USING (external_id)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A microDAO as the config declares it: owner and members as users rows."""
+
+    external_id: str
+    name: str
+    owner_user_id: UUID
+    members: dict[UUID, str]  # user -> role; the owner's own entry is ignored
+
+
+async def upsert_many(conn: Connection, declared: Sequence[Declared]) -> dict[str, UUID]:
+    """The microDAOs as declared, in two statements however many: each owner holds the
+    owner role, an owner the config replaced becomes a member, and each listed member
+    gets the listed role. Returns row ids by platform id."""
+    if not declared:
+        return {}
+    rows = await conn.fetch(
+        _UPSERT_MANY,
+        [d.external_id for d in declared],
+        [d.name for d in declared],
+        [d.owner_user_id for d in declared],
     )
-    microdao_id = await conn.fetchval(
-        "INSERT INTO microdaos (external_id, name, owner_user_id) VALUES ($1, $2, $3) "
-        "ON CONFLICT (external_id) DO UPDATE SET name = EXCLUDED.name, "
-        "owner_user_id = EXCLUDED.owner_user_id RETURNING id",
-        external_id,
-        name,
-        owner_user_id,
-    )
-    roles = {owner_user_id: "owner"}
-    if previous is not None and previous != owner_user_id:
-        roles[previous] = "member"
-    await set_roles(conn, microdao_id, roles)
-    return microdao_id
+    found = {r["external_id"]: (r["id"], r["previous_owner"]) for r in rows}
+    roles: list[tuple[UUID, UUID, str]] = []
+    for d in declared:
+        microdao_id, previous = found[d.external_id]
+        wanted: dict[UUID, str] = {}
+        if previous is not None and previous != d.owner_user_id:
+            wanted[previous] = "member"
+        wanted.update(d.members)
+        wanted[d.owner_user_id] = "owner"
+        roles += [(microdao_id, user_id, role) for user_id, role in wanted.items()]
+    await _set_roles(conn, roles)
+    return {external_id: row_id for external_id, (row_id, _) in found.items()}
 
 
 async def set_roles(conn: Connection, microdao_id: UUID, roles: dict[UUID, str]) -> None:
+    await _set_roles(conn, [(microdao_id, user_id, role) for user_id, role in roles.items()])
+
+
+async def _set_roles(conn: Connection, roles: Sequence[tuple[UUID, UUID, str]]) -> None:
+    """(microDAO, user, role) rows; a (microDAO, user) pair appears once at most."""
     if roles:
         await conn.execute(
             "INSERT INTO microdao_members (microdao_id, user_id, role) "
-            "SELECT $1, u, r FROM unnest($2::uuid[], $3::text[]) AS x(u, r) "
-            "ON CONFLICT (microdao_id, user_id) DO UPDATE SET role = EXCLUDED.role",
-            microdao_id,
-            list(roles),
-            list(roles.values()),
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) "
+            "ON CONFLICT (microdao_id, user_id) DO UPDATE SET role = EXCLUDED.role "
+            "WHERE microdao_members.role IS DISTINCT FROM EXCLUDED.role",
+            [m for m, _, _ in roles],
+            [u for _, u, _ in roles],
+            [r for _, _, r in roles],
         )
 
 

@@ -20,6 +20,15 @@ async def get(conn: Connection | Pool, matrix_id: str) -> PuppetProfile | None:
     return PuppetProfile(row["displayname"], row["avatar_url"]) if row else None
 
 
+async def get_many(conn: Connection | Pool, matrix_ids: list[str]) -> dict[str, PuppetProfile]:
+    rows = await conn.fetch(
+        "SELECT matrix_id, displayname, avatar_url FROM bridge_puppets "
+        "WHERE matrix_id = ANY($1::text[])",
+        matrix_ids,
+    )
+    return {r["matrix_id"]: PuppetProfile(r["displayname"], r["avatar_url"]) for r in rows}
+
+
 async def put(conn: Connection | Pool, matrix_id: str, profile: PuppetProfile) -> None:
     await conn.execute(
         "INSERT INTO bridge_puppets (matrix_id, displayname, avatar_url) VALUES ($1, $2, $3) "

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from asyncpg import Pool
@@ -32,13 +33,21 @@ class Puppets:
     def intent(self, matrix_id: str) -> IntentAPI:
         return self.bot_intent.user(matrix_id)
 
+    async def ensure_profiles(self, agents: Sequence[AgentSpec]) -> None:
+        """`ensure_profile` for many: one read for all, requests only for what changed."""
+        have = await stored.get_many(self.pool, [a.matrix_id for a in agents])
+        for agent in agents:
+            await self._set_up(agent, have.get(agent.matrix_id))
+
     async def ensure_profile(self, agent: AgentSpec) -> None:
         """Register the puppet once and keep its display name and avatar equal to the config.
 
         What was set is remembered in the database, so a restart makes no requests for
         puppets whose profile did not change."""
+        await self._set_up(agent, await stored.get(self.pool, agent.matrix_id))
+
+    async def _set_up(self, agent: AgentSpec, have: stored.PuppetProfile | None) -> None:
         want = stored.PuppetProfile(agent.name, agent.avatar)
-        have = await stored.get(self.pool, agent.matrix_id)
         if have == want:
             return
         intent = self.intent(agent.matrix_id)

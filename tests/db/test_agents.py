@@ -707,6 +707,23 @@ async def test_write_roster_twice_changes_nothing(pool: asyncpg.Pool) -> None:
     assert await table_rows(pool) == before
 
 
+async def test_write_roster_twice_rewrites_no_row(pool: asyncpg.Pool) -> None:
+    """A restart with the same config writes nothing: every row keeps its version."""
+    roster = make_roster(raw_roster(members={BOB: "member", DAVE: "admin"}))
+    await apply(pool, roster)
+
+    async def versions() -> dict[str, list[str]]:
+        return {
+            table: [r[0] for r in await pool.fetch(f"SELECT xmin::text FROM {table} ORDER BY 1")]
+            for table in ("microdaos", "microdao_members", "agents")
+        }
+
+    before = await versions()
+    assert all(before.values())
+    await apply(pool, roster)
+    assert await versions() == before
+
+
 async def test_write_roster_upserts_by_external_id_and_code(pool: asyncpg.Pool) -> None:
     await apply(pool, make_roster())
     ids_before = {r["external_id"]: r["id"] for r in await pool.fetch("SELECT * FROM agents")}
