@@ -5,6 +5,7 @@ interval. Pure: no I/O."""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from hypothesis import strategies as st
 
 from daarion_bridge.maintenance import sweep_interval
 from daarion_bridge.roster import AgentSpec, Roster, parse_roster
-from daarion_bridge.translate.agents import AgentDirectory, LiveDirectory, agent_invite_allowed
+from daarion_bridge.translate.agents import (
+    AgentDirectory,
+    LiveDirectory,
+    agent_invite_allowed,
+    trie_pattern,
+)
 from daarion_bridge.translate.events import (
     AgentInvited,
     BotInvited,
@@ -435,3 +441,35 @@ def test_sweep_interval_bounds(idle_after: float) -> None:
     if idle_after >= 4:  # a session turns idle at most a quarter of the timeout late
         assert interval <= idle_after / 4
     assert sweep_interval(idle_after * 2) >= interval
+
+
+# A small alphabet, so that words often extend one another and texts often hold them.
+_WORD = st.text(alphabet="abAB .:-é", min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    words=st.lists(_WORD, min_size=1, max_size=12), text=st.text(alphabet="abAB .:-é!", max_size=60)
+)
+def test_trie_pattern_matches_what_a_longest_first_alternation_matches(
+    words: list[str], text: str
+) -> None:
+    """The mention pattern is a trie for speed; what it finds must be what the plain
+    alternation, longest word first, finds: same spans, with the word edges around."""
+    edges = r"(?<!\w)({})(?!\w|[.:-]\w)"
+    flat = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+    want = [m.span(1) for m in re.finditer(edges.format(flat), text, re.IGNORECASE)]
+    got = [m.span(1) for m in re.finditer(edges.format(trie_pattern(words)), text, re.IGNORECASE)]
+    assert got == want
+
+
+def test_mentions_among_a_thousand_agents() -> None:
+    """Names that extend one another (Agent 1, Agent 10, Agent 100) and Matrix ids."""
+    many = roster(*((f"agent:n{i}", f"Agent {i}", {}) for i in range(1000)))
+    directory = AgentDirectory(many)
+    text = "ask agent 10, then Agent 100. and @agent-n7:localhost, not Agent 1000 or Agent 5x"
+    assert directory.mentioned({"body": text}) == (
+        "@agent-n10:localhost",
+        "@agent-n100:localhost",
+        "@agent-n7:localhost",
+    )
