@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import sys
@@ -41,6 +42,39 @@ SERVER_NAME = "localhost"
 BOT = f"@daarion:{SERVER_NAME}"
 MICRODAO = "microdao:bench"
 OWNER = "bench-owner"
+OWNER_ID = f"@{OWNER}:{SERVER_NAME}"
+BLUEPRINT = "bench_assistant"
+AGENT_NAMES = (
+    "Sofia Helion Atlas Nova Orion Mira Kai Luma Vega Juno Iris Taras Olena Bohdan Zoryana"
+    " Marko Dana Ostap Lesia Yarema"
+).split()
+ROOMS_WITH_AGENTS = 0.6  # share of the rooms the owner invites agents into (1 to 3 each)
+
+
+def agent_name(i: int) -> str:
+    """Agents' display names: people's names, some sharing a first word (Sofia, Sofia 2)."""
+    base = AGENT_NAMES[i % len(AGENT_NAMES)]
+    return base if i < len(AGENT_NAMES) else f"{base} {i // len(AGENT_NAMES) + 1}"
+
+
+def bench_roster(agents: int) -> dict[str, Any]:
+    """The config's microDAO, blueprint and agents: the owner owns them all, so the
+    puppets accept the owner's invites into any room."""
+    return {
+        "microdaos": [{"external_id": MICRODAO, "name": "Bench", "owner": OWNER_ID}],
+        "blueprints": [{"code": BLUEPRINT, "model": "gpt-4.1", "description": "benchmark"}],
+        "agents": [
+            {
+                "external_id": f"agent:bench-{i}",
+                "name": agent_name(i),
+                "kind": "assistant",
+                "blueprint": BLUEPRINT,
+                "microdao": MICRODAO,
+                "owner": OWNER_ID,
+            }
+            for i in range(agents)
+        ],
+    }
 
 
 def say(msg: str) -> None:
@@ -121,6 +155,9 @@ class Stack:
     rooms: list[str] = field(default_factory=list)
     owner_id: str = ""
     nats_url: str = ""  # with NATS on, every change also goes through the outbox
+    agents: int = 0  # agents declared in the config
+    # room id -> (Matrix id, name) of the agents that joined it
+    agents_in_rooms: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     _people: list[Person] = field(default_factory=list)
 
     @property
@@ -145,6 +182,8 @@ class Stack:
             cfg["metrics"]["listen"] = f"127.0.0.1:{self.metrics_port}"
             if self.nats_url:
                 cfg["nats"] = {"url": self.nats_url, "stream": "BENCH"}
+            if self.agents:
+                cfg.update(bench_roster(self.agents))
 
         derive_config(config, config, production_like)
         registration = self.workdir / "registration.yaml"
@@ -175,9 +214,10 @@ class Stack:
         assert self.bridge is not None and self.bridge.proc is not None
         return self.bridge.proc.pid
 
-    async def create_channels(self, n: int, parallel: int = 8) -> list[str]:
+    async def create_channels(self, n: int, parallel: int = 8, seed: int = 1) -> list[str]:
         """n rooms created over the client API, the bot invited; returns once every room
-        has its channels row (written by the bridge from Synapse's pushes)."""
+        has its channels row (written by the bridge from Synapse's pushes). With agents
+        in the config, some of them are then invited into some rooms."""
         assert self.synapse is not None
         user_id, token = await self.synapse.register_user(OWNER)
         owner = Person(self.synapse.base_url, user_id, token)
@@ -199,9 +239,53 @@ class Stack:
                 return room_id
 
             self.rooms = list(await asyncio.gather(*(one(i) for i in range(n))))
+            if self.agents:
+                await self._invite_agents(owner, pool, sem, seed)
         finally:
             await pool.close()
         return self.rooms
+
+    async def _invite_agents(
+        self, owner: Person, pool: asyncpg.Pool, sem: asyncio.Semaphore, seed: int
+    ) -> None:
+        """The owner invites 1 to 3 agents (a few busy ones, a long tail) into some rooms;
+        returns once each puppet has joined and the bridge has its member row."""
+        agents = {
+            r["matrix_id"]: r["name"]
+            for r in await pool.fetch("SELECT matrix_id, name FROM agents ORDER BY external_id")
+        }
+        rng = random.Random(seed)
+        mxids = sorted(agents)
+        weights = [1 / (i + 1) for i in range(len(mxids))]
+        for room in self.rooms:
+            if rng.random() < ROOMS_WITH_AGENTS:
+                picked: set[str] = set()
+                for _ in range(rng.randint(1, 3)):
+                    picked.add(rng.choices(mxids, weights=weights)[0])
+                self.agents_in_rooms[room] = [(m, agents[m]) for m in sorted(picked)]
+
+        async def invite(room: str, agent: str) -> None:
+            async with sem:
+                await owner.invite(room, agent)
+
+        pairs = [(room, m) for room, found in self.agents_in_rooms.items() for m, _ in found]
+        t0 = time.monotonic()
+        await asyncio.gather(*(invite(room, m) for room, m in pairs))
+        joined = 0
+        while joined < len(pairs):
+            if time.monotonic() - t0 > 120:
+                raise RuntimeError(f"only {joined} of {len(pairs)} agent joins were indexed")
+            await asyncio.sleep(0.5)
+            joined = await pool.fetchval(
+                "SELECT count(*) FROM channel_members m JOIN channels c ON c.id = m.channel_id "
+                "WHERE m.member_agent_id IS NOT NULL AND m.left_at IS NULL "
+                "AND c.matrix_room_id = ANY($1::text[])",
+                self.rooms,
+            )
+        say(
+            f"agents: {len(pairs)} joins in {len(self.agents_in_rooms)} rooms "
+            f"({time.monotonic() - t0:.0f} s)"
+        )
 
     async def stop_synapse(self) -> None:
         """Stop Synapse so none of its own pushes can overlap the measured transactions;

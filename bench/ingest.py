@@ -33,8 +33,10 @@ from typing import Any
 
 import asyncpg
 
+from daarion_bridge.config import load_config
 from daarion_bridge.db.bookkeeping import events_digest
 from daarion_bridge.devtools.nats import LocalNats
+from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 
 from . import floor, size
@@ -68,10 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--nats", action="store_true", help="run a local NATS: events also go through the outbox"
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
+    p.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="ingest mode: agents in the config, some invited into the rooms (100); "
+        "size mode: filled agents (1,000)",
+    )
     g = p.add_argument_group("size mode")
     g.add_argument("--messages", type=int, default=10_000_000)
     g.add_argument("--users", type=int, default=100_000)
-    g.add_argument("--agents", type=int, default=1_000)
     g.add_argument("--sessions-per-agent", type=int, default=100)
     g.add_argument("--memberships-per-user", type=float, default=5.0)
     g.add_argument("--big-microdao-channels", type=int, default=1_000)
@@ -83,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events = 10_000 if args.quick else 100_000
     if args.channels is None:
         args.channels = 10_000 if args.mode == "size" else 100
+    if args.agents is None:
+        args.agents = 1_000 if args.mode == "size" else 100
     if args.mode == "ingest" and args.quick:
         args.warmup = min(args.warmup, 1000)
         args.single = min(args.single, 200)
@@ -136,10 +146,10 @@ def metric(m: dict[str, float], name: str) -> float:
     return m.get(name, 0.0)
 
 
-def offline_cpu(phase: Phase) -> dict[str, float]:
+def offline_cpu(phase: Phase, directory: AgentDirectory) -> dict[str, float]:
     """CPU the bridge spends per event outside the database, measured here on the same
     code, one body at a time as the bridge does: parse the JSON, digest the event ids,
-    translate every event."""
+    translate every event (finding mentions of the config's agents)."""
     json_s = translate_s = 0.0
     clock = time.process_time
     for txn in phase.txns:
@@ -148,7 +158,7 @@ def offline_cpu(phase: Phase) -> dict[str, float]:
         t1 = clock()
         events_digest(body["events"])
         for event in body["events"]:
-            translate_event(event, bot_mxid=BOT, preview_length=500)
+            translate_event(event, bot_mxid=BOT, preview_length=500, agents=directory)
         t2 = clock()
         json_s += t1 - t0
         translate_s += t2 - t1
@@ -181,7 +191,14 @@ async def _measure(
 ) -> dict[str, Any]:
     senders = [f"@bench-u{i:05d}:localhost" for i in range(args.senders)]
     t = time.perf_counter()
-    wl = Workload(stack.rooms, senders, stack.owner_id, seed=args.seed, start_ts=INGEST_START_MS)
+    wl = Workload(
+        stack.rooms,
+        senders,
+        stack.owner_id,
+        seed=args.seed,
+        start_ts=INGEST_START_MS,
+        agents=stack.agents_in_rooms,
+    )
     warm = wl.phase("warmup", args.warmup, args.batch, "bench-warm")
     main = wl.phase("main", args.events, args.batch, "bench-main")
     single = wl.phase("single", args.single, 1, "bench-one")
@@ -190,7 +207,9 @@ async def _measure(
         f"{time.perf_counter() - t:.1f} s; measured phase {main.events:,} events in "
         f"{len(main.txns):,} transactions, {main.body_bytes / MB:.1f} MB of JSON"
     )
-    offline = offline_cpu(main)
+    assert stack.bridge is not None
+    roster = load_config(stack.bridge.config).roster
+    offline = offline_cpu(main, AgentDirectory(roster))
     channel_ids = [
         r["id"]
         for r in await conn.fetch(
@@ -235,10 +254,16 @@ async def _measure(
             "SELECT count(*) FROM messages WHERE matrix_event_id = ANY($1::text[])",
             list(main.message_txn),
         )
+        n_agent_msg = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE matrix_event_id = ANY($1::text[]) "
+            "AND sender_agent_id IS NOT NULL",
+            list(main.message_txn),
+        )
         dead = await conn.fetchval("SELECT count(*) FROM bridge_dead_letters")
-        if n_msg != len(main.message_txn) or dead:
+        if n_msg != len(main.message_txn) or n_agent_msg != main.agent_messages or dead:
             raise RuntimeError(
-                f"bridge wrote {n_msg} of {len(main.message_txn)} messages, {dead} dead letters"
+                f"bridge wrote {n_msg} of {len(main.message_txn)} messages ({n_agent_msg} of "
+                f"{main.agent_messages} by agents), {dead} dead letters"
             )
 
         t = time.perf_counter()
@@ -347,6 +372,11 @@ async def _measure(
             "applied": applied,
             "workload": {
                 "kinds": dict(main.kinds),
+                "agents_in_config": len(roster.agents),
+                "rooms_with_agents": len(stack.agents_in_rooms),
+                "agents_in_rooms": sum(len(a) for a in stack.agents_in_rooms.values()),
+                "agent_messages": main.agent_messages,
+                "messages_mentioning_agents": main.mentions,
                 "ephemeral": main.ephemeral,
                 "json_mb": round(main.body_bytes / MB, 2),
                 "warmup_events": warm.events,
@@ -412,6 +442,13 @@ def ingest_table(r: dict[str, Any], title: str) -> str:
                 "  of bridge: JSON / digest+translate",
                 f"{r['model']['json_parse_us_per_event']} / "
                 f"{r['model']['digest_and_translate_us_per_event']} us (measured offline)",
+            ),
+            (
+                "agents: in config / in rooms / messages / mentions",
+                f"{r['workload']['agents_in_config']} / {r['workload']['agents_in_rooms']} in "
+                f"{r['workload']['rooms_with_agents']} rooms / "
+                f"{r['workload']['agent_messages']:,} / "
+                f"{r['workload']['messages_mentioning_agents']:,}",
             ),
             ("HTTP round trip alone (GET live)", f"{r['http_baseline']['p50_ms']:.3f} ms p50"),
             (
@@ -491,6 +528,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["postgres"] = await pg.settings()
         result["postgres"]["embedded"] = args.database_url is None
         stack = Stack(workdir, await pg.new_database("bench_bridge"))
+        if args.mode == "ingest":  # size mode restarts with the fill's agents instead
+            stack.agents = args.agents
         if args.nats:
             nats_server = LocalNats(workdir / "nats")
             await nats_server.start()
@@ -498,7 +537,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await stack.start()
         n_rooms = args.ingest_channels if args.mode == "size" else args.channels
         t = time.perf_counter()
-        await stack.create_channels(n_rooms)
+        await stack.create_channels(n_rooms, seed=args.seed)
         result["setup"] = {
             "channels_via_synapse": n_rooms,
             "channels_seconds": round(time.perf_counter() - t, 1),

@@ -11,6 +11,11 @@ membership changes (a sender joins, or leaves if joined), 2 % state changes cycl
 ``m.room.name`` → ``m.room.power_levels`` → ``m.room.join_rules``. Each transaction also
 carries 1 to 4 ephemeral events (typing, read receipts), which the bridge ignores.
 
+Agents: in rooms that have agents (puppets the benchmark invited), 3 % of the messages
+are an agent's answer and 6 % of people's messages mention one of the room's agents by
+name (a pill, as Element sends it). Every person's message carries ``m.mentions``, as
+Element's do; a reply mentions the sender it replies to, so replying to an agent calls it.
+
 Rooms are picked with Zipf-like weights (a few busy rooms, a long tail); each room has a
 pool of members (every sender is in 1 to ~8 rooms) and messages come from that pool.
 """
@@ -21,6 +26,7 @@ import base64
 import json
 import random
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -33,6 +39,8 @@ EMOJI_SHARE = 0.15
 HTML_SHARE = 0.20
 STATE_CYCLE = ("m.room.name", "m.room.power_levels", "m.room.join_rules")
 HISTORY = 64  # recent messages per room that edits, redactions and replies can target
+AGENT_SHARE = 0.03  # of the messages in a room with agents: an agent's answer
+MENTION_SHARE = 0.06  # of people's messages in a room with agents: one mentions an agent
 
 WORDS = (
     "the a to and of in is it you that for on we this with be are have not at"
@@ -103,6 +111,9 @@ class Phase:
     state_txn: dict[str, int] = field(default_factory=dict)
     # (room id, user id) -> index of the transaction with the first join in this phase
     join_txn: dict[tuple[str, str], int] = field(default_factory=dict)
+    # agents' messages, and people's messages that mention an agent (part of "message")
+    agent_messages: int = 0
+    mentions: int = 0
 
 
 @dataclass
@@ -112,6 +123,7 @@ class _Room:
     joined: set[str] = field(default_factory=set)
     recent: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     public: bool = False
+    agents: list[tuple[str, str]] = field(default_factory=list)  # (Matrix id, name)
 
 
 class Workload:
@@ -125,7 +137,9 @@ class Workload:
         *,
         seed: int,
         start_ts: int,
+        agents: Mapping[str, Sequence[tuple[str, str]]] | None = None,
     ) -> None:
+        """``agents``: room id -> the (Matrix id, name) of the agents in that room."""
         if not rooms or not senders:
             raise ValueError("need at least one room and one sender")
         self.rng = rng = random.Random(seed)
@@ -141,7 +155,7 @@ class Workload:
         for pool in members.values():
             while len(set(pool)) < min(2, len(senders)):  # everyone has someone to talk to
                 pool.append(rng.choice(senders))
-        self.rooms = [_Room(r, members[r]) for r in rooms]
+        self.rooms = [_Room(r, members[r], agents=list((agents or {}).get(r, ()))) for r in rooms]
         weights = [1 / (i + 1) ** 0.8 for i in range(len(rooms))]
         rng.shuffle(weights)
         self.room_weights = weights
@@ -174,12 +188,26 @@ class Workload:
             "unsigned": {"age": self.rng.randint(0, 250)},
         }
 
-    def _message(self, room: _Room) -> dict[str, Any]:
+    def _message(self, room: _Room, phase: Phase) -> dict[str, Any]:
         rng = self.rng
+        if room.agents and rng.random() < AGENT_SHARE:
+            return self._agent_answer(room, phase)
         sender = rng.choice(room.members)
         body = self._text()
-        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
-        if room.recent and rng.random() < REPLY_SHARE:
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body, "m.mentions": {}}
+        if room.agents and rng.random() < MENTION_SHARE:
+            agent_id, name = rng.choice(room.agents)
+            body = f"{name}: {body}"
+            content = {
+                "msgtype": "m.text",
+                "body": body,
+                "format": "org.matrix.custom.html",
+                "formatted_body": f'<a href="https://matrix.to/#/{agent_id}">{escape(name)}</a>'
+                f": {escape(body[len(name) + 2 :])}",
+                "m.mentions": {"user_ids": [agent_id]},
+            }
+            phase.mentions += 1
+        elif room.recent and rng.random() < REPLY_SHARE:
             parent_id, parent_sender, parent_body = rng.choice(room.recent)
             quoted = "\n".join(
                 f"> {line}" for line in f"<{parent_sender}> {parent_body}".split("\n")
@@ -195,12 +223,30 @@ class Workload:
                     f"{escape(body)}"
                 ),
                 "m.relates_to": {"m.in_reply_to": {"event_id": parent_id}},
+                "m.mentions": {"user_ids": [parent_sender]},
             }
+            if any(parent_sender == agent_id for agent_id, _ in room.agents):
+                phase.mentions += 1
         elif rng.random() < HTML_SHARE:
             content["format"] = "org.matrix.custom.html"
             content["formatted_body"] = "<p>" + escape(body).replace("\n", "<br>") + "</p>"
         event = self._envelope("m.room.message", room, sender, content)
         room.recent.append((event["event_id"], sender, body))
+        return event
+
+    def _agent_answer(self, room: _Room, phase: Phase) -> dict[str, Any]:
+        """An agent's answer as its puppet posts it: Markdown rendered to HTML, no mentions."""
+        sender, _ = self.rng.choice(room.agents)
+        body = self._text()
+        content = {
+            "msgtype": "m.text",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<p>" + escape(body).replace("\n", "<br>") + "</p>",
+        }
+        event = self._envelope("m.room.message", room, sender, content)
+        room.recent.append((event["event_id"], sender, body))
+        phase.agent_messages += 1
         return event
 
     def _edit(self, room: _Room) -> dict[str, Any]:
@@ -310,7 +356,7 @@ class Workload:
                 if kind in ("edit", "redaction") and not room.recent:
                     kind = "message"
                 if kind == "message":
-                    event = self._message(room)
+                    event = self._message(room, phase)
                     phase.message_txn[event["event_id"]] = idx
                 elif kind == "edit":
                     event = self._edit(room)
