@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from daarion_bridge.maintenance import sweep_interval
@@ -473,3 +473,23 @@ def test_mentions_among_a_thousand_agents() -> None:
         "@agent-n100:localhost",
         "@agent-n7:localhost",
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    names=st.lists(_WORD.filter(lambda w: w.strip() == w and w.strip()), min_size=1, max_size=8),
+    text=st.text(alphabet="abAB .:-é!x", max_size=60),
+)
+@example(names=["Vega", "Luma Vega"], text="xLuma Vega")  # a name inside a rejected match
+def test_mentioned_finds_the_names_a_lookbehind_pattern_finds(names: list[str], text: str) -> None:
+    """The directory checks a match's left word edge after the search (so `re` can skip to
+    the letters a name starts with); it must find what the pattern with the edge inside
+    finds, in the order of the text."""
+    directory = AgentDirectory(roster(*((f"agent:n{i}", n, {}) for i, n in enumerate(names))))
+    owner: dict[str, str] = {}
+    for i, name in enumerate(names):
+        owner.setdefault(name.lower(), f"@agent-n{i}:localhost")
+    flat = "|".join(re.escape(w) for w in sorted(owner, key=len, reverse=True))
+    edges = re.compile(rf"(?<!\w)({flat})(?!\w|[.:-]\w)")
+    want = list(dict.fromkeys(owner[m.group(1)] for m in edges.finditer(text.lower())))
+    assert directory.mentioned({"body": text}) == tuple(want)
