@@ -121,19 +121,12 @@ class Announcer:
         in a room where the sender is alone with one agent calls that agent (`direct`)."""
         if not messages:
             return
-        in_channel = await members.agents_of_channels(conn, {m.channel.id for m in messages})
-        direct: dict[tuple[UUID, str], UUID | None] = {}
+        company = await members.company_of(conn, {m.channel.id for m in messages})
         for m in messages:
-            agents = in_channel.get(m.channel.id, [])
-            key = (m.channel.id, m.sender)
-            if key not in direct:
-                alone = len(agents) == 1 and not await members.has_people_besides(
-                    conn, m.channel.id, [m.sender, self.bot_mxid]
-                )
-                direct[key] = agents[0] if alone else None
-            calls = {a: CHANNEL_MESSAGE for a in m.mentioned_agents if a in agents}
-            if direct[key] is not None:
-                calls[direct[key]] = DIRECT
+            here = company[m.channel.id]
+            calls = {a: CHANNEL_MESSAGE for a in m.mentioned_agents if a in here.agents}
+            if len(here.agents) == 1 and here.only([m.sender, self.bot_mxid]):
+                calls[here.agents[0]] = DIRECT
             for agent_id, entrypoint in calls.items():
                 self._invoke(agent_id, entrypoint, m)
 

@@ -154,33 +154,37 @@ async def set_roles(conn: Connection, channel_id: UUID, roles: Mapping[UUID, str
         )
 
 
-async def agents_of_channels(
-    conn: Connection, channel_ids: Collection[UUID]
-) -> dict[UUID, list[UUID]]:
-    """Channel id -> the agents in it now (an index range scan per channel)."""
-    rows = await conn.fetch(
-        "SELECT channel_id, member_agent_id FROM channel_members "
-        "WHERE channel_id = ANY($1::uuid[]) AND member_agent_id IS NOT NULL AND left_at IS NULL "
-        "ORDER BY member_agent_id",
-        list(channel_ids),
-    )
-    found: dict[UUID, list[UUID]] = {}
-    for r in rows:
-        found.setdefault(r["channel_id"], []).append(r["member_agent_id"])
-    return found
+@dataclass(frozen=True, slots=True)
+class Company:
+    """Who is in a channel now, as far as calling agents needs: its agents, and up to
+    three of its people (bot included), enough to tell whether a sender is alone there
+    with the bot and the agents."""
+
+    agents: list[UUID]
+    some_people: list[str]  # Matrix ids; all of them when fewer than three
+
+    def only(self, people: Collection[str]) -> bool:
+        """Whether nobody but these Matrix users (at most two) and the agents is in the
+        channel: with three people read there may be more, and one is someone else."""
+        return len(self.some_people) < 3 and set(self.some_people) <= set(people)
 
 
-async def has_people_besides(conn: Connection, channel_id: UUID, people: Collection[str]) -> bool:
-    """Whether anyone but these Matrix users (and agents) is in the channel now."""
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM channel_members m "
-            "JOIN users u ON u.id = m.member_user_id WHERE m.channel_id = $1 AND m.left_at IS NULL "
-            "AND NOT (u.matrix_id = ANY($2::text[])))",
-            channel_id,
-            list(people),
-        )
-    )
+_COMPANY = """
+SELECT c.id,
+    ARRAY(SELECT member_agent_id FROM channel_members
+          WHERE channel_id = c.id AND member_agent_id IS NOT NULL AND left_at IS NULL
+          ORDER BY member_agent_id) AS agents,
+    ARRAY(SELECT DISTINCT u.matrix_id FROM channel_members m JOIN users u ON u.id = m.member_user_id
+          WHERE m.channel_id = c.id AND m.left_at IS NULL LIMIT 3) AS some_people
+FROM unnest($1::uuid[]) AS c(id)
+"""
+
+
+async def company_of(conn: Connection, channel_ids: Collection[UUID]) -> dict[UUID, Company]:
+    """Channel id -> its agents and some of its people now, in one round trip (two index
+    range scans per channel, the second one stopping at three people)."""
+    rows = await conn.fetch(_COMPANY, list(channel_ids))
+    return {r["id"]: Company(r["agents"], r["some_people"]) for r in rows}
 
 
 async def agent_present(conn: Connection, channel_id: UUID, agent_id: UUID) -> bool:

@@ -188,6 +188,28 @@ async def test_mentions_and_direct_rooms_invoke_agents_but_agents_never_do(
     assert [(p["agent_id"], p["entrypoint"]) for p in invokes] == [("agent:sofia", "direct")]
 
 
+@pytest.mark.parametrize("others", [0, 1, 2, 3])
+async def test_a_direct_room_is_one_person_the_bot_and_one_agent(
+    pool: asyncpg.Pool, feed: Feed, others: int
+) -> None:
+    """With the bot, Alice, Sofia and `others` more people, Alice's message calls Sofia
+    directly only when nobody else is there (the query reads at most three people)."""
+    people = [f"@p{i}:localhost" for i in range(others)]
+    snapshot = snapshot_from_state(ROOM, state([BOT, ALICE, *people]))
+    await feed.send([], [ChannelSetup(snapshot, "microdao:core", ALICE)])
+    await feed.send([member(SOFIA, "join")])
+    await take(pool)
+    await feed.send([text("any plans?", ALICE), text("and you?", BOT)])
+    invokes = [(p["agent_id"], p["entrypoint"]) for s, p in await take(pool) if "invoke" in s]
+    assert invokes == ([("agent:sofia", "direct")] if not others else [])
+    if others:
+        await feed.send([member(p, "leave") for p in people])
+        await take(pool)
+        await feed.send([text("now?", ALICE)])
+        invokes = [(p["agent_id"], p["entrypoint"]) for s, p in await take(pool) if "invoke" in s]
+        assert invokes == [("agent:sofia", "direct")]
+
+
 async def test_membership_events(pool: asyncpg.Pool, feed: Feed) -> None:
     await open_channel(pool, feed)
     await feed.send([member(BOB, "invite", ALICE), member(BOB, "join"), member(BOB, "join")])
