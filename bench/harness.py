@@ -210,6 +210,11 @@ class Stack:
         say(f"bridge up in {self.bridge.start_seconds[-1]:.1f} s (pid {self.bridge_pid})")
 
     @property
+    def config(self) -> Path:
+        assert self.bridge is not None
+        return self.bridge.config
+
+    @property
     def bridge_pid(self) -> int:
         assert self.bridge is not None and self.bridge.proc is not None
         return self.bridge.proc.pid
@@ -307,14 +312,15 @@ class Stack:
             await conn.close()
 
     async def measure_restart(self, roster: dict[str, Any]) -> dict[str, float]:
-        """Restart the bridge on the filled database with `roster` (the config's
-        blueprints, microDAOs and agents) and Synapse up again for its start-up checks:
+        """Restart the bridge on the filled database with `roster` (blueprints, microDAOs
+        and agents) added to its config, and Synapse up again for its start-up checks:
         wall time from spawn to /ready 200, and the bridge's own figure (from opening the
         database to ready, without the interpreter's start)."""
         assert self.synapse is not None and self.bridge is not None
 
         def with_roster(cfg: Any) -> None:
-            cfg.update(roster)
+            for key, entries in roster.items():  # after the benchmark's own
+                cfg[key] = [*(cfg.get(key) or []), *entries]
 
         derive_config(self.bridge.config, self.bridge.config, with_roster)
         await self.synapse.start()

@@ -71,15 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
     p.add_argument(
-        "--agents",
+        "--room-agents",
         type=int,
-        default=None,
-        help="ingest mode: agents in the config, some invited into the rooms (100); "
-        "size mode: filled agents (1,000)",
+        default=100,
+        help="agents in the config, some invited into the benchmark's rooms (100)",
     )
     g = p.add_argument_group("size mode")
     g.add_argument("--messages", type=int, default=10_000_000)
     g.add_argument("--users", type=int, default=100_000)
+    g.add_argument("--agents", type=int, default=1_000, help="filled agents (1,000)")
     g.add_argument("--sessions-per-agent", type=int, default=100)
     g.add_argument("--memberships-per-user", type=float, default=5.0)
     g.add_argument("--big-microdao-channels", type=int, default=1_000)
@@ -91,8 +91,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events = 10_000 if args.quick else 100_000
     if args.channels is None:
         args.channels = 10_000 if args.mode == "size" else 100
-    if args.agents is None:
-        args.agents = 1_000 if args.mode == "size" else 100
     if args.mode == "ingest" and args.quick:
         args.warmup = min(args.warmup, 1000)
         args.single = min(args.single, 200)
@@ -207,8 +205,7 @@ async def _measure(
         f"{time.perf_counter() - t:.1f} s; measured phase {main.events:,} events in "
         f"{len(main.txns):,} transactions, {main.body_bytes / MB:.1f} MB of JSON"
     )
-    assert stack.bridge is not None
-    roster = load_config(stack.bridge.config).roster
+    roster = load_config(stack.config).roster
     offline = offline_cpu(main, AgentDirectory(roster))
     channel_ids = [
         r["id"]
@@ -528,8 +525,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["postgres"] = await pg.settings()
         result["postgres"]["embedded"] = args.database_url is None
         stack = Stack(workdir, await pg.new_database("bench_bridge"))
-        if args.mode == "ingest":  # size mode restarts with the fill's agents instead
-            stack.agents = args.agents
+        stack.agents = args.room_agents
         if args.nats:
             nats_server = LocalNats(workdir / "nats")
             await nats_server.start()
@@ -578,7 +574,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await conn.close()
             say("queries done; restarting the bridge on the filled database")
             result["startup"] = await stack.measure_restart(filled.roster)
-            result["startup"]["agents_in_config"] = len(filled.roster["agents"])
+            result["startup"]["agents_in_config"] = len(load_config(stack.config).roster.agents)
             say("ingest at this size")
             result["ingest"] = await measure_ingest(args, pg, stack, "clone")
         else:
