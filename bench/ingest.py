@@ -38,6 +38,7 @@ from daarion_bridge.db.bookkeeping import events_digest
 from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
+from daarion_bridge.web.appservice import parse_json
 
 from . import floor, size
 from .driver import Driver, percentile
@@ -146,13 +147,14 @@ def metric(m: dict[str, float], name: str) -> float:
 
 def offline_cpu(phase: Phase, directory: AgentDirectory) -> dict[str, float]:
     """CPU the bridge spends per event outside the database, measured here on the same
-    code, one body at a time as the bridge does: parse the JSON, digest the event ids,
-    translate every event (finding mentions of the config's agents)."""
+    code, one body at a time as the bridge does: parse the JSON (with the bridge's
+    parser), digest the event ids, translate every event (finding mentions of the
+    config's agents)."""
     json_s = translate_s = 0.0
     clock = time.process_time
     for txn in phase.txns:
         t0 = clock()
-        body = json.loads(txn.body)
+        body = parse_json(txn.body)
         t1 = clock()
         events_digest(body["events"])
         for event in body["events"]:
