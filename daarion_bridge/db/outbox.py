@@ -6,7 +6,8 @@ anywhere loses nothing; JetStream's de-duplication by message id drops the resen
 
 The cursor is sound because ids are handed out in commit order: every insert holds the
 ingest lock until its transaction ends, so no row can commit later with a smaller id
-than one the publisher has already passed.
+than one the publisher has already passed. That needs the id sequence's CACHE to stay 1
+(a cache gives each session its own block of ids); a schema test checks it.
 """
 
 from __future__ import annotations

@@ -191,3 +191,16 @@ async def test_v5_starts_the_outbox_cursor_before_the_first_unsent_row(
         assert [e.msg_id for e in await outbox.unsent(db.pool, 10)] == ["m4", "m5"]
     finally:
         await db.stop()
+
+
+async def test_outbox_ids_come_from_a_sequence_without_a_per_session_cache(
+    pool: asyncpg.Pool,
+) -> None:
+    """The publish cursor assumes ids in commit order (outbox.py). With a sequence cache
+    above 1 each session would hand out ids from its own block, and a row could commit
+    after the cursor had passed its smaller id: it would never be published."""
+    cache = await pool.fetchval(
+        "SELECT seqcache FROM pg_sequence "
+        "WHERE seqrelid = pg_get_serial_sequence('bridge_outbox', 'id')::regclass"
+    )
+    assert cache == 1
