@@ -125,8 +125,9 @@ class Announcer:
         for m in messages:
             here = company[m.channel.id]
             calls = {a: CHANNEL_MESSAGE for a in m.mentioned_agents if a in here.agents}
-            if len(here.agents) == 1 and here.only([m.sender, self.bot_mxid]):
-                calls[here.agents[0]] = DIRECT
+            direct = here.direct_agent([m.sender, self.bot_mxid])
+            if direct is not None:
+                calls[direct] = DIRECT
             for agent_id, entrypoint in calls.items():
                 self._invoke(agent_id, entrypoint, m)
 

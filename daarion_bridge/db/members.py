@@ -156,35 +156,50 @@ async def set_roles(conn: Connection, channel_id: UUID, roles: Mapping[UUID, str
 
 @dataclass(frozen=True, slots=True)
 class Company:
-    """Who is in a channel now, as far as calling agents needs: its agents, and up to
-    three of its people (bot included), enough to tell whether a sender is alone there
-    with the bot and the agents."""
+    """Who is in a channel now, as far as calling agents needs: its agents and, where
+    there is exactly one, up to three of its people (the bot included)."""
 
     agents: list[UUID]
     some_people: list[str]  # Matrix ids; all of them when fewer than three
 
-    def only(self, people: Collection[str]) -> bool:
-        """Whether nobody but these Matrix users (at most two) and the agents is in the
-        channel: with three people read there may be more, and one is someone else."""
-        return len(self.some_people) < 3 and set(self.some_people) <= set(people)
+    def direct_agent(self, people: Collection[str]) -> UUID | None:
+        """The channel's one agent when nobody but these Matrix users (at most two) is
+        there with it: three people read means someone else."""
+        if len(self.agents) == 1 and len(self.some_people) < 3:
+            if set(self.some_people) <= set(people):
+                return self.agents[0]
+        return None
 
 
+# The channels' agents, then the first three people of each channel with one agent.
 _COMPANY = """
-SELECT c.id,
-    ARRAY(SELECT member_agent_id FROM channel_members
-          WHERE channel_id = c.id AND member_agent_id IS NOT NULL AND left_at IS NULL
-          ORDER BY member_agent_id) AS agents,
-    ARRAY(SELECT DISTINCT u.matrix_id FROM channel_members m JOIN users u ON u.id = m.member_user_id
-          WHERE m.channel_id = c.id AND m.left_at IS NULL LIMIT 3) AS some_people
-FROM unnest($1::uuid[]) AS c(id)
+WITH agents AS (
+    SELECT channel_id, member_agent_id FROM channel_members
+    WHERE channel_id = ANY($1::uuid[]) AND member_agent_id IS NOT NULL AND left_at IS NULL
+), one_agent AS (
+    SELECT channel_id FROM agents GROUP BY channel_id HAVING count(*) = 1
+)
+SELECT channel_id, member_agent_id, NULL AS matrix_id FROM agents
+UNION ALL
+SELECT a.channel_id, NULL, u.matrix_id
+FROM one_agent a,
+LATERAL (SELECT member_user_id FROM channel_members
+         WHERE channel_id = a.channel_id AND member_user_id IS NOT NULL AND left_at IS NULL
+         LIMIT 3) AS m
+JOIN users u ON u.id = m.member_user_id
 """
 
 
 async def company_of(conn: Connection, channel_ids: Collection[UUID]) -> dict[UUID, Company]:
-    """Channel id -> its agents and some of its people now, in one round trip (two index
-    range scans per channel, the second one stopping at three people)."""
-    rows = await conn.fetch(_COMPANY, list(channel_ids))
-    return {r["id"]: Company(r["agents"], r["some_people"]) for r in rows}
+    """Channel id -> its agents and some of its people now, in one round trip."""
+    found = {channel_id: Company([], []) for channel_id in channel_ids}
+    for channel_id, agent_id, matrix_id in await conn.fetch(_COMPANY, list(channel_ids)):
+        company = found[channel_id]
+        if agent_id is not None:
+            company.agents.append(agent_id)
+        else:
+            company.some_people.append(matrix_id)
+    return found
 
 
 async def agent_present(conn: Connection, channel_id: UUID, agent_id: UUID) -> bool:
