@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..roster import AgentSpec, Roster
+from .preview import is_reply, strip_html_reply_fallback, strip_reply_fallback
 
 # Roles in an agent's microDAO that may bring it into any room, and into open rooms.
 ANY_ROOM_ROLES = frozenset({"owner", "admin"})
@@ -76,8 +77,11 @@ class AgentDirectory:
         user_ids = mentions.get("user_ids") if isinstance(mentions, dict) else None
         if isinstance(user_ids, list):
             found.update((u, None) for u in user_ids if isinstance(u, str) and u in self.agents)
-        for key in ("body", "formatted_body"):
-            text = content.get(key)
+        body, html = content.get("body"), content.get("formatted_body")
+        if is_reply(content):  # quoting a message that names an agent is not naming it
+            body = strip_reply_fallback(body) if isinstance(body, str) else body
+            html = strip_html_reply_fallback(html) if isinstance(html, str) else html
+        for text in (body, html):
             if isinstance(text, str):
                 found.update((mxid, None) for mxid in self._named_in(text.lower()))
         return tuple(found)

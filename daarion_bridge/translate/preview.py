@@ -102,10 +102,12 @@ def _message_text(content: Mapping[str, Any]) -> str:
         return _labelled("[location]", body)
     if not isinstance(body, str):
         raise BadEvent("m.room.message without a string body")
+    return strip_reply_fallback(body) if is_reply(content) else body
+
+
+def is_reply(content: Mapping[str, Any]) -> bool:
     relates_to = content.get("m.relates_to")
-    if isinstance(relates_to, dict) and isinstance(relates_to.get("m.in_reply_to"), dict):
-        return strip_reply_fallback(body)
-    return body
+    return isinstance(relates_to, dict) and isinstance(relates_to.get("m.in_reply_to"), dict)
 
 
 def _usable(value: object) -> TypeGuard[str]:
@@ -135,6 +137,14 @@ def strip_reply_fallback(body: str) -> str:
     if quoted < len(lines) and lines[quoted] in ("", "\r"):
         quoted += 1
     return "\n".join(lines[quoted:])
+
+
+def strip_html_reply_fallback(html: str) -> str:
+    """Drop the `<mx-reply>` block that older clients prepend to a reply's HTML."""
+    if not html.startswith("<mx-reply>"):
+        return html
+    end = html.find("</mx-reply>")
+    return html if end < 0 else html[end + len("</mx-reply>") :]
 
 
 def _is_quote_line(line: str) -> bool:

@@ -129,6 +129,23 @@ def test_each_agent_once_in_order_of_m_mentions_then_text() -> None:
     assert found == (HELPER, SOFIA)
 
 
+def test_a_reply_fallback_quoting_a_mention_is_not_one() -> None:
+    """Older clients prepend the parent to a reply (`> <@bob> Sofia, ...` and an
+    `<mx-reply>` block): the quote is Bob's mention, not the replier's."""
+    reply = {"m.in_reply_to": {"event_id": "$parent"}}
+    quoted = f"> <{BOB}> Sofia, where is it?\n> and {PRIME}?\n\nthanks, found it"
+    html = (
+        f'<mx-reply><blockquote><a href="https://matrix.to/#/{BOB}">{BOB}</a><br>'
+        f'Sofia, <a href="https://matrix.to/#/{PRIME}">p</a>?</blockquote></mx-reply>thanks'
+    )
+    assert mentioned(body=quoted, formatted_body=html, **{"m.relates_to": reply}) == ()
+    # What the replier writes after the quote still counts; without m.in_reply_to a
+    # leading quote is the sender's own text.
+    assert mentioned(body=quoted + ", R2.D2", **{"m.relates_to": reply}) == (HELPER,)
+    assert mentioned(body=quoted) == (SOFIA, PRIME)
+    assert mentioned(formatted_body=html + " sofia", **{"m.relates_to": reply}) == (SOFIA,)
+
+
 def test_other_content_keys_are_not_searched() -> None:
     assert mentioned(body="hi", filename="sofia.png", url="mxc://x/sofia") == ()
 
