@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,10 @@ def distinct_ports(n: int) -> list[int]:
 class Postgres:
     """The embedded server in the work dir, or the server of ``--database-url``."""
 
-    def __init__(self, workdir: Path, url: str | None) -> None:
+    def __init__(self, workdir: Path, url: str | None, conf_lines: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.given_url = url
+        self.conf_lines = list(conf_lines)  # postgresql.conf lines for the embedded server
         self.embedded: EmbeddedPostgres | None = None
         self.server_url = ""
         self.created: list[str] = []
@@ -101,8 +103,13 @@ class Postgres:
     async def start(self) -> str:
         if self.given_url:
             self.server_url = self.given_url
-        else:
-            self.embedded = EmbeddedPostgres(self.workdir / "postgres")
+            return self.server_url
+        self.embedded = EmbeddedPostgres(self.workdir / "postgres")
+        self.server_url = await self.embedded.start()
+        if self.conf_lines:  # the data dir exists only now: set, then start again
+            await self.embedded.stop()
+            with (self.workdir / "postgres" / "postgresql.conf").open("a") as conf:
+                conf.write("\n# bench.ingest --pg-setting\n" + "\n".join(self.conf_lines) + "\n")
             self.server_url = await self.embedded.start()
         return self.server_url
 
@@ -122,6 +129,7 @@ class Postgres:
                 "fsync",
                 "wal_level",
                 "max_wal_size",
+                "checkpoint_timeout",
             )
             return {n: await conn.fetchval(f"SHOW {n}") for n in names}
         finally:

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", default=None, help="server to create fresh databases on")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a postgresql.conf setting for the embedded server (repeatable), "
+        "e.g. max_wal_size=8GB",
+    )
+    p.add_argument(
         "--nats", action="store_true", help="run a local NATS: events also go through the outbox"
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
@@ -98,7 +107,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("events", "batch", "single"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1: each is measured")
+    if args.pg_setting and args.database_url:
+        p.error("--pg-setting is for the embedded server; set the server of --database-url")
+    args.pg_setting = [_pg_setting(p, s) for s in args.pg_setting]
     return args
+
+
+def _pg_setting(p: argparse.ArgumentParser, given: str) -> str:
+    """`name=value` as a postgresql.conf line; the value quoted, as the file wants."""
+    name, sep, value = given.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_.]*", name) or not value or "\n" in value:
+        p.error(f"--pg-setting {given!r}: expected NAME=VALUE, e.g. max_wal_size=8GB")
+    value = value.strip("'").replace("'", "''")
+    return f"{name} = '{value}'"
 
 
 def ms(seconds: float) -> float:
@@ -507,7 +529,7 @@ def code_version() -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     workdir = make_workdir(args.keep)
     say(f"work dir {workdir}{' (kept)' if args.keep else ''}")
-    pg = Postgres(workdir, args.database_url)
+    pg = Postgres(workdir, args.database_url, args.pg_setting)
     stack: Stack | None = None
     nats_server: LocalNats | None = None
     result: dict[str, Any] = {
