@@ -154,10 +154,11 @@ async def set_roles(conn: Connection, channel_id: UUID, roles: Mapping[UUID, str
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Company:
     """Who is in a channel now, as far as calling agents needs: its agents and, where
-    there is exactly one, up to three of its people (the bot included)."""
+    there is exactly one, up to three of its people (the bot included). Filled by
+    company_of from the rows of one statement."""
 
     agents: list[UUID]
     some_people: list[str]  # Matrix ids; all of them when fewer than three
