@@ -10,7 +10,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..roster import AgentSpec, Roster
-from .preview import is_reply, strip_html_reply_fallback, strip_reply_fallback
+from .preview import (
+    is_reply,
+    reply_fallback_sender,
+    strip_html_reply_fallback,
+    strip_reply_fallback,
+)
 
 # Roles in an agent's microDAO that may bring it into any room, and into open rooms.
 ANY_ROOM_ROLES = frozenset({"owner", "admin"})
@@ -69,7 +74,8 @@ class AgentDirectory:
         return matrix_id in self.agents
 
     def mentioned(self, content: Mapping[str, Any]) -> tuple[str, ...]:
-        """Agents a message mentions: in m.mentions, or by Matrix id or name in its text."""
+        """Agents a message mentions: in m.mentions, or by Matrix id or name in its text,
+        or (from a client without m.mentions) as the sender of the message it replies to."""
         if not self.agents:
             return ()
         found: dict[str, None] = {}
@@ -78,9 +84,18 @@ class AgentDirectory:
         if isinstance(user_ids, list):
             found.update((u, None) for u in user_ids if isinstance(u, str) and u in self.agents)
         body, html = content.get("body"), content.get("formatted_body")
-        if is_reply(content):  # quoting a message that names an agent is not naming it
-            body = strip_reply_fallback(body) if isinstance(body, str) else body
-            html = strip_html_reply_fallback(html) if isinstance(html, str) else html
+        if is_reply(content):
+            # Quoting a message that names an agent is not naming it. But a client
+            # without intentional mentions addresses the parent's sender through the
+            # quote's `> <@sender>`, as it always has (Element lists that sender in
+            # m.mentions instead).
+            if isinstance(body, str):
+                parent = reply_fallback_sender(body) if mentions is None else None
+                if parent in self.agents:
+                    found[parent] = None
+                body = strip_reply_fallback(body)
+            if isinstance(html, str):
+                html = strip_html_reply_fallback(html)
         for text in (body, html):
             if isinstance(text, str):
                 found.update((mxid, None) for mxid in self._named_in(text.lower()))

@@ -139,6 +139,15 @@ def strip_reply_fallback(body: str) -> str:
     return "\n".join(lines[quoted:])
 
 
+def reply_fallback_sender(body: str) -> str | None:
+    """The parent's sender named by an older client's reply fallback (`> <@sender> ...`)."""
+    if not body.startswith("> <@"):
+        return None
+    end = body.find(">", 3)
+    sender = body[3:end] if end > 0 else ""
+    return sender if sender and not any(c.isspace() for c in sender) else None
+
+
 def strip_html_reply_fallback(html: str) -> str:
     """Drop the `<mx-reply>` block that older clients prepend to a reply's HTML."""
     if not html.startswith("<mx-reply>"):

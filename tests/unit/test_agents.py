@@ -29,6 +29,7 @@ from daarion_bridge.translate.events import (
     NewMessage,
     translate_event,
 )
+from daarion_bridge.translate.preview import reply_fallback_sender
 from daarion_bridge.translate.rooms import snapshot_from_state
 
 BOT = "@daarion:localhost"
@@ -144,6 +145,34 @@ def test_a_reply_fallback_quoting_a_mention_is_not_one() -> None:
     assert mentioned(body=quoted + ", R2.D2", **{"m.relates_to": reply}) == (HELPER,)
     assert mentioned(body=quoted) == (SOFIA, PRIME)
     assert mentioned(formatted_body=html + " sofia", **{"m.relates_to": reply}) == (SOFIA,)
+
+
+def test_a_legacy_reply_to_an_agent_mentions_it() -> None:
+    """A client without intentional mentions addresses the parent's sender through its
+    fallback's `> <@sender>`; a client with m.mentions says whom it mentions itself."""
+    reply = {"m.relates_to": {"m.in_reply_to": {"event_id": "$parent"}}}
+    fallback = f"> <{SOFIA}> it is in the drawer\n\nthanks"
+    assert mentioned(body=fallback, **reply) == (SOFIA,)
+    assert mentioned(body=fallback + ", R2.D2", **reply) == (SOFIA, HELPER)
+    assert mentioned(body=fallback, **reply, **{"m.mentions": {}}) == ()
+    assert mentioned(body=fallback, **reply, **{"m.mentions": {"user_ids": [SOFIA]}}) == (SOFIA,)
+    assert mentioned(body=f"> <{BOB}> Sofia?\n\nthanks", **reply) == ()  # a person's message
+
+
+@pytest.mark.parametrize(
+    ("body", "sender"),
+    [
+        ("> <@a:b> hi", "@a:b"),
+        ("> <@a:b>", "@a:b"),
+        ("> <@a b> hi", None),
+        ("> <@a:b hi", None),
+        ("> <> hi", None),
+        ("> @a:b hi", None),
+        ("<@a:b> hi", None),
+    ],
+)
+def test_reply_fallback_sender(body: str, sender: str | None) -> None:
+    assert reply_fallback_sender(body) == sender
 
 
 def test_other_content_keys_are_not_searched() -> None:
