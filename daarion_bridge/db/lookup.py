@@ -1,6 +1,6 @@
 """What a transaction's operations refer to, read in one round trip: the channels of its
-rooms (with power levels where needed), and who its Matrix users are, with the platform
-ids the outbox events carry."""
+rooms (with power levels where needed) and the agents in them, and who its Matrix users
+are, with the platform ids the outbox events carry."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from .outbox import AGENT, HUMAN
 from .rooms import RoomPower, power_of
 from .users import find_sql
 
-CHANNEL, AGENT_ROW, PERSON_ROW = 0, 1, 2
+CHANNEL, AGENT_ROW, PERSON_ROW, CHANNEL_AGENT = 0, 1, 2, 3
 
-# One row per channel ($1), per agent and per person ($3); a room's power levels only
-# where its events need them ($2). Shared columns: kind, Matrix id, row id, platform id.
+# One row per channel ($1), per agent and per person ($3), and per agent in one of the
+# channels; a room's power levels only where its events need them ($2). Shared columns:
+# kind, Matrix id (an agent's in a channel's agent row), row id, platform id. A channel's
+# agent row has the room id in the slug's column.
 _KNOWN = f"""
 SELECT {CHANNEL} AS kind, c.matrix_room_id AS key, c.id, d.external_id, c.microdao_id,
        c.slug, c.matrix_room_id = ANY($2::text[]) AS wanted, r.creators, r.power_levels
@@ -31,6 +33,14 @@ FROM agents WHERE matrix_id = ANY($3::text[])
 UNION ALL
 SELECT {PERSON_ROW}, matrix_id, id, external_id, NULL, NULL, NULL, NULL, NULL
 FROM ({find_sql(3)}) AS people
+UNION ALL
+SELECT {CHANNEL_AGENT}, a.matrix_id, a.id, a.external_id, NULL, c.matrix_room_id, NULL, NULL,
+       NULL
+FROM channels c
+JOIN channel_members m ON m.channel_id = c.id AND m.member_agent_id IS NOT NULL
+    AND m.left_at IS NULL
+JOIN agents a ON a.id = m.member_agent_id
+WHERE c.matrix_room_id = ANY($1::text[])
 """
 
 
@@ -40,6 +50,8 @@ class Known:
     power: dict[str, RoomPower] = field(default_factory=dict)  # by room id, those wanted
     agents: dict[str, UUID] = field(default_factory=dict)  # by Matrix id
     people: dict[str, UUID] = field(default_factory=dict)  # by Matrix id, agents excluded
+    # room id -> the Matrix ids of the agents in its channel (rooms without any: absent)
+    channel_agents: dict[str, set[str]] = field(default_factory=dict)
     # (HUMAN or AGENT, row id) -> platform id (external_id)
     platform_ids: dict[tuple[str, UUID], str] = field(default_factory=dict)
 
@@ -50,8 +62,9 @@ async def look_up(
     power_wanted: Collection[str],
     matrix_ids: Collection[str],
 ) -> Known:
-    """The channels of these rooms, the power levels of those in `power_wanted`, and the
-    agent or person rows of these Matrix users (people never seen have none yet)."""
+    """The channels of these rooms with the agents in them, the power levels of those in
+    `power_wanted`, and the agent or person rows of these Matrix users (people never
+    seen have none yet)."""
     known = Known()
     people: dict[str, UUID] = {}
     rows = await conn.fetch(_KNOWN, list(room_ids), list(power_wanted), list(matrix_ids))
@@ -60,9 +73,12 @@ async def look_up(
             known.channels[key] = Channel(row_id, microdao_id, key, platform_id, slug)
             if wanted:
                 known.power[key] = power_of(creators, levels)
-        elif kind == AGENT_ROW:
+        elif kind == AGENT_ROW or kind == CHANNEL_AGENT:
             known.agents[key] = row_id
             known.platform_ids[AGENT, row_id] = platform_id
+            if kind == CHANNEL_AGENT:
+                room_id = slug  # the column this kind of row carries its room in
+                known.channel_agents.setdefault(room_id, set()).add(key)
         else:
             people[key] = row_id
             known.platform_ids[HUMAN, row_id] = platform_id

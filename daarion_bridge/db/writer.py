@@ -167,12 +167,20 @@ def _actors_of(op: ev.Operation) -> tuple[str, ...]:
 
 
 def _users_of(op: ev.Operation) -> tuple[str, ...]:
-    """The actors, and those mentioned or invited (only an agent among them matters)."""
-    if isinstance(op, ev.NewMessage):
-        return (op.sender, *op.mentions)
+    """The actors, and the agent invited (an agent mentioned is one of its channel's)."""
     if isinstance(op, ev.AgentInvited):
         return (op.agent_mxid,)
     return _actors_of(op)
+
+
+def _room_agents(ops: Sequence[ev.Operation], known: lookup.Known) -> dict[str, set[str]]:
+    """The agents a message in each room can mention: those in its channel, and those
+    whose membership changes in this transaction (a join before the mention counts)."""
+    rooms = {room: set(agents) for room, agents in known.channel_agents.items()}
+    for op in ops:
+        if isinstance(op, ev.Membership) and op.user_id in known.agents:
+            rooms.setdefault(op.room_id, set()).add(op.user_id)
+    return rooms
 
 
 def _needs_power(op: ev.Operation) -> bool:
@@ -199,6 +207,7 @@ class _Applier:
         self.announcer = announcer
         self.isolate = isolate
         self.power: dict[str, rooms.RoomPower] = {}
+        self.room_agents: dict[str, set[str]] = {}  # room id -> agents it may mention
         # (agent, channel) -> [(position of the event in the transaction, when)]
         self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
         self.position: dict[int, int] = {}
@@ -215,6 +224,7 @@ class _Applier:
             {m for op in ops for m in _users_of(op)},
         )
         self.channels, self.power, self.agents = known.channels, known.power, known.agents
+        self.room_agents = _room_agents(ops, known)
         self.announcer.know(known.platform_ids)
         # People seen for the first time get a row, but only in bridged rooms.
         unseen = {
@@ -338,7 +348,11 @@ class _Applier:
                 # For the bridge: it invokes no agent and counts as no agent's activity.
                 self.outcome.commands.append(op)
                 continue
-            mentioned = tuple(self.agents[m] for m in op.mentions if m in self.agents)
+            if op.may_mention is None:
+                mentioned: tuple[UUID, ...] = ()
+            else:
+                found = op.may_mention.among(self.room_agents.get(op.room_id, ()))
+                mentioned = tuple(self.agents[m] for m in found)
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)
             self.announcer.human_message(channel, message_id, op.event_id, op.sender, mentioned)

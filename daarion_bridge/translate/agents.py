@@ -6,7 +6,8 @@ Pure: no I/O. Built once per roster (at start and on each config reload).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..roster import AgentSpec, Roster
@@ -22,6 +23,9 @@ ANY_ROOM_ROLES = frozenset({"owner", "admin"})
 OPEN_ROOM_ROLES = frozenset({"member"})
 OPEN_VISIBILITIES = frozenset({"public", "microdao"})
 _WORD = re.compile(r"\w")
+# Searches for the sets of agents found together in rooms: a city has far fewer such sets
+# than this, and a directory lives only until the next config reload.
+_MAX_ROOM_PATTERNS = 4096
 
 
 def trie_pattern(words: Iterable[str]) -> str:
@@ -48,23 +52,13 @@ def trie_pattern(words: Iterable[str]) -> str:
 
 
 class AgentDirectory:
-    """The configured agents by Matrix id, and one pattern that finds any of them in text."""
+    """The configured agents by Matrix id, and the searches that find them in text."""
 
     def __init__(self, roster: Roster) -> None:
         self.roster = roster
         self.agents: Mapping[str, AgentSpec] = dict(roster.by_mxid)
-        by_text: dict[str, str] = {}
-        for mxid, agent in self.agents.items():
-            by_text[mxid.lower()] = mxid
-            by_text.setdefault(agent.name.lower(), mxid)
-        self._by_text = by_text
-        # The longest match wins, so `Sofia Prime` over `Sofia`; word edges so `Sofiana` is
-        # not her. The text is lowercased and the left edge checked after a match: with
-        # no IGNORECASE and no lookbehind at its start, `re` skips ahead to the characters
-        # a name can begin with instead of trying every position (half the time).
-        self._pattern = (
-            re.compile("(" + trie_pattern(by_text) + r")(?!\w|[.:-]\w)") if by_text else None
-        )
+        self._search = _NameSearch(self.agents)
+        self._room_searches: dict[frozenset[str], _NameSearch] = {}
 
     @classmethod
     def empty(cls) -> AgentDirectory:
@@ -73,16 +67,30 @@ class AgentDirectory:
     def __contains__(self, matrix_id: object) -> bool:
         return matrix_id in self.agents
 
-    def mentioned(self, content: Mapping[str, Any]) -> tuple[str, ...]:
+    def mentioned(
+        self, content: Mapping[str, Any], among: Collection[str] | None = None
+    ) -> tuple[str, ...]:
         """Agents a message mentions: in m.mentions, or by Matrix id or name in its text,
-        or (from a client without m.mentions) as the sender of the message it replies to."""
-        if not self.agents:
+        or (from a client without m.mentions) as the sender of the message it replies to.
+
+        With `among` (the agents in the message's room), as if only those agents were
+        configured: "Sofia Prime" mentions Sofia when Sofia Prime is not in the room,
+        and of two agents with one name, the one in the room. Searching a room's few
+        names instead of the whole city's saves most of what finding mentions costs."""
+        if among is None:
+            search, wanted = self._search, self.agents.keys()
+        else:
+            wanted = frozenset(a for a in among if a in self.agents)
+            if not wanted:
+                return ()
+            search = self._room_search(wanted)
+        if search.pattern is None:
             return ()
         found: dict[str, None] = {}
         mentions = content.get("m.mentions")
         user_ids = mentions.get("user_ids") if isinstance(mentions, dict) else None
         if isinstance(user_ids, list):
-            found.update((u, None) for u in user_ids if isinstance(u, str) and u in self.agents)
+            found.update((u, None) for u in user_ids if isinstance(u, str) and u in wanted)
         body, html = content.get("body"), content.get("formatted_body")
         if is_reply(content):
             # Quoting a message that names an agent is not naming it. But a client
@@ -91,18 +99,45 @@ class AgentDirectory:
             # m.mentions instead).
             if isinstance(body, str):
                 parent = reply_fallback_sender(body) if mentions is None else None
-                if parent in self.agents:
+                if parent in wanted:
                     found[parent] = None
                 body = strip_reply_fallback(body)
             if isinstance(html, str):
                 html = strip_html_reply_fallback(html)
         for text in (body, html):
             if isinstance(text, str):
-                found.update((mxid, None) for mxid in self._named_in(text.lower()))
+                found.update((mxid, None) for mxid in search.named_in(text.lower()))
         return tuple(found)
 
-    def _named_in(self, text: str) -> Iterator[str]:
-        pattern = self._pattern
+    def _room_search(self, agents: frozenset[str]) -> _NameSearch:
+        search = self._room_searches.get(agents)
+        if search is None:
+            if len(self._room_searches) >= _MAX_ROOM_PATTERNS:
+                self._room_searches.clear()
+            only = {mxid: spec for mxid, spec in self.agents.items() if mxid in agents}
+            search = self._room_searches[agents] = _NameSearch(only)
+        return search
+
+
+class _NameSearch:
+    """Finds the Matrix ids and names of some agents as words in lowercased text."""
+
+    def __init__(self, agents: Mapping[str, AgentSpec]) -> None:
+        by_text: dict[str, str] = {}
+        for mxid, agent in agents.items():
+            by_text[mxid.lower()] = mxid
+            by_text.setdefault(agent.name.lower(), mxid)
+        self.by_text = by_text
+        # The longest match wins, so `Sofia Prime` over `Sofia`; word edges so `Sofiana` is
+        # not her. The text is lowercased and the left edge checked after a match: with
+        # no IGNORECASE and no lookbehind at its start, `re` skips ahead to the characters
+        # a name can begin with instead of trying every position (half the time).
+        self.pattern = (
+            re.compile("(" + trie_pattern(by_text) + r")(?!\w|[.:-]\w)") if by_text else None
+        )
+
+    def named_in(self, text: str) -> Iterator[str]:
+        pattern = self.pattern
         if pattern is None:
             return
         pos = 0
@@ -111,8 +146,20 @@ class AgentDirectory:
             if start and _WORD.match(text, start - 1):
                 pos = start + 1  # inside a word: a name may still start later in the match
                 continue
-            yield self._by_text[match.group(1)]
+            yield self.by_text[match.group(1)]
             pos = match.end()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMentions:
+    """A person's message whose mentions are looked for once its room's agents are
+    known (the writer reads them), not among every agent of the city."""
+
+    directory: AgentDirectory
+    content: Mapping[str, Any]
+
+    def among(self, agents: Collection[str] | None) -> tuple[str, ...]:
+        return self.directory.mentioned(self.content, among=agents)
 
 
 def agent_invite_allowed(

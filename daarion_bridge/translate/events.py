@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..commands import command_text
-from .agents import AgentDirectory
+from .agents import AgentDirectory, PendingMentions
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
 
@@ -32,10 +32,17 @@ class NewMessage:
     sender: str
     ts: datetime
     preview: str
-    mentions: tuple[str, ...] = ()  # agents a person's message mentions
     # What follows `!daarion` in a person's text message (a bot command), else None. Kept
     # out of repr: it is message text, logged nowhere.
     command: str | None = field(default=None, repr=False)
+    # A person's message that may call agents (not a command): searched once its room's
+    # agents are known. Out of repr and comparison: it holds the message's content.
+    may_mention: PendingMentions | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """Every configured agent the message mentions, whether in its room or not."""
+        return () if self.may_mention is None else self.may_mention.among(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +201,9 @@ def _message(
         command = None if machine or etype != "m.room.message" else command_text(content)
         # Loop rule: what an agent or the bot says never wakes an agent; a command is for
         # the bridge, not for the agents it names.
-        mentions = () if machine or command is not None else agents.mentioned(content)
-        return NewMessage(room_id, event_id, sender, ts, preview, mentions, command)
+        calls = not machine and command is None and bool(agents.agents)
+        may_mention = PendingMentions(agents, content) if calls else None
+        return NewMessage(room_id, event_id, sender, ts, preview, command, may_mention)
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:

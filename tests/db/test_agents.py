@@ -375,6 +375,52 @@ async def test_mention_of_an_agent_that_is_not_a_member_does_nothing(
         assert await agent_member(pool, mxid) is None
 
 
+async def test_mention_right_after_the_agent_joins_in_one_transaction(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """The room's agents are read before the transaction's writes: an agent that joins
+    in it must still be one a later message of it can mention."""
+    join = member(SOFIA, "join")
+    mention = text("sofia, welcome")
+    mention["origin_server_ts"] = join["origin_server_ts"] + 1000
+    await feed.send([join, mention])
+    assert (await open_session(pool, SOFIA))["last_activity_at"] == ts_of(mention)
+    await check_invariants(pool)
+
+
+async def test_a_name_is_matched_among_the_rooms_agents(pool: asyncpg.Pool, feed: Feed) -> None:
+    """Only Sofia is here: "Sofia Prime" is the roster's Prime elsewhere, but in this room
+    it can only mean Sofia (the roster's Prime is named Prime, so a longer name is made
+    for the test)."""
+    roster = make_roster(
+        raw_roster(
+            agents=[
+                {
+                    "external_id": "agent:sofia",
+                    "name": "Sofia",
+                    "kind": "assistant",
+                    "blueprint": "guide",
+                    "microdao": DAO,
+                    "owner": ALICE,
+                },
+                {
+                    "external_id": "agent:prime",
+                    "name": "Sofia Prime",
+                    "kind": "system",
+                    "blueprint": "guide",
+                },
+            ]  # fmt: skip
+        )
+    )
+    await apply(pool, roster)
+    feed.agents = AgentDirectory(roster)
+    await feed.send([member(SOFIA, "join")])
+    mention = text("Sofia Prime, are you there?")
+    await feed.send([mention])
+    assert (await open_session(pool, SOFIA))["last_activity_at"] == ts_of(mention)
+    assert await sessions_of(pool, PRIME) == []
+
+
 async def test_mention_after_the_agent_left_does_not_reopen(pool: asyncpg.Pool, feed: Feed) -> None:
     await feed.send([member(SOFIA, "join")])
     await feed.send([member(SOFIA, "leave")])

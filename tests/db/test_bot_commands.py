@@ -174,7 +174,6 @@ def command(body: str, sender: str = ALICE, room: str = ROOM, age: float = 1) ->
         sender,
         NOW - timedelta(seconds=age),
         f"!daarion {body}",
-        (),
         body,
     )
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from daarion_bridge.maintenance import sweep_interval
 from daarion_bridge.roster import AgentSpec, Roster, parse_roster
+from daarion_bridge.translate import agents as agents_module
 from daarion_bridge.translate.agents import (
     AgentDirectory,
     LiveDirectory,
@@ -173,6 +174,40 @@ def test_a_legacy_reply_to_an_agent_mentions_it() -> None:
 )
 def test_reply_fallback_sender(body: str, sender: str | None) -> None:
     assert reply_fallback_sender(body) == sender
+
+
+def test_mentions_among_a_rooms_agents() -> None:
+    """In a room, as if only its agents were configured: a name that is the start of a
+    longer one is its own when the longer one's agent is elsewhere."""
+    body = {"body": "Sofia Prime, and R2.D2?"}
+    assert AGENTS.mentioned(body) == (PRIME, HELPER)
+    assert AGENTS.mentioned(body, among={SOFIA}) == (SOFIA,)
+    assert AGENTS.mentioned(body, among={PRIME, SOFIA}) == (PRIME,)
+    assert AGENTS.mentioned(body, among={HELPER, BOB}) == (HELPER,)
+    assert AGENTS.mentioned(body, among=()) == ()
+    assert AGENTS.mentioned(body, among={BOB}) == ()
+    explicit = {"body": "hi", "m.mentions": {"user_ids": [PRIME, HELPER]}}
+    assert AGENTS.mentioned(explicit, among={HELPER}) == (HELPER,)
+    reply = {"m.relates_to": {"m.in_reply_to": {"event_id": "$parent"}}}
+    fallback = {"body": f"> <{SOFIA}> it is in the drawer\n\nthanks", **reply}
+    assert AGENTS.mentioned(fallback, among={PRIME}) == ()
+    assert AGENTS.mentioned(fallback, among={SOFIA}) == (SOFIA,)
+
+
+def test_of_two_agents_with_one_name_a_room_means_its_own() -> None:
+    twins = AgentDirectory(roster(("agent:a", "Vega", {}), ("agent:b", "Vega", {})))
+    a, b = "@agent-a:localhost", "@agent-b:localhost"
+    assert twins.mentioned({"body": "Vega?"}) == (a,)
+    assert twins.mentioned({"body": "Vega?"}, among={b}) == (b,)
+
+
+def test_the_rooms_searches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agents_module, "_MAX_ROOM_PATTERNS", 2)
+    directory = AgentDirectory(ROSTER)
+    rooms = [{SOFIA}, {PRIME}, {HELPER}, {SOFIA, HELPER}, {SOFIA}]
+    found = [directory.mentioned({"body": "Sofia, R2.D2"}, among=r) for r in rooms]
+    assert found == [(SOFIA,), (), (HELPER,), (SOFIA, HELPER), (SOFIA,)]
+    assert len(directory._room_searches) <= 2
 
 
 def test_other_content_keys_are_not_searched() -> None:
@@ -541,3 +576,19 @@ def test_mentioned_finds_the_names_a_lookbehind_pattern_finds(names: list[str], 
     edges = re.compile(rf"(?<!\w)({flat})(?!\w|[.:-]\w)")
     want = list(dict.fromkeys(owner[m.group(1)] for m in edges.finditer(text.lower())))
     assert directory.mentioned({"body": text}) == tuple(want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    names=st.lists(_WORD.filter(lambda w: w.strip() == w and w.strip()), min_size=1, max_size=6),
+    room=st.lists(st.booleans(), min_size=6, max_size=6),
+    text=st.text(alphabet="abAB .:-é!x", max_size=60),
+)
+def test_a_rooms_mentions_are_those_of_a_city_of_its_agents(
+    names: list[str], room: list[bool], text: str
+) -> None:
+    agents = [(f"agent:n{i}", name, {}) for i, name in enumerate(names)]
+    here = [agent for agent, present in zip(agents, room, strict=False) if present]
+    among = {f"@agent-n{ext.split(':n')[1]}:localhost" for ext, _, _ in here}
+    want = AgentDirectory(roster(*here)).mentioned({"body": text}) if here else ()
+    assert AgentDirectory(roster(*agents)).mentioned({"body": text}, among=among) == want
