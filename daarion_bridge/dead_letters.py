@@ -13,10 +13,10 @@ from typing import TypeVar
 import asyncpg
 
 from .config import Config
-from .db.bookkeeping import events_digest
+from .db.bookkeeping import events_digest, ingest_transaction
 from .db.database import open_database
 from .db.errors import is_data_error
-from .db.writer import write_transaction
+from .db.writer import write_rows
 from .embedded_db import EmbeddedPostgres
 from .translate.agents import AgentDirectory
 from .translate.events import translate_event
@@ -96,8 +96,8 @@ async def _replay_one(pool: asyncpg.Pool, config: Config, letter_id: int, raw_js
         return f"{letter_id}: still rejected: {e}"
     async with pool.acquire() as conn:
         try:
-            async with conn.transaction():
-                outcome = await write_transaction(
+            async with ingest_transaction(conn):
+                outcome = await write_rows(
                     conn, f"dead-letter-{letter_id}", events_digest([event]), [op]
                 )
                 await conn.execute("DELETE FROM bridge_dead_letters WHERE id = $1", letter_id)

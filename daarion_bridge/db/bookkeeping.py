@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from asyncpg import Connection, Pool
 
 from ..translate.preview import storable
@@ -21,38 +24,31 @@ def events_digest(events: Sequence[Any]) -> str:
     return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-# Three things every transaction does first, in one round trip: take the ingest lock
-# (the CTE runs before the rows that need it), record the id, and note which rooms saw
-# events for the catch-up. The note is kept to the second: a room busy in every
-# transaction is not rewritten each time, and the catch-up's window is minutes.
-_CLAIM = """
-WITH serial AS (SELECT pg_advisory_xact_lock($4)),
-touched AS (
-    UPDATE bridge_rooms SET last_event_at = now()
-    WHERE room_id = ANY($5::text[]) AND last_event_at < now() - interval '1 second'
-      AND EXISTS (SELECT FROM serial)
-)
-INSERT INTO bridge_transactions (txn_id, events_digest, event_count)
-SELECT $1, $2, $3 FROM serial
-ON CONFLICT (txn_id) DO UPDATE SET
-    events_digest = EXCLUDED.events_digest,
-    event_count = EXCLUDED.event_count,
-    processed_at = now()
-WHERE bridge_transactions.events_digest <> EXCLUDED.events_digest
-RETURNING (xmax = 0) AS inserted
-"""
-
-
-class Claim(enum.Enum):
-    NEW = "new"
-    REPLAY = "replay"  # committed before: nothing to do
-    REUSED = "reused"  # an id seen before with other events: the homeserver reset its counter
-
-
 # One writer at a time across every bridge process on this database (a rolling restart,
 # an HA pair): Synapse sends one transaction at a time anyway, and serial writers can
 # neither deadlock nor race each other to create the same channel or slug.
 INGEST_LOCK_KEY = 0x6461_6172  # "daar"
+# Sent as one simple query: the lock costs no round trip of its own, and every statement
+# after it takes its snapshot with the lock held, so it sees what the writer before
+# committed (a statement that took the lock itself would have taken its snapshot first).
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({INGEST_LOCK_KEY})"
+_ROLLBACK_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@asynccontextmanager
+async def ingest_transaction(conn: Connection) -> AsyncIterator[None]:
+    """A transaction that holds the ingest lock from its start: committed at the end of
+    the block, rolled back if the block raises."""
+    await conn.execute(_BEGIN_LOCKED)
+    try:
+        yield
+    except BaseException:
+        # The error that got here is what the caller must see; a connection too broken
+        # to roll back is rolled back by the server, and the pool replaces it.
+        with contextlib.suppress(*_ROLLBACK_FAILURES):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 async def lock_ingest(conn: Connection) -> None:
@@ -70,18 +66,37 @@ async def is_committed(conn: Connection | Pool, txn_id: str, digest: str) -> boo
     )
 
 
-async def claim_transaction(
-    conn: Connection, txn_id: str, digest: str, event_count: int, room_ids: Collection[str] = ()
-) -> Claim:
-    """Take the ingest lock and record the transaction id in the transaction that writes
-    its rows; note `room_ids` as active (see recently_active in rooms.py).
+# What every transaction does first besides reading what it refers to (lookup.py), as
+# that statement's CTEs: record the id, and note which rooms saw events for the catch-up
+# ($1: the room ids; $4, $5, $6: the transaction's id, digest and event count). The note
+# is kept to the second: a room busy in every transaction is not rewritten each time, and
+# the catch-up's window is minutes. `claimed` has a row unless the id was committed
+# before with the same events: (xmax = 0) tells a new id from one reused for others.
+CLAIM_CTES = """
+touched AS (
+    UPDATE bridge_rooms SET last_event_at = now()
+    WHERE room_id = ANY($1::text[]) AND last_event_at < now() - interval '1 second'
+),
+claimed AS (
+    INSERT INTO bridge_transactions (txn_id, events_digest, event_count)
+    VALUES ($4, $5, $6)
+    ON CONFLICT (txn_id) DO UPDATE SET
+        events_digest = EXCLUDED.events_digest,
+        event_count = EXCLUDED.event_count,
+        processed_at = now()
+    WHERE bridge_transactions.events_digest <> EXCLUDED.events_digest
+    RETURNING (xmax = 0) AS inserted
+)"""
 
-    The id and the rows commit together. A concurrent duplicate waits for the lock,
-    then sees a replay.
-    """
-    inserted = await conn.fetchval(
-        _CLAIM, txn_id, digest, event_count, INGEST_LOCK_KEY, list(room_ids)
-    )
+
+class Claim(enum.Enum):
+    NEW = "new"
+    REPLAY = "replay"  # committed before: nothing to do
+    REUSED = "reused"  # an id seen before with other events: the homeserver reset its counter
+
+
+def claim_of(inserted: bool | None) -> Claim:
+    """The claim by `claimed`'s row: none, or its `inserted`."""
     if inserted is None:
         return Claim.REPLAY
     return Claim.NEW if inserted else Claim.REUSED

@@ -1,21 +1,23 @@
 """What a transaction's operations refer to, read in one round trip: the channels of its
 rooms (with power levels where needed) and the agents in them, and who its Matrix users
-are, with the platform ids the outbox events carry."""
+are, with the platform ids the outbox events carry. The transaction's claim on its id
+(bookkeeping.py) rides in the same statement."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from asyncpg import Connection
+from asyncpg import Connection, Record
 
+from .bookkeeping import CLAIM_CTES, Claim, claim_of
 from .channels import Channel
 from .outbox import AGENT, HUMAN
 from .rooms import RoomPower, power_of
 from .users import find_sql
 
-CHANNEL, AGENT_ROW, PERSON_ROW, CHANNEL_AGENT = 0, 1, 2, 3
+CLAIM, CHANNEL, AGENT_ROW, PERSON_ROW, CHANNEL_AGENT = -1, 0, 1, 2, 3
 
 # One row per channel ($1), per agent and per person ($3), and per agent in one of the
 # channels; a room's power levels only where its events need them ($2). Shared columns:
@@ -42,6 +44,13 @@ JOIN channel_members m ON m.channel_id = c.id AND m.member_agent_id IS NOT NULL
 JOIN agents a ON a.id = m.member_agent_id
 WHERE c.matrix_room_id = ANY($1::text[])
 """
+# The claim's row, if any, has its `inserted` in the `wanted` column.
+_CLAIM_AND_KNOWN = f"""
+WITH {CLAIM_CTES}
+{_KNOWN}
+UNION ALL
+SELECT {CLAIM}, NULL, NULL, NULL, NULL, NULL, inserted, NULL, NULL FROM claimed
+"""
 
 
 @dataclass
@@ -65,9 +74,38 @@ async def look_up(
     """The channels of these rooms with the agents in them, the power levels of those in
     `power_wanted`, and the agent or person rows of these Matrix users (people never
     seen have none yet)."""
-    known = Known()
-    people: dict[str, UUID] = {}
     rows = await conn.fetch(_KNOWN, list(room_ids), list(power_wanted), list(matrix_ids))
+    return _known(rows)[1]
+
+
+async def claim_and_look_up(
+    conn: Connection,
+    txn_id: str,
+    digest: str,
+    event_count: int,
+    room_ids: Collection[str],
+    power_wanted: Collection[str],
+    matrix_ids: Collection[str],
+) -> tuple[Claim, Known]:
+    """Claim the transaction id (noting `room_ids` as active) and look up what it refers
+    to, in one round trip; in bookkeeping.ingest_transaction, so the reads come after the
+    lock. On a replay the reads are wasted, but replays are rare."""
+    rows = await conn.fetch(
+        _CLAIM_AND_KNOWN,
+        list(room_ids),
+        list(power_wanted),
+        list(matrix_ids),
+        txn_id,
+        digest,
+        event_count,
+    )
+    return _known(rows)
+
+
+def _known(rows: Sequence[Record]) -> tuple[Claim, Known]:
+    known = Known()
+    inserted: bool | None = None
+    people: dict[str, UUID] = {}
     for kind, key, row_id, platform_id, microdao_id, slug, wanted, creators, levels in rows:
         if kind == CHANNEL:
             known.channels[key] = Channel(row_id, microdao_id, key, platform_id, slug)
@@ -79,8 +117,10 @@ async def look_up(
             if kind == CHANNEL_AGENT:
                 room_id = slug  # the column this kind of row carries its room in
                 known.channel_agents.setdefault(room_id, set()).add(key)
-        else:
+        elif kind == PERSON_ROW:
             people[key] = row_id
             known.platform_ids[HUMAN, row_id] = platform_id
+        else:
+            inserted = wanted
     known.people = {m: row_id for m, row_id in people.items() if m not in known.agents}
-    return known
+    return claim_of(inserted), known

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,7 +87,25 @@ async def write_transaction(
     events: Sequence[Any] | None = None,
     announce: Announce | None = None,
 ) -> Outcome:
-    """Write all rows of one transaction and its id in one commit.
+    """Write all rows of one transaction and its id in one commit (see write_rows)."""
+    async with bookkeeping.ingest_transaction(conn):
+        return await write_rows(
+            conn, txn_id, digest, items, setups, events=events, announce=announce
+        )
+
+
+async def write_rows(
+    conn: Connection,
+    txn_id: str,
+    digest: str,
+    items: Sequence[Item],
+    setups: Sequence[ChannelSetup] = (),
+    *,
+    events: Sequence[Any] | None = None,
+    announce: Announce | None = None,
+) -> Outcome:
+    """Write all rows of one transaction and its id, in the caller's
+    bookkeeping.ingest_transaction.
 
     With `events` (the raw events, parallel to `items`), each operation runs under its
     own savepoint and one the database rejects as data is dead-lettered instead of
@@ -95,26 +114,53 @@ async def write_transaction(
     """
     outcome = Outcome()
     announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
-    async with conn.transaction():
-        room_ids = {i.room_id for i in items if i is not None and not isinstance(i, Rejected)}
-        claim = await bookkeeping.claim_transaction(conn, txn_id, digest, len(items), room_ids)
-        if claim is bookkeeping.Claim.REPLAY:
-            outcome.replay = True
-            return outcome
-        outcome.reused_id = claim is bookkeeping.Claim.REUSED
-        for item in items:
-            if isinstance(item, Rejected):
-                await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
-                outcome.dead_letters += 1
-        for setup in setups:
-            channel = await _create_channel(conn, setup, announcer)
-            outcome.new_channels.append(channel)
-        raw = events if events is not None else [None] * len(items)
-        ops = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
-        applier = _Applier(conn, txn_id, outcome, announcer, isolate=events is not None)
-        await applier.run(ops)
-        outcome.announced = await announcer.flush(conn)
+    raw = events if events is not None else [None] * len(items)
+    pairs = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
+    ops = [op for _, op in pairs]
+    wanted = _wanted(ops)
+    claim, known = await lookup.claim_and_look_up(conn, txn_id, digest, len(items), *wanted)
+    if claim is bookkeeping.Claim.REPLAY:
+        outcome.replay = True
+        return outcome
+    outcome.reused_id = claim is bookkeeping.Claim.REUSED
+    for item in items:
+        if isinstance(item, Rejected):
+            await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
+            outcome.dead_letters += 1
+    for setup in setups:
+        channel = await _create_channel(conn, setup, announcer)
+        outcome.new_channels.append(channel)
+    if setups and ops:  # read again: the new channels were not there at the claim
+        known = await lookup.look_up(conn, *wanted)
+    applier = _Applier(conn, txn_id, outcome, announcer, isolate=events is not None)
+    await applier.run(pairs, known)
+    outcome.announced = await announcer.flush(conn)
     return outcome
+
+
+@asynccontextmanager
+async def _savepoint(conn: Connection) -> AsyncIterator[None]:
+    """A savepoint by hand: asyncpg's nested transaction() needs a top transaction of its
+    own, and the ingest transaction is begun by hand (bookkeeping.ingest_transaction)."""
+    await conn.execute("SAVEPOINT operation")
+    try:
+        yield
+    except BaseException:
+        await conn.execute("ROLLBACK TO SAVEPOINT operation; RELEASE SAVEPOINT operation")
+        raise
+    await conn.execute("RELEASE SAVEPOINT operation")
+
+
+def _wanted(
+    ops: Sequence[ev.Operation],
+) -> tuple[set[str], set[str], set[str]]:
+    """What to look up for these operations: their rooms, the rooms whose power levels
+    they need, and their Matrix users."""
+    return (
+        {op.room_id for op in ops},
+        {op.room_id for op in ops if _needs_power(op)},
+        {m for op in ops for m in _users_of(op)},
+    )
 
 
 async def _create_channel(
@@ -212,17 +258,11 @@ class _Applier:
         self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
         self.position: dict[int, int] = {}
 
-    async def run(self, pairs: Sequence[tuple[Any, ev.Operation]]) -> None:
+    async def run(self, pairs: Sequence[tuple[Any, ev.Operation]], known: lookup.Known) -> None:
         if not pairs:
             return
         ops = [op for _, op in pairs]
         self.position = {id(op): i for i, op in enumerate(ops)}
-        known = await lookup.look_up(
-            self.conn,
-            {op.room_id for op in ops},
-            {op.room_id for op in ops if _needs_power(op)},
-            {m for op in ops for m in _users_of(op)},
-        )
         self.channels, self.power, self.agents = known.channels, known.power, known.agents
         self.room_agents = _room_agents(ops, known)
         self.announcer.know(known.platform_ids)
@@ -386,7 +426,7 @@ class _Applier:
 
     async def apply_isolated(self, raw: Any, op: ev.Operation) -> bool:
         try:
-            async with self.conn.transaction():  # a savepoint inside the outer transaction
+            async with _savepoint(self.conn):
                 return await self.apply(op)
         except (asyncpg.PostgresError, UnicodeError) as e:
             if not is_data_error(e):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -10,8 +11,8 @@ import asyncpg
 import pytest
 
 from daarion_bridge.db import rooms
-from daarion_bridge.db.bookkeeping import events_digest
-from daarion_bridge.db.writer import ChannelSetup, Rejected, write_transaction
+from daarion_bridge.db.bookkeeping import INGEST_LOCK_KEY, events_digest, ingest_transaction
+from daarion_bridge.db.writer import ChannelSetup, Rejected, write_rows, write_transaction
 from daarion_bridge.translate.events import NewMessage, translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state
@@ -159,6 +160,46 @@ async def test_replayed_transaction_is_a_no_op(pool: asyncpg.Pool, txns: Txns) -
     # The same events under a new id double nothing either.
     await txns.send(events, txn_id="other")
     assert await pool.fetchval("SELECT count(*) FROM messages") == 2
+
+
+async def test_a_writer_waiting_for_the_ingest_lock_reads_what_the_holder_committed(
+    pool: asyncpg.Pool, txns: Txns
+) -> None:
+    """Two bridge processes on one database (a rolling restart): the second waits for the
+    lock and must then see the channel the first just made, or it would ignore the new
+    room's messages. Its reads must take their snapshot after the lock, not before."""
+    new_room = "!new:localhost"
+    message = text("first words", room=new_room)
+    async with pool.acquire() as holder:
+        async with ingest_transaction(holder):
+            made = await write_rows(holder, "make", events_digest([]), [], [setup(new_room)])
+            assert [c.room_id for c in made.new_channels] == [new_room]
+            waiting = asyncio.create_task(txns.send([message], txn_id="then"))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # held at the lock until the channel commits
+    outcome = await asyncio.wait_for(waiting, 10)
+    assert outcome.applied["NewMessage"] == 1
+    assert (await previews(pool))[message["event_id"]] == "first words"
+
+
+async def test_an_ingest_transaction_commits_whole_or_not_at_all(pool: asyncpg.Pool) -> None:
+    insert = (
+        "INSERT INTO bridge_transactions (txn_id, events_digest, event_count) VALUES ($1, 'd', 0)"
+    )
+    async with pool.acquire() as conn:
+        with pytest.raises(RuntimeError):
+            async with ingest_transaction(conn):
+                await conn.execute(insert, "rolled back")
+                raise RuntimeError("the writer failed")
+        assert not conn.is_in_transaction()
+        async with ingest_transaction(conn):
+            await conn.execute(insert, "committed")
+        assert not conn.is_in_transaction()
+    ids = {r[0] for r in await pool.fetch("SELECT txn_id FROM bridge_transactions")}
+    assert "committed" in ids and "rolled back" not in ids
+    # And the lock went with each: another connection takes it at once.
+    async with pool.acquire() as other, other.transaction():
+        assert await other.fetchval("SELECT pg_try_advisory_xact_lock($1)", INGEST_LOCK_KEY)
 
 
 async def test_reused_transaction_id_with_new_events_is_processed(
