@@ -28,6 +28,7 @@ from .ingest import Ingestor
 from .invites import Invites
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
+from .process import freeze_long_lived_objects
 from .publisher_process import PublisherProcess
 from .recovery import DatabaseRecovery
 from .registration import check_registration
@@ -138,6 +139,7 @@ class Bridge:
             ),
         ]
         self.started = True
+        freeze_long_lived_objects()
         log.info(
             "Bridge ready in %.1f s: listening on %s:%d as %s",
             time.monotonic() - t0,
@@ -266,6 +268,7 @@ class Bridge:
             log.error("Config reload failed: %s", e or type(e).__name__)
             return False
         self.config = dataclasses.replace(self.config, roster=new.roster)
+        freeze_long_lived_objects()  # the new roster in, the old one collected
         return True
 
     async def _ping(self, bot: Bot) -> None:

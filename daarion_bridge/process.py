@@ -1,8 +1,10 @@
-"""Process set-up shared by the bridge and its publisher process: logging, event loop."""
+"""Process set-up shared by the bridge and its publisher process: logging, event loop,
+garbage collection."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import logging.config
 from collections.abc import Callable
@@ -35,3 +37,17 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def freeze_long_lived_objects() -> None:
+    """Take what start-up built (modules, config, pools) out of the collector's sight.
+
+    A full collection walks every tracked object: in the bridge about 70,000 after
+    start-up, 40 to 55 ms on the development machine, on whichever transaction triggers
+    it (every few seconds under load). Frozen, they are never walked again, and a full
+    collection walks only what came later: about 1 ms. Garbage start-up left is collected
+    first. Called again after a config reload: what was frozen is thawed and collected
+    with the rest, so an old roster's cycles are not kept for good."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -30,7 +30,7 @@ import asyncpg
 from .config import NatsConfig
 from .db.database import keep_session
 from .errors import OperatorError
-from .process import configure_logging, event_loop_factory
+from .process import configure_logging, event_loop_factory, freeze_long_lived_objects
 from .publisher import Publisher
 
 log = logging.getLogger("daarion.publisher")
@@ -165,6 +165,7 @@ async def serve_child(stdin: asyncio.StreamReader) -> None:
     publisher = Publisher(pool, nats_config)
     publisher.on_connected = report
     publisher.start()
+    freeze_long_lived_objects()
     try:
         while await stdin.read(4096):
             publisher.wake()
