@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -688,7 +689,15 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    result = asyncio.run(main_async(args))
+    # `timeout`, CI and process managers stop a run with SIGTERM, which would end the
+    # process on the spot and leave the embedded PostgreSQL (a daemon, not our child) and
+    # the work dir behind. Taken as Ctrl-C, it cancels the run, whose cleanup then runs.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        result = asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        say("stopped; the processes and the work dir of the run are gone")
+        raise SystemExit(130) from None
     result["args"] = vars(args)
     if code_version() != result["code"]:
         result["code"]["changed_during_run"] = code_version()
