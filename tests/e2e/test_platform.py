@@ -274,7 +274,7 @@ async def test_post_endpoint_errors(alice, platform, bridge, db) -> None:
     assert (await post(platform, "agent:quiet", {**ok, "channel_id": private_id}))[0] == 403
 
     answers = [await post(platform, "agent:quiet", {**ok, "text": f"n{i}"}) for i in range(LIMIT)]
-    assert [s for s, _ in answers] == [200] * LIMIT
+    assert [s for s, _ in answers] == [200] * LIMIT, answers  # the bodies say why
     for _, body in answers:
         row = await db.fetchrow(
             "SELECT sender_type, id::text FROM messages WHERE matrix_event_id = $1",
