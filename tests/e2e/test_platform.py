@@ -123,6 +123,13 @@ async def room_with(alice: Person, *agents: str, preset: str = "private_chat") -
     return room_id
 
 
+async def channel_of(db: asyncpg.Pool, room_id: str) -> str:
+    """The room's channel id, once indexed: the agent joins on the homeserver before the
+    bridge commits the channel, so seeing the join is not enough."""
+    sql = "SELECT id::text FROM channels WHERE matrix_room_id = $1"
+    return await wait_for(lambda: db.fetchval(sql, room_id), what=f"channel of {room_id}")
+
+
 async def post(
     platform: Platform, agent: str, body: Any, token: str | None = SERVICE_TOKEN
 ) -> tuple[int, Any]:
@@ -253,9 +260,7 @@ async def test_message_events_exactly_once_across_crash_and_nats_restart(
 
 async def test_post_endpoint_errors(alice, platform, bridge, db) -> None:
     room_id = await room_with(alice, QUIET)
-    channel_id = str(
-        await db.fetchval("SELECT id FROM channels WHERE matrix_room_id = $1", room_id)
-    )
+    channel_id = await channel_of(db, room_id)
     ok = {"channel_id": channel_id, "text": "hello"}
 
     assert (await post(platform, "agent:quiet", ok, token=None))[0] == 401
@@ -268,9 +273,7 @@ async def test_post_endpoint_errors(alice, platform, bridge, db) -> None:
         assert status == 400 and body.get("error"), bad if isinstance(bad, str) else list(bad)
 
     private = await room_with(alice, SOFIA)  # Quiet is not in it and may not join
-    private_id = str(
-        await db.fetchval("SELECT id FROM channels WHERE matrix_room_id = $1", private)
-    )
+    private_id = await channel_of(db, private)
     assert (await post(platform, "agent:quiet", {**ok, "channel_id": private_id}))[0] == 403
 
     answers = [await post(platform, "agent:quiet", {**ok, "text": f"n{i}"}) for i in range(LIMIT)]
