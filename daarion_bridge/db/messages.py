@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+import uuid_utils
 from asyncpg import Connection
-from uuid_utils.compat import uuid7
 
 DELETED = "[deleted]"
 
@@ -68,9 +68,13 @@ _EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
 _REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
 
 
-def new_id() -> UUID:
-    """A message's id: time-ordered (see _INSERT_MANY), and unique like any UUID."""
-    return uuid7()
+def new_id() -> uuid_utils.UUID:
+    """A message's id: time-ordered (see _INSERT_MANY), and unique like any UUID.
+
+    uuid_utils' own UUID, not the stdlib's: asyncpg encodes either from `.bytes`, and
+    making the stdlib's (`uuid_utils.compat`) costs 1.1 us a message instead of 0.13.
+    The id goes only to the database; the rows read back are asyncpg's UUIDs."""
+    return uuid_utils.uuid7()
 
 
 @dataclass(frozen=True, slots=True)
