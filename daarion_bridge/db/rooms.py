@@ -50,14 +50,6 @@ async def put(
     )
 
 
-async def set_power_levels(conn: Connection, room_id: str, power_levels: dict[str, Any]) -> None:
-    await conn.execute(
-        "UPDATE bridge_rooms SET power_levels = $2::jsonb WHERE room_id = $1",
-        room_id,
-        json.dumps(power_levels),
-    )
-
-
 async def recently_active(conn: Connection | Pool, window_seconds: float) -> list[str]:
     rows = await conn.fetch(
         "SELECT room_id FROM bridge_rooms "

@@ -542,10 +542,11 @@ class _Applier:
         return False
 
     async def power_levels(self, op: ev.PowerLevels, channel: channels.Channel) -> None:
-        await rooms.set_power_levels(self.conn, op.room_id, op.content)
         power = rooms.RoomPower((await self.room_power(op.room_id)).creators, op.content)
         self.power[op.room_id] = power
-        current = await members.current_people(self.conn, channel.id)
+        current = await members.people_under_new_power_levels(
+            self.conn, channel.id, op.room_id, op.content
+        )
         changed = {
             user_id: new_role
             for mxid, (user_id, role) in current.items()

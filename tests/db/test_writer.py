@@ -502,6 +502,14 @@ async def test_joins_and_leaves_in_one_transaction_apply_in_order(
     assert found[BOB][1] is False
 
 
+async def test_power_levels_are_kept_for_later_transactions(pool: asyncpg.Pool, txns: Txns) -> None:
+    """A join in a later transaction takes its role from the levels stored before."""
+    dave = "@dave:localhost"
+    await txns.send([event("m.room.power_levels", {"users": {dave: 50}}, state_key="")])
+    await txns.send([member(dave, "join")])
+    assert (await roles(pool))[dave] == ("admin", True)
+
+
 async def test_a_transaction_notes_its_rooms_for_the_catch_up(
     pool: asyncpg.Pool, txns: Txns
 ) -> None:
