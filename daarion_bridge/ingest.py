@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,13 +15,32 @@ from . import metrics
 from .config import Config
 from .db import bookkeeping
 from .db.errors import is_data_error
-from .db.writer import Announce, ChannelSetup, Item, Outcome, Rejected, write_transaction
+from .db.writer import (
+    Announce,
+    ChannelSetup,
+    Item,
+    Outcome,
+    Rejected,
+    write_transaction,
+    write_while_translating,
+)
 from .invites import Invites
 from .translate.agents import LiveDirectory
 from .translate.events import AgentInvited, BotInvited, NewMessage, translate_event
 from .translate.preview import BadEvent
 
 log = logging.getLogger("daarion.ingest")
+
+# Events translated between two turns of the loop: about a round trip's worth of work.
+TRANSLATE_SLICE = 20
+
+
+class _Abandoned(Exception):
+    """The transaction holds invites: the write begun while translating rolls back."""
+
+
+def _has_invites(items: Sequence[Item] | None) -> bool:
+    return items is not None and any(isinstance(i, BotInvited | AgentInvited) for i in items)
 
 
 class Ingestor:
@@ -67,34 +86,11 @@ class Ingestor:
         self, txn_id: str, events: Sequence[Any], ephemeral: Sequence[Any] = ()
     ) -> Outcome:
         started = time.perf_counter()
-        items = self.translate(events)
         digest = bookkeeping.events_digest(events)
         async with self._lock:
-            # Invites act on the homeserver before anything is written, so a replay must be
-            # recognised first, or it would join and speak twice. Without invites the
-            # claim inside the write recognises replays on its own.
-            has_invites = any(isinstance(item, BotInvited | AgentInvited) for item in items)
-            if has_invites and await bookkeeping.is_committed(self.pool, txn_id, digest):
-                metrics.TRANSACTIONS.labels("replay").inc()
-                self._note_sequence(txn_id, Outcome(replay=True))
-                return Outcome(replay=True)
-            setups = await self._accept_invites(items)
-            async with self.pool.acquire() as conn:
-                try:
-                    outcome = await write_transaction(
-                        conn, txn_id, digest, items, setups, announce=self.announce
-                    )
-                except (asyncpg.PostgresError, UnicodeError) as e:
-                    if not is_data_error(e):
-                        raise
-                    log.warning(
-                        "Transaction %s: database rejected a row (%s); retrying event by event",
-                        txn_id,
-                        getattr(e, "sqlstate", type(e).__name__),
-                    )
-                    outcome = await write_transaction(
-                        conn, txn_id, digest, items, setups, events=events, announce=self.announce
-                    )
+            items, outcome = await self._write_while_translating(txn_id, digest, events)
+            if outcome is None:
+                outcome = await self._write_with_invites(txn_id, digest, events, items)
         if outcome.announced:
             self.on_announced()
         if outcome.commands:
@@ -102,6 +98,84 @@ class Ingestor:
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
         return outcome
+
+    async def _write_while_translating(
+        self, txn_id: str, digest: str, events: Sequence[Any]
+    ) -> tuple[list[Item], Outcome | None]:
+        """The common case: the write begins, claims the id and looks up what the events
+        name while they are translated. No outcome when they hold invites: this writes
+        nothing then (see _write_with_invites)."""
+        translated: asyncio.Future[list[Item]] = asyncio.get_running_loop().create_future()
+        async with self.pool.acquire() as conn:
+            write = asyncio.create_task(
+                write_while_translating(
+                    conn, txn_id, digest, events, translated, announce=self.announce
+                )
+            )
+            items: list[Item] | None = None
+            try:
+                items = await self._translate_in_slices(events)
+            finally:
+                if items is None or _has_invites(items):
+                    translated.set_exception(_Abandoned())
+                    # The write must be over (rolled back) before its connection goes back.
+                    await asyncio.gather(write, return_exceptions=True)
+                else:
+                    translated.set_result(items)
+            if _has_invites(items):
+                return items, None
+            outcome = await self._retry_on_data_error(conn, txn_id, digest, events, items, write)
+        return items, outcome
+
+    async def _write_with_invites(
+        self, txn_id: str, digest: str, events: Sequence[Any], items: Sequence[Item]
+    ) -> Outcome:
+        """Invites act on the homeserver before anything is written, so a replay must be
+        recognised first, or it would join and speak twice."""
+        if await bookkeeping.is_committed(self.pool, txn_id, digest):
+            return Outcome(replay=True)
+        setups = await self._accept_invites(items)
+        async with self.pool.acquire() as conn:
+            write = write_transaction(conn, txn_id, digest, items, setups, announce=self.announce)
+            return await self._retry_on_data_error(
+                conn, txn_id, digest, events, items, write, setups
+            )
+
+    async def _retry_on_data_error(
+        self,
+        conn: asyncpg.Connection,
+        txn_id: str,
+        digest: str,
+        events: Sequence[Any],
+        items: Sequence[Item],
+        write: Awaitable[Outcome],
+        setups: Sequence[ChannelSetup] = (),
+    ) -> Outcome:
+        """The write; if the database rejected a row, again event by event, dead-lettering
+        what it rejects."""
+        try:
+            return await write
+        except (asyncpg.PostgresError, UnicodeError) as e:
+            if not is_data_error(e):
+                raise
+            log.warning(
+                "Transaction %s: database rejected a row (%s); retrying event by event",
+                txn_id,
+                getattr(e, "sqlstate", type(e).__name__),
+            )
+            return await write_transaction(
+                conn, txn_id, digest, items, setups, events=events, announce=self.announce
+            )
+
+    async def _translate_in_slices(self, events: Sequence[Any]) -> list[Item]:
+        """Translate, giving the loop a turn before each slice: the write's first
+        statements go out and their answers come back in between, while PostgreSQL
+        works on them."""
+        items: list[Item] = []
+        for start in range(0, len(events), TRANSLATE_SLICE):
+            await asyncio.sleep(0)
+            items.extend(self.translate(events[start : start + TRANSLATE_SLICE]))
+        return items
 
     async def write_setups(self, txn_id: str, setups: Sequence[ChannelSetup]) -> Outcome:
         """Channels of rooms the bridge made itself (the admin API), written as an accepted

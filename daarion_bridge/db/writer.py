@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -112,17 +112,58 @@ async def write_rows(
     failing the whole transaction: the slow path after a data error. With `announce`,
     every change also becomes an outbox event in the same commit.
     """
-    outcome = Outcome()
-    announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
-    raw = events if events is not None else [None] * len(items)
-    pairs = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
-    ops = [op for _, op in pairs]
-    wanted = _wanted(ops)
+    wanted = _wanted(_operations(items))
     claim, known = await lookup.claim_and_look_up(conn, txn_id, digest, len(items), *wanted)
+    return await _write_claimed(
+        conn, txn_id, (claim, known, wanted), items, setups, events=events, announce=announce
+    )
+
+
+async def write_while_translating(
+    conn: Connection,
+    txn_id: str,
+    digest: str,
+    events: Sequence[Any],
+    items: Awaitable[Sequence[Item]],
+    *,
+    announce: Announce | None = None,
+) -> Outcome:
+    """write_transaction for events still being translated; `items` comes when they are.
+
+    Meanwhile the transaction begins, claims its id and looks up what the raw events
+    name (`wanted_by_events`), so PostgreSQL works while the bridge translates. No
+    channel setups: invites must act on the homeserver before anything is written, so
+    a caller that finds some makes `items` fail, and this rolls back."""
+    guess = wanted_by_events(events)
+    async with bookkeeping.ingest_transaction(conn):
+        claim, known = await lookup.claim_and_look_up(conn, txn_id, digest, len(events), *guess)
+        translated = await items
+        return await _write_claimed(
+            conn, txn_id, (claim, known, guess), translated, (), announce=announce
+        )
+
+
+async def _write_claimed(
+    conn: Connection,
+    txn_id: str,
+    claimed: tuple[bookkeeping.Claim, lookup.Known, Wanted],
+    items: Sequence[Item],
+    setups: Sequence[ChannelSetup],
+    *,
+    events: Sequence[Any] | None = None,
+    announce: Announce | None = None,
+) -> Outcome:
+    """write_rows after the claim and the lookup of what it names (`looked_up`)."""
+    claim, known, looked_up = claimed
+    outcome = Outcome()
     if claim is bookkeeping.Claim.REPLAY:
         outcome.replay = True
         return outcome
     outcome.reused_id = claim is bookkeeping.Claim.REUSED
+    announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
+    raw = events if events is not None else [None] * len(items)
+    pairs = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
+    ops = [op for _, op in pairs]
     for item in items:
         if isinstance(item, Rejected):
             await bookkeeping.dead_letter(conn, txn_id, item.event, item.reason)
@@ -130,7 +171,10 @@ async def write_rows(
     for setup in setups:
         channel = await _create_channel(conn, setup, announcer)
         outcome.new_channels.append(channel)
-    if setups and ops:  # read again: the new channels were not there at the claim
+    wanted = _wanted(ops)
+    if ops and (setups or not _covers(looked_up, wanted)):
+        # Read again: the new channels were not there at the claim, or the guess from the
+        # raw events missed something.
         known = await lookup.look_up(conn, *wanted)
     applier = _Applier(conn, txn_id, outcome, announcer, isolate=events is not None)
     await applier.run(pairs, known)
@@ -151,9 +195,15 @@ async def _savepoint(conn: Connection) -> AsyncIterator[None]:
     await conn.execute("RELEASE SAVEPOINT operation")
 
 
-def _wanted(
-    ops: Sequence[ev.Operation],
-) -> tuple[set[str], set[str], set[str]]:
+# What to look up: rooms, the rooms whose power levels are needed, Matrix users.
+Wanted = tuple[set[str], set[str], set[str]]
+
+
+def _operations(items: Sequence[Item]) -> list[ev.Operation]:
+    return [i for i in items if i and not isinstance(i, Rejected)]
+
+
+def _wanted(ops: Sequence[ev.Operation]) -> Wanted:
     """What to look up for these operations: their rooms, the rooms whose power levels
     they need, and their Matrix users."""
     return (
@@ -161,6 +211,44 @@ def _wanted(
         {op.room_id for op in ops if _needs_power(op)},
         {m for op in ops for m in _users_of(op)},
     )
+
+
+def wanted_by_events(events: Sequence[Any]) -> Wanted:
+    """What `_wanted` will need for these events' operations, read from the raw events
+    before they are translated: every room, the rooms of redactions, power levels and
+    joins (`_needs_power`), every sender and member. Ids that are not plain ASCII are
+    left out, so the guess always encodes; the writer looks up again what it missed.
+    Any JSON will do: nothing here hashes a value before knowing it is a string."""
+    rooms: set[str] = set()
+    power: set[str] = set()
+    users: set[str] = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        room = event.get("room_id")
+        room = room if _plain(room) else None
+        if room is not None:
+            rooms.add(room)
+        if _plain(sender := event.get("sender")):
+            users.add(sender)
+        etype = event.get("type")
+        needs_power = etype == "m.room.redaction" or etype == "m.room.power_levels"
+        if etype == "m.room.member":
+            if _plain(member := event.get("state_key")):
+                users.add(member)
+            content = event.get("content")
+            needs_power = isinstance(content, dict) and content.get("membership") == "join"
+        if needs_power and room is not None:
+            power.add(room)
+    return rooms, power, users
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii() and "\x00" not in value
+
+
+def _covers(looked_up: Wanted, wanted: Wanted) -> bool:
+    return all(w <= have for w, have in zip(wanted, looked_up, strict=True))
 
 
 async def _create_channel(
