@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,15 +64,29 @@ def lookup(result: dict[str, Any], path: tuple[str, ...]) -> Any:
     return result
 
 
+class Stopped(Exception):
+    """SIGTERM (`timeout`, CI): it reached this process only, not its run."""
+
+
+def _stop(*_: Any) -> None:
+    raise Stopped
+
+
 def run_once(bench_args: list[str], n: int, runs: int) -> dict[str, Any]:
     say(f"run {n}/{runs}: python -m bench.ingest {' '.join(bench_args)}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", *bench_args],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
+    with subprocess.Popen(
+        [sys.executable, "-m", "bench.ingest", *bench_args], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            stdout, _ = proc.communicate()
+        except Stopped:
+            proc.send_signal(signal.SIGTERM)  # the run stops and cleans up as on Ctrl-C
+            proc.wait()
+            raise
+        except KeyboardInterrupt:
+            proc.wait()  # Ctrl-C reached the run too (one process group): it cleans up
+            raise
+    lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"bench.median: run {n} failed (exit {proc.returncode})")
     return json.loads(lines[-1])
@@ -104,7 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     args, bench_args = p.parse_known_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
-    results = [run_once(bench_args, n, args.runs) for n in range(1, args.runs + 1)]
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        results = [run_once(bench_args, n, args.runs) for n in range(1, args.runs + 1)]
+    except (Stopped, KeyboardInterrupt):
+        say("stopped; the run under way stopped too and removed what it started")
+        raise SystemExit(130) from None
     median = median_of(results)
     report(results, median)
     print(json.dumps({"median": median, "runs": results}, separators=(",", ":"), default=str))

@@ -27,9 +27,11 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_sigterm_stops_the_runs_postgres_and_removes_its_work_dir() -> None:
+def _stop_with_sigterm_once_postgres_runs(command: list[str]) -> None:
+    """Start `command`, SIGTERM it (it alone, as `timeout` does) once its run's embedded
+    PostgreSQL is up, and check that it exits with 130 leaving nothing running."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.ingest", "--quick"],
+        [sys.executable, "-m", *command],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -58,3 +60,12 @@ def test_sigterm_stops_the_runs_postgres_and_removes_its_work_dir() -> None:
     assert proc.returncode == 130, "".join(lines) + rest
     assert not _processes_mentioning(workdir)
     assert not Path(workdir).exists()
+
+
+def test_sigterm_stops_the_runs_postgres_and_removes_its_work_dir() -> None:
+    _stop_with_sigterm_once_postgres_runs(["bench.ingest", "--quick"])
+
+
+def test_sigterm_to_the_median_stops_its_run_under_way() -> None:
+    """The signal reaches bench.median only: it must pass it on to its bench.ingest."""
+    _stop_with_sigterm_once_postgres_runs(["bench.median", "--runs", "2", "--quick"])
