@@ -5,6 +5,7 @@ Pure: no I/O. Built once per roster (at start and on each config reload).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ class AgentDirectory:
         self.roster = roster
         self.agents: Mapping[str, AgentSpec] = dict(roster.by_mxid)
         self._search = _NameSearch(self.agents)
-        self._room_searches: dict[frozenset[str], _NameSearch] = {}
+        # The least recently used set goes first when the cache is full.
+        self._room_search = functools.lru_cache(maxsize=_MAX_ROOM_PATTERNS)(self._new_room_search)
 
     @classmethod
     def empty(cls) -> AgentDirectory:
@@ -109,14 +111,8 @@ class AgentDirectory:
                 found.update((mxid, None) for mxid in search.named_in(text.lower()))
         return tuple(found)
 
-    def _room_search(self, agents: frozenset[str]) -> _NameSearch:
-        search = self._room_searches.get(agents)
-        if search is None:
-            if len(self._room_searches) >= _MAX_ROOM_PATTERNS:
-                self._room_searches.clear()
-            only = {mxid: spec for mxid, spec in self.agents.items() if mxid in agents}
-            search = self._room_searches[agents] = _NameSearch(only)
-        return search
+    def _new_room_search(self, agents: frozenset[str]) -> _NameSearch:
+        return _NameSearch({mxid: spec for mxid, spec in self.agents.items() if mxid in agents})
 
 
 class _NameSearch:

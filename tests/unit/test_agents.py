@@ -207,7 +207,22 @@ def test_the_rooms_searches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     rooms = [{SOFIA}, {PRIME}, {HELPER}, {SOFIA, HELPER}, {SOFIA}]
     found = [directory.mentioned({"body": "Sofia, R2.D2"}, among=r) for r in rooms]
     assert found == [(SOFIA,), (), (HELPER,), (SOFIA, HELPER), (SOFIA,)]
-    assert len(directory._room_searches) <= 2
+    assert directory._room_search.cache_info().currsize <= 2
+
+
+def test_a_full_cache_of_rooms_searches_drops_the_least_recently_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A city with more sets of agents than the cache holds keeps its busy rooms' sets."""
+    monkeypatch.setattr(agents_module, "_MAX_ROOM_PATTERNS", 2)
+    directory = AgentDirectory(ROSTER)
+    busy, quiet, new = frozenset({SOFIA}), frozenset({PRIME}), frozenset({HELPER})
+    kept = directory._room_search(busy)
+    directory._room_search(quiet)
+    assert directory._room_search(busy) is kept  # used again: now the most recent
+    directory._room_search(new)  # the cache is full: `quiet` goes
+    assert directory._room_search(busy) is kept
+    assert directory._room_search.cache_info().misses == 3  # busy, quiet, new
 
 
 def test_other_content_keys_are_not_searched() -> None:
