@@ -377,6 +377,14 @@ async def _measure(
                     if cpus["postgres_cpu_s"] is not None
                     else None
                 ),
+                # How much the two sides overlap or wait on round trips: below 1 they
+                # took turns with gaps. Unlike events/s, the machine's speed of the hour
+                # barely moves it, so it shows what an overlap or a round trip saved.
+                "cpu_busy_over_wall": (
+                    round((cpus["bridge_cpu_s"] + cpus["postgres_cpu_s"]) / cpus["wall_s"], 3)
+                    if cpus["postgres_cpu_s"] is not None and cpus["wall_s"]
+                    else None
+                ),
                 **offline,
             },
             "bridge_rss_mb": {
@@ -459,6 +467,10 @@ def ingest_table(r: dict[str, Any], title: str) -> str:
                 "CPU per event: bridge / postgres",
                 f"{r['model']['bridge_cpu_us_per_event']} / "
                 f"{r['model']['postgres_cpu_us_per_event']} us",
+            ),
+            (
+                "  (bridge + postgres CPU) / wall",
+                f"{r['model']['cpu_busy_over_wall']} (below 1: waits on round trips and wake-ups)",
             ),
             (
                 "  of bridge: JSON / digest+translate",

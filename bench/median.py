@@ -31,6 +31,7 @@ KEY_FIGURES = [
     ("1-event latency p99 ms", ("ingest", "single_event_latency", "p99_ms")),
     ("bridge CPU us/event", ("ingest", "model", "bridge_cpu_us_per_event")),
     ("postgres CPU us/event", ("ingest", "model", "postgres_cpu_us_per_event")),
+    ("(bridge + postgres CPU) / wall", ("ingest", "model", "cpu_busy_over_wall")),
     ("bridge RSS start MB", ("ingest", "bridge_rss_mb", "start")),
     ("bridge RSS a tenth in MB", ("ingest", "bridge_rss_mb", "after_a_tenth")),
     ("bridge RSS end MB", ("ingest", "bridge_rss_mb", "end")),
