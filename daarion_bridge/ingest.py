@@ -1,4 +1,5 @@
-"""One Synapse transaction in: translate, accept invites, write, all or nothing."""
+"""One Synapse transaction in, all or nothing: translated while its write begins; with
+invites, those act on the homeserver first and the write starts over after them."""
 
 from __future__ import annotations
 
