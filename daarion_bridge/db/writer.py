@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -460,10 +461,18 @@ class _Applier:
         return messages.Redaction(op.target_event_id, op.event_id, author, others)
 
     async def insert_messages(self, news: Sequence[ev.NewMessage]) -> None:
-        """Insert, and note agent activity for the rows that are new (not replays)."""
+        """Insert, and note agent activity for the rows that are new (not replays). The
+        agents people's messages call on are found while PostgreSQL writes the rows."""
+        if not news:
+            return
         rows = [self.new_row(op) for op in news]
-        inserted = await messages.insert_many(self.conn, rows)
-        for op, row in zip(news, rows, strict=True):
+        insert = asyncio.ensure_future(messages.insert_many(self.conn, rows))
+        try:
+            await asyncio.sleep(0)  # the statement goes out before the search begins
+            calls = [self.mentioned(op, row) for op, row in zip(news, rows, strict=True)]
+        finally:
+            inserted = await insert
+        for op, row, mentioned in zip(news, rows, calls, strict=True):
             message_id = inserted.get(op.event_id)
             if message_id is None:
                 continue
@@ -476,14 +485,17 @@ class _Applier:
                 # For the bridge: it invokes no agent and counts as no agent's activity.
                 self.outcome.commands.append(op)
                 continue
-            if op.may_mention is None:
-                mentioned: tuple[UUID, ...] = ()
-            else:
-                found = op.may_mention.among(self.room_agents.get(op.room_id, ()))
-                mentioned = tuple(self.agents[m] for m in found)
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)
             self.announcer.human_message(channel, message_id, op.event_id, op.sender, mentioned)
+
+    def mentioned(self, op: ev.NewMessage, row: messages.NewRow) -> tuple[UUID, ...]:
+        """The agents of its room a person's message mentions; none for an agent's
+        message or a command."""
+        if row.sender_agent_id is not None or op.command is not None or op.may_mention is None:
+            return ()
+        found = op.may_mention.among(self.room_agents.get(op.room_id, ()))
+        return tuple(self.agents[m] for m in found)
 
     def note_activity(self, agent_id: UUID, channel_id: UUID, op: ev.NewMessage) -> None:
         position = self.position.get(id(op), len(self.position))
