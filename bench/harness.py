@@ -25,8 +25,8 @@ import asyncpg
 import psutil
 from yarl import URL
 
+from daarion_bridge.db.embedded import EmbeddedPostgres
 from daarion_bridge.devtools.synapse import LocalSynapse, free_port
-from daarion_bridge.embedded_db import EmbeddedPostgres
 from tests.conftest import create_database
 from tests.e2e.helpers import (
     BridgeProcess,

@@ -16,24 +16,25 @@ from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from mautrix.util.async_db import Database
 
-from . import maintenance, metrics
-from .admin import Admin
-from .bot_commands import CommandRunner
-from .catchup import CatchUp
+from . import metrics
+from .admin.service import Admin
+from .agents.speak import RateLimiter, Speaker
+from .agents.sync import apply_roster, retire_puppets
+from .bus.process import PublisherProcess
+from .commands.run import CommandRunner
 from .config import Config, load_config
+from .db import maintenance
 from .db.database import open_database
-from .embedded_db import EmbeddedPostgres
+from .db.embedded import EmbeddedPostgres
 from .errors import OperatorError
-from .ingest import Ingestor
-from .invites import Invites
+from .ingest.catchup import CatchUp
+from .ingest.ingestor import Ingestor
+from .ingest.invites import Invites
+from .ingest.recovery import DatabaseRecovery
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
+from .matrix.registration import check_registration
 from .process import freeze_long_lived_objects
-from .publisher_process import PublisherProcess
-from .recovery import DatabaseRecovery
-from .registration import check_registration
-from .roster_sync import apply_roster, retire_puppets
-from .speak import RateLimiter, Speaker
 from .translate.agents import LiveDirectory
 from .web.admin_api import AdminApi
 from .web.agents_api import AgentsApi

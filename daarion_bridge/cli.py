@@ -15,8 +15,8 @@ from pathlib import Path
 from . import __version__
 from .config import GENERATE, TOKEN_KEYS, Config, generate_tokens, load_config
 from .errors import OperatorError
+from .matrix.registration import PLACEHOLDER_TOKEN, check_registration, write_registration
 from .process import configure_logging, event_loop_factory
-from .registration import PLACEHOLDER_TOKEN, check_registration, write_registration
 
 log = logging.getLogger("daarion")
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
         return
     config = load_config(args.config)
     if args.command == "dead-letters":
-        from . import dead_letters
+        from .ingest import dead_letters
 
         if args.action == "list":
             lines = asyncio.run(dead_letters.list_dead_letters(config))

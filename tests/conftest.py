@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from daarion_bridge.embedded_db import ensure_runtime_dir
+from daarion_bridge.db.embedded import ensure_runtime_dir
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from asyncpg import Connection
 
-from ..roster import AgentSpec, BlueprintSpec
+from ..config.roster import AgentSpec, BlueprintSpec
 
 
 @dataclass(frozen=True, slots=True)

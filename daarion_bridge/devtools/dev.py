@@ -28,6 +28,7 @@ import aiohttp
 
 import daarion_bridge
 from daarion_bridge.config import load_config, read_yaml, round_trip_yaml, write_yaml_atomic
+from daarion_bridge.db.embedded import ensure_runtime_dir
 from daarion_bridge.devtools import bridge_command
 from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
@@ -37,7 +38,6 @@ from daarion_bridge.devtools.synapse import (
     free_port,
     port_is_free,
 )
-from daarion_bridge.embedded_db import ensure_runtime_dir
 
 DEV_USER = "alice"
 DEFAULT_MICRODAO = "microdao:dev"

@@ -13,8 +13,8 @@ from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError, make_request_error
 
+from ..config.roster import AgentSpec
 from ..db import puppets as stored
-from ..roster import AgentSpec
 
 log = logging.getLogger("daarion.puppets")
 

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..roster import AgentSpec, Roster
+from ..config.roster import AgentSpec, Roster
 from .preview import (
     is_reply,
     reply_fallback_sender,

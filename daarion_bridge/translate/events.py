@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..commands import command_text
+from ..commands.parse import command_text
 from .agents import AgentDirectory, PendingMentions
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for

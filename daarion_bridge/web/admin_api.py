@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from mautrix.errors import MatrixRequestError
 
-from ..admin import Admin, AdminError, Invited, NewChannel, NewMicrodao
+from ..admin.service import Admin, AdminError, Invited, NewChannel, NewMicrodao
 from ..db.channels import ChannelInfo
 from ..db.errors import is_transient
 from ..db.microdaos import Microdao

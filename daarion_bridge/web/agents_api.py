@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..agents.speak import Post, PostError, Speaker
 from ..db.errors import is_transient
 from ..matrix.bot import HomeserverUnavailable
-from ..speak import Post, PostError, Speaker
 from ..translate.preview import has_unstorable
 
 log = logging.getLogger("daarion.web.agents")

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..db.errors import is_transient
-from ..ingest import Ingestor
+from ..ingest.ingestor import Ingestor
 from ..matrix.bot import HomeserverUnavailable
 from ..translate.preview import has_unstorable
 

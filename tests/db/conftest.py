@@ -15,8 +15,8 @@ from yarl import URL
 
 from daarion_bridge.config import Config, parse_config
 from daarion_bridge.db.database import open_database
-from daarion_bridge.ingest import Ingestor
-from daarion_bridge.invites import Invites
+from daarion_bridge.ingest.ingestor import Ingestor
+from daarion_bridge.ingest.invites import Invites
 from daarion_bridge.matrix.bot import Bot
 from daarion_bridge.matrix.puppets import Puppets
 from daarion_bridge.translate.agents import LiveDirectory

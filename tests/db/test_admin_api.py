@@ -26,15 +26,15 @@ from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.util.async_db import Database
 from yarl import URL
 
-from daarion_bridge.admin import Admin, decode_cursor, encode_cursor
+from daarion_bridge.admin.service import Admin, decode_cursor, encode_cursor
+from daarion_bridge.agents.sync import SyncReport, write_roster
 from daarion_bridge.config import Config, parse_config
 from daarion_bridge.db import messages, sessions
-from daarion_bridge.db.writer import ChannelSetup
-from daarion_bridge.ingest import Ingestor
-from daarion_bridge.invites import Invites
+from daarion_bridge.ingest.ingestor import Ingestor
+from daarion_bridge.ingest.invites import Invites
+from daarion_bridge.ingest.writer import ChannelSetup
 from daarion_bridge.matrix.bot import Bot
 from daarion_bridge.matrix.puppets import Puppets
-from daarion_bridge.roster_sync import SyncReport, write_roster
 from daarion_bridge.translate.agents import LiveDirectory
 from daarion_bridge.translate.rooms import snapshot_from_state
 from daarion_bridge.web import openapi

@@ -15,11 +15,11 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from daarion_bridge.agents.sync import SyncReport, write_roster
+from daarion_bridge.config.roster import Roster, parse_roster
 from daarion_bridge.db import members, microdaos, sessions, spaces
 from daarion_bridge.db.bookkeeping import events_digest
-from daarion_bridge.db.writer import ChannelSetup, Outcome, Rejected, write_transaction
-from daarion_bridge.roster import Roster, parse_roster
-from daarion_bridge.roster_sync import SyncReport, write_roster
+from daarion_bridge.ingest.writer import ChannelSetup, Outcome, Rejected, write_transaction
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent

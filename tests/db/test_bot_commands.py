@@ -18,10 +18,10 @@ import asyncpg
 import pytest
 from mautrix.types import EventType
 
-from daarion_bridge import bot_commands
-from daarion_bridge.bot_commands import CommandRunner
+from daarion_bridge.commands import run as bot_commands
+from daarion_bridge.commands.run import CommandRunner
 from daarion_bridge.config import Config, NatsConfig
-from daarion_bridge.ingest import Ingestor
+from daarion_bridge.ingest.ingestor import Ingestor
 from daarion_bridge.translate.agents import LiveDirectory
 from daarion_bridge.translate.events import NewMessage
 from tests.db.conftest import make_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from daarion_bridge.embedded_db import EmbeddedPostgres
+from daarion_bridge.db.embedded import EmbeddedPostgres
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -50,7 +50,7 @@ async def test_server_left_by_a_killed_process_is_reused_then_stopped(tmp_path: 
     script = (
         "import asyncio, sys, time\n"
         "from pathlib import Path\n"
-        "from daarion_bridge.embedded_db import EmbeddedPostgres\n"
+        "from daarion_bridge.db.embedded import EmbeddedPostgres\n"
         "asyncio.run(EmbeddedPostgres(Path(sys.argv[1])).start())\n"
         "print('up', flush=True)\n"
         "time.sleep(60)\n"

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daarion_bridge.ingest import TRANSLATE_SLICE, Ingestor
+from daarion_bridge.ingest.ingestor import TRANSLATE_SLICE, Ingestor
 from daarion_bridge.translate.agents import LiveDirectory
 from tests.db.conftest import make_config
 from tests.db.matrix_events import ALICE, event, member, text

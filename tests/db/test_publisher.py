@@ -12,11 +12,11 @@ import asyncpg
 import nats
 import pytest
 
+from daarion_bridge.bus.process import PublisherProcess
+from daarion_bridge.bus.publisher import PUBLISHER_LOCK, Publisher
 from daarion_bridge.config import NatsConfig
 from daarion_bridge.db import outbox
 from daarion_bridge.devtools.nats import LocalNats
-from daarion_bridge.publisher import PUBLISHER_LOCK, Publisher
-from daarion_bridge.publisher_process import PublisherProcess
 from daarion_bridge.translate.bus import MESSAGE_CREATED, BusEvent
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from daarion_bridge.bus.process import PublisherProcess
 from daarion_bridge.devtools.nats import LocalNats
-from daarion_bridge.publisher_process import PublisherProcess
 
 from .test_publisher import add_events, config, local_nats, stream_contents, wait_sent
 
@@ -42,7 +42,7 @@ async def test_publishes_from_its_own_process_and_stops_cleanly(
         # The URL (with its password) goes down a pipe, never onto the command line.
         cmdline = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
         assert database_url.encode() not in cmdline
-        assert b"daarion_bridge.publisher_process" in cmdline
+        assert b"daarion_bridge.bus.process" in cmdline
         await add_events(pool, process, 0, 30)
         await wait_sent(pool)
     finally:
@@ -97,7 +97,7 @@ async def test_started_by_hand_it_says_why_in_one_line(stdin: int, why: str) -> 
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "daarion_bridge.publisher_process",
+        "daarion_bridge.bus.process",
         stdin=stdin,
         stderr=asyncio.subprocess.PIPE,
     )

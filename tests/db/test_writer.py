@@ -12,7 +12,7 @@ import pytest
 
 from daarion_bridge.db import rooms
 from daarion_bridge.db.bookkeeping import INGEST_LOCK_KEY, events_digest, ingest_transaction
-from daarion_bridge.db.writer import ChannelSetup, Rejected, write_rows, write_transaction
+from daarion_bridge.ingest.writer import ChannelSetup, Rejected, write_rows, write_transaction
 from daarion_bridge.translate.events import NewMessage, translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state
@@ -356,7 +356,7 @@ async def test_hostile_text_is_stored_literally(pool: asyncpg.Pool, txns: Txns) 
 
 
 async def test_old_transaction_ids_are_pruned(pool: asyncpg.Pool, txns: Txns) -> None:
-    from daarion_bridge.maintenance import prune_transactions
+    from daarion_bridge.db.maintenance import prune_transactions
 
     await txns.send([text("a")], txn_id="old")
     await txns.send([text("b")], txn_id="new")

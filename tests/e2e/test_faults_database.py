@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from daarion_bridge.embedded_db import EmbeddedPostgres
+from daarion_bridge.db.embedded import EmbeddedPostgres
 from tests.conftest import create_database
 from tests.e2e.helpers import (
     BridgeProcess,

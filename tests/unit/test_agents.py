@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from daarion_bridge.maintenance import sweep_interval
-from daarion_bridge.roster import AgentSpec, Roster, parse_roster
+from daarion_bridge.config.roster import AgentSpec, Roster, parse_roster
+from daarion_bridge.db.maintenance import sweep_interval
 from daarion_bridge.translate import agents as agents_module
 from daarion_bridge.translate.agents import (
     AgentDirectory,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.harness import bench_roster
 from bench.workload import Workload
-from daarion_bridge.roster import parse_roster
+from daarion_bridge.config.roster import parse_roster
 from daarion_bridge.translate.agents import AgentDirectory
 
 ROSTER = parse_roster(

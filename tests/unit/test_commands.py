@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from daarion_bridge import commands
-from daarion_bridge.commands import (
+from daarion_bridge.commands import parse as commands
+from daarion_bridge.commands.parse import (
     ADMIN,
     SPECS,
     USER,
@@ -30,7 +30,7 @@ from daarion_bridge.commands import (
     parse,
     status_text,
 )
-from daarion_bridge.roster import parse_roster
+from daarion_bridge.config.roster import parse_roster
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import (
     AgentInvited,

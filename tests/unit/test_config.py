@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from daarion_bridge import cli
 from daarion_bridge.config import Config, generate_tokens, load_config
 from daarion_bridge.errors import ConfigError
-from daarion_bridge.registration import (
+from daarion_bridge.matrix.registration import (
     PLACEHOLDER_TOKEN,
     build_registration,
     check_registration,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from daarion_bridge.publisher import Acks, ack_error
+from daarion_bridge.bus.publisher import Acks, ack_error
 
 
 def answer(data: bytes, headers: dict[str, str] | None = None) -> Msg:

@@ -17,14 +17,20 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from daarion_bridge.config import Config, parse_config
+from daarion_bridge.config.roster import (
+    AGENT_KINDS,
+    MEMBER_ROLES,
+    Roster,
+    agent_localpart,
+    parse_roster,
+)
 from daarion_bridge.errors import ConfigError
-from daarion_bridge.registration import (
+from daarion_bridge.matrix.registration import (
     build_registration,
     check_registration,
     uncovered_users,
     user_namespace_regexes,
 )
-from daarion_bridge.roster import AGENT_KINDS, MEMBER_ROLES, Roster, agent_localpart, parse_roster
 
 PATH = Path("/etc/daarion/config.yaml")
 DOMAIN = "localhost"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daarion_bridge.db.writer import Rejected, _wanted, wanted_by_events
+from daarion_bridge.ingest.writer import Rejected, _wanted, wanted_by_events
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent

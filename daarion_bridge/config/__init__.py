@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from yarl import URL
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .roster import LOCALPART, MICRODAO_ID, Roster, parse_roster
 
 GENERATE = "generate"

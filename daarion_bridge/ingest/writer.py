@@ -14,24 +14,14 @@ from uuid import UUID
 import asyncpg
 from asyncpg import Connection
 
+from ..db import agents, bookkeeping, channels, members, messages, microdaos, rooms, sessions, users
+from ..db.errors import is_data_error
+from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
 from ..translate import events as ev
 from ..translate.rooms import RoomSnapshot, may_redact_others, role_for
-from . import (
-    agents,
-    bookkeeping,
-    channels,
-    lookup,
-    members,
-    messages,
-    microdaos,
-    rooms,
-    sessions,
-    users,
-)
+from . import lookup
 from .announce import Announcer
-from .errors import is_data_error
-from .outbox import AGENT, HUMAN
 
 LEFT = frozenset({"leave", "ban"})
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .roster import MICRODAO_ID, AgentSpec
-from .translate.agents import agent_invite_allowed
+from ..config.roster import MICRODAO_ID, AgentSpec
+from ..translate.agents import agent_invite_allowed
 
 PREFIX = "!daarion"
 ADMIN, USER = "admin", "user"

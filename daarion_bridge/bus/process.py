@@ -27,10 +27,10 @@ from typing import Any
 
 import asyncpg
 
-from .config import NatsConfig
-from .db.database import keep_session
-from .errors import OperatorError
-from .process import configure_logging, event_loop_factory, freeze_long_lived_objects
+from ..config import NatsConfig
+from ..db.database import keep_session
+from ..errors import OperatorError
+from ..process import configure_logging, event_loop_factory, freeze_long_lived_objects
 from .publisher import Publisher
 
 log = logging.getLogger("daarion.publisher")

@@ -12,11 +12,15 @@ from typing import Any
 import asyncpg
 from asyncpg import Pool
 
-from . import metrics
-from .config import Config
-from .db import bookkeeping
-from .db.errors import is_data_error
-from .db.writer import (
+from .. import metrics
+from ..config import Config
+from ..db import bookkeeping
+from ..db.errors import is_data_error
+from ..translate.agents import LiveDirectory
+from ..translate.events import AgentInvited, BotInvited, NewMessage, translate_event
+from ..translate.preview import BadEvent
+from .invites import Invites
+from .writer import (
     Announce,
     ChannelSetup,
     Item,
@@ -25,10 +29,6 @@ from .db.writer import (
     write_transaction,
     write_while_translating,
 )
-from .invites import Invites
-from .translate.agents import LiveDirectory
-from .translate.events import AgentInvited, BotInvited, NewMessage, translate_event
-from .translate.preview import BadEvent
 
 log = logging.getLogger("daarion.ingest")
 

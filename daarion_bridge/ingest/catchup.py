@@ -20,11 +20,11 @@ from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 
-from .db import members, rooms
-from .db.bookkeeping import events_digest
-from .ingest import Ingestor
-from .matrix.bot import Bot, room_history
-from .translate.events import MESSAGE_TYPES
+from ..db import members, rooms
+from ..db.bookkeeping import events_digest
+from ..matrix.bot import Bot, room_history
+from ..translate.events import MESSAGE_TYPES
+from .ingestor import Ingestor
 
 log = logging.getLogger("daarion.catchup")
 

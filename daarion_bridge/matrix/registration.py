@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import Config, read_yaml, write_yaml_atomic
-from .errors import ConfigError
+from ..config import Config, read_yaml, write_yaml_atomic
+from ..errors import ConfigError
 
 # Tokens in the registration committed to the repository: a homeserver must never load it.
 PLACEHOLDER_TOKEN = "PLACEHOLDER-do-not-load-run-daarion-bridge-g"

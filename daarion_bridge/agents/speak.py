@@ -16,10 +16,10 @@ from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError, MLimitExceeded
 
-from .db import agents, channels, members
-from .matrix.bot import UNREACHABLE, HomeserverUnavailable
-from .matrix.puppets import Puppets, send_message
-from .translate.agents import LiveDirectory
+from ..db import agents, channels, members
+from ..matrix.bot import UNREACHABLE, HomeserverUnavailable
+from ..matrix.puppets import Puppets, send_message
+from ..translate.agents import LiveDirectory
 
 log = logging.getLogger("daarion.speak")
 

@@ -13,14 +13,14 @@ from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 
-from .config import Config
-from .db import channels, microdaos, spaces
-from .db.writer import ChannelSetup
-from .matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, invite_allowed, room_state
-from .matrix.puppets import Puppets
-from .translate.agents import LiveDirectory, agent_invite_allowed
-from .translate.events import AgentInvited, BotInvited, Invited
-from .translate.rooms import RoomSnapshot, snapshot_from_state
+from ..config import Config
+from ..db import channels, microdaos, spaces
+from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, invite_allowed, room_state
+from ..matrix.puppets import Puppets
+from ..translate.agents import LiveDirectory, agent_invite_allowed
+from ..translate.events import AgentInvited, BotInvited, Invited
+from ..translate.rooms import RoomSnapshot, snapshot_from_state
+from .writer import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
 

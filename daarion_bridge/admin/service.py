@@ -23,15 +23,15 @@ from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError
 from mautrix.types import RoomCreatePreset
 
-from .config import Config
-from .db import agents, channels, members, messages, microdaos, sessions, spaces, users
-from .db.writer import ChannelSetup
-from .ingest import Ingestor
-from .matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
-from .matrix.puppets import Puppets
-from .roster import AgentSpec
-from .translate.agents import LiveDirectory
-from .translate.rooms import CREATOR_POWER_VERSIONS, snapshot_from_state
+from ..config import Config
+from ..config.roster import AgentSpec
+from ..db import agents, channels, members, messages, microdaos, sessions, spaces, users
+from ..ingest.ingestor import Ingestor
+from ..ingest.writer import ChannelSetup
+from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
+from ..matrix.puppets import Puppets
+from ..translate.agents import LiveDirectory
+from ..translate.rooms import CREATOR_POWER_VERSIONS, snapshot_from_state
 
 log = logging.getLogger("daarion.admin")
 

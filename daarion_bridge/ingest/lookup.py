@@ -11,11 +11,11 @@ from uuid import UUID
 
 from asyncpg import Connection, Record
 
-from .bookkeeping import CLAIM_CTES, Claim, claim_of
-from .channels import Channel
-from .outbox import AGENT, HUMAN
-from .rooms import RoomPower, power_of
-from .users import find_sql
+from ..db.bookkeeping import CLAIM_CTES, Claim, claim_of
+from ..db.channels import Channel
+from ..db.outbox import AGENT, HUMAN
+from ..db.rooms import RoomPower, power_of
+from ..db.users import find_sql
 
 CLAIM, CHANNEL, AGENT_ROW, PERSON_ROW, CHANNEL_AGENT = -1, 0, 1, 2, 3
 

@@ -11,11 +11,11 @@ from uuid import UUID
 
 from asyncpg import Connection
 
+from ..db import members
+from ..db.channels import Channel
+from ..db.messages import Changed, NewRow
+from ..db.outbox import AGENT, HUMAN, Emitter, NoEmitter, Resolve
 from ..translate import bus
-from . import members
-from .channels import Channel
-from .messages import Changed, NewRow
-from .outbox import AGENT, HUMAN, Emitter, NoEmitter, Resolve
 
 DIRECT, CHANNEL_MESSAGE = "direct", "channel_message"
 

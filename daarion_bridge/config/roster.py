@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MICRODAO_ID = re.compile(r"^microdao:[a-z0-9-]+$")
 AGENT_ID = re.compile(r"^agent:[a-z0-9-]+$")

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from asyncpg import Connection, Pool
 from mautrix.errors import MatrixRequestError
 
-from .db import agents, bookkeeping, members, microdaos, sessions, spaces, users
-from .matrix.bot import Bot
-from .matrix.puppets import Puppets
-from .roster import Roster
-from .translate.agents import LiveDirectory
+from ..config.roster import Roster
+from ..db import agents, bookkeeping, members, microdaos, sessions, spaces, users
+from ..matrix.bot import Bot
+from ..matrix.puppets import Puppets
+from ..translate.agents import LiveDirectory
 
 log = logging.getLogger("daarion.roster")
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .errors import OperatorError
+from ..errors import OperatorError
 
 log = logging.getLogger("daarion.embedded_db")
 

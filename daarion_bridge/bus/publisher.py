@@ -26,9 +26,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from .config import NatsConfig
-from .db import outbox
-from .translate.bus import SUBJECTS
+from ..config import NatsConfig
+from ..db import outbox
+from ..translate.bus import SUBJECTS
 
 log = logging.getLogger("daarion.publisher")
 

@@ -26,18 +26,18 @@ from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType
 
-from . import commands
-from .commands import AgentHere, Command, Refuse, Status
-from .config import Config
-from .db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
-from .db.announce import Announcer
-from .matrix.bot import UNREACHABLE, Bot, invite_allowed
-from .matrix.puppets import Puppets
-from .publisher import Publisher
-from .publisher_process import PublisherProcess
-from .translate import bus
-from .translate.agents import LiveDirectory
-from .translate.events import NewMessage
+from ..bus.process import PublisherProcess
+from ..bus.publisher import Publisher
+from ..config import Config
+from ..db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
+from ..ingest.announce import Announcer
+from ..matrix.bot import UNREACHABLE, Bot, invite_allowed
+from ..matrix.puppets import Puppets
+from ..translate import bus
+from ..translate.agents import LiveDirectory
+from ..translate.events import NewMessage
+from . import parse as commands
+from .parse import AgentHere, Command, Refuse, Status
 
 log = logging.getLogger("daarion.commands")
 

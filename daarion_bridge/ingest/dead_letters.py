@@ -12,15 +12,15 @@ from typing import TypeVar
 
 import asyncpg
 
-from .config import Config
-from .db.bookkeeping import events_digest, ingest_transaction
-from .db.database import open_database
-from .db.errors import is_data_error
-from .db.writer import write_rows
-from .embedded_db import EmbeddedPostgres
-from .translate.agents import AgentDirectory
-from .translate.events import translate_event
-from .translate.preview import BadEvent
+from ..config import Config
+from ..db.bookkeeping import events_digest, ingest_transaction
+from ..db.database import open_database
+from ..db.embedded import EmbeddedPostgres
+from ..db.errors import is_data_error
+from ..translate.agents import AgentDirectory
+from ..translate.events import translate_event
+from ..translate.preview import BadEvent
+from .writer import write_rows
 
 LIST_LIMIT = 1000
 T = TypeVar("T")

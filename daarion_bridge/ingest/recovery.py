@@ -11,8 +11,8 @@ import logging
 
 from asyncpg import Pool
 
-from . import metrics
-from .matrix.bot import Bot
+from .. import metrics
+from ..matrix.bot import Bot
 
 log = logging.getLogger("daarion.recovery")
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from asyncpg import Pool
 
-from .db import outbox, sessions
+from . import outbox, sessions
 
 log = logging.getLogger("daarion.maintenance")
 
