@@ -4,7 +4,7 @@ FROM python:3.11-slim
 RUN useradd --system --uid 1337 --home-dir /data --shell /usr/sbin/nologin bridge
 
 WORKDIR /opt/daarion-bridge
-COPY pyproject.toml README.md config.example.yaml registration.yaml ./
+COPY pyproject.toml README.md registration.yaml ./
 COPY daarion_bridge ./daarion_bridge
 RUN pip install --no-cache-dir . && rm -rf /root/.cache
 COPY docker-run.sh /usr/local/bin/docker-run.sh

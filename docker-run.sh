@@ -4,7 +4,7 @@
 set -e
 cd /data
 if [ ! -f config.yaml ]; then
-  cp /opt/daarion-bridge/config.example.yaml config.yaml
+  cp /opt/daarion-bridge/daarion_bridge/config/example.yaml config.yaml
   chmod 600 config.yaml
   echo "No config found: wrote an example to /data/config.yaml."
   echo "Edit it (homeserver.address, homeserver.domain, appservice.address, database.url),"

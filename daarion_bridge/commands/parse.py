@@ -8,24 +8,23 @@ committed. Who may use them is `bridge.permissions`: a Matrix id, a domain or `*
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..config.roster import MICRODAO_ID, AgentSpec
-from ..translate.agents import agent_invite_allowed
+from ..config import ADMIN_LEVEL, USER_LEVEL
+from ..config.roster import AgentSpec
+from ..ids import MICRODAO_ID
+from ..translate.commands import PREFIX
 
-PREFIX = "!daarion"
-ADMIN, USER = "admin", "user"
+ADMIN, USER = ADMIN_LEVEL, USER_LEVEL
 LEVELS = (ADMIN, USER)
 EVERYONE = "*"
 _RANK = {USER: 1, ADMIN: 2}
 # A command sent longer ago than this (queued while the bridge could not take it) is
 # answered but not run: `link` ten minutes late would surprise whoever sent it.
 STALE_AFTER = timedelta(minutes=5)
-_PREFIX = re.compile(re.escape(PREFIX) + r"(?=\s|$)", re.IGNORECASE)
 _WORD_SHOWN = 32  # characters of an unknown command word repeated in the answer
 
 
@@ -77,38 +76,6 @@ class Refuse:
 
 
 # -- recognising and parsing --------------------------------------------------------------
-
-
-def _strip_reply_fallback(body: str) -> str:
-    """A reply's body may start with the quoted parent (`> ...` lines, then a blank line)."""
-    lines = body.split("\n")
-    i = 0
-    while i < len(lines) and lines[i].startswith(">"):
-        i += 1
-    if i and i < len(lines) and not lines[i].strip():
-        return "\n".join(lines[i + 1 :])
-    return body
-
-
-def command_text(content: Mapping[str, object]) -> str | None:
-    """What follows `!daarion` in a person's text message, or None when it is not a
-    command. Only `m.text`: notices are what bots send each other, and never commands."""
-    if content.get("msgtype") != "m.text":
-        return None
-    body = content.get("body")
-    if not isinstance(body, str) or PREFIX[0] not in body:  # the usual message: no "!"
-        return None
-    relates = content.get("m.relates_to")
-    if isinstance(relates, dict):
-        if relates.get("rel_type") == "m.replace":
-            return None  # an edit never runs a command again
-        if isinstance(relates.get("m.in_reply_to"), dict):
-            body = _strip_reply_fallback(body)
-    body = body.strip()
-    match = _PREFIX.match(body)
-    if match is None:
-        return None
-    return body[match.end() :].strip()
 
 
 def parse(text: str) -> Command:
@@ -191,25 +158,6 @@ def find_agent(ref: str, agents: Iterable[AgentSpec]) -> AgentSpec | None:
             return agent
     named = [a for a in agents if a.name.casefold() == folded]
     return named[0] if len(named) == 1 else None
-
-
-def may_invite(
-    level: str,
-    user_id: str,
-    agent: AgentSpec,
-    role_in_agents_microdao: str | None,
-    visibility: str | None,
-    from_our_server: bool,
-) -> bool:
-    """`invite <agent>`: a bridge admin may bring any agent; anyone else exactly as if
-    they invited the agent themselves (its owner, its microDAO's owners and admins, its
-    members into open rooms, anyone into open rooms for the city's agents; people of
-    other servers only with bridge.allow_federated_invites)."""
-    if level == ADMIN:
-        return True
-    return from_our_server and agent_invite_allowed(
-        user_id, agent, role_in_agents_microdao, visibility
-    )
 
 
 # -- answers ------------------------------------------------------------------------------

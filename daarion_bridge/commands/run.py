@@ -31,8 +31,9 @@ from ..bus.publisher import Publisher
 from ..config import Config
 from ..db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
 from ..ingest.announce import Announcer
-from ..matrix.bot import UNREACHABLE, Bot, invite_allowed
+from ..matrix.bot import UNREACHABLE, Bot
 from ..matrix.puppets import Puppets
+from ..policy.invites import bot_invite_allowed, command_invite_allowed
 from ..translate import bus
 from ..translate.agents import LiveDirectory
 from ..translate.events import NewMessage
@@ -244,8 +245,8 @@ class CommandRunner:
             visibility = await channels.visibility_of(conn, channel.room_id)
         if present:
             return f"{who} is already in this room."
-        ours = invite_allowed(msg.sender, self.config.homeserver.domain, self.config.bridge)
-        if not commands.may_invite(level, msg.sender, agent, role, visibility, ours):
+        ours = bot_invite_allowed(msg.sender, self.config.homeserver.domain, self.config.bridge)
+        if not command_invite_allowed(level, msg.sender, agent, role, visibility, ours):
             log.info("%s may not bring %s into %s", msg.sender, agent.external_id, msg.room_id)
             return f"You may not invite {who} here: ask its owner or an admin of its microDAO."
         # The bot invites (the puppet's invite rules do not ask about the bot's invites:

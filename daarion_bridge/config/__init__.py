@@ -20,9 +20,12 @@ from ruamel.yaml.error import YAMLError
 from yarl import URL
 
 from ..errors import ConfigError
-from .roster import LOCALPART, MICRODAO_ID, Roster, parse_roster
+from ..ids import ANY_USER_ID, DOMAIN, LOCALPART, MICRODAO_ID
+from .roster import Roster, parse_roster
 
 GENERATE = "generate"
+# The example config ships inside the package: the dev mode and Docker start from it.
+EXAMPLE_CONFIG = Path(__file__).with_name("example.yaml")
 ENV_PREFIX = "DAARION_BRIDGE_"
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -355,9 +358,8 @@ class _Reader:
         return float(value)
 
 
-PERMISSION_LEVELS = ("admin", "user")
-PERMISSION_USER = re.compile(r"^@[^:\s]+:[A-Za-z0-9.-]+(:[0-9]+)?$")
-PERMISSION_DOMAIN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+ADMIN_LEVEL, USER_LEVEL = "admin", "user"
+PERMISSION_LEVELS = (ADMIN_LEVEL, USER_LEVEL)
 
 
 def _permissions(b: _Reader, domain: str) -> dict[str, str]:
@@ -372,7 +374,7 @@ def _permissions(b: _Reader, domain: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for key, level in value.items():
         if not isinstance(key, str) or not (
-            key == "*" or PERMISSION_USER.fullmatch(key) or PERMISSION_DOMAIN.fullmatch(key)
+            key == "*" or ANY_USER_ID.fullmatch(key) or DOMAIN.fullmatch(key)
         ):
             b.fail("permissions", f"key {key!r} must be a Matrix id (@user:server), a domain or *")
         if level not in PERMISSION_LEVELS:
@@ -390,7 +392,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     hs = _Reader(path, raw, "homeserver")
     homeserver = HomeserverConfig(
         address=hs.url("address"),
-        domain=hs.str("domain", re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")),
+        domain=hs.str("domain", DOMAIN),
         verify_ssl=hs.bool("verify_ssl"),
         connect_timeout=hs.number("connect_timeout", 0, 3600),
     )
@@ -475,6 +477,10 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     return Config(
         path, homeserver, appservice, database, bridge, metrics, log_config, roster, nats, api
     )
+
+
+def example_config_text() -> str:
+    return EXAMPLE_CONFIG.read_text(encoding="utf-8")
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:

@@ -13,15 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..ids import AGENT_ID, BLUEPRINT_CODE, LOCALPART, MICRODAO_ID, MXC, ROOM_OR_ALIAS, USER_ID
 
-MICRODAO_ID = re.compile(r"^microdao:[a-z0-9-]+$")
-AGENT_ID = re.compile(r"^agent:[a-z0-9-]+$")
-BLUEPRINT_CODE = re.compile(r"^[A-Za-z0-9_.-]+$")
-LOCALPART = re.compile(r"^[a-z0-9._=/+-]+$")
-USER_ID = re.compile(r"^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]+)?$")
-MXC = re.compile(r"^mxc://[A-Za-z0-9.:-]+/[A-Za-z0-9_-]+$")
-# Room ids of version 12 (Synapse's default) have no server part: `!<hash>`.
-SPACE = re.compile(r"^(#[^:\s]+:[A-Za-z0-9.-]+(:[0-9]+)?|![^:\s]+(:[A-Za-z0-9.-]+(:[0-9]+)?)?)$")
 AGENT_KINDS = ("system", "assistant", "node", "quest")
 MEMBER_ROLES = ("owner", "admin", "member", "guest")
 
@@ -205,7 +198,7 @@ def _microdaos(path: Path, raw: Mapping[str, Any], domain: str) -> list[Microdao
                 name=e.str("name").strip(),
                 owner=e.str("owner", USER_ID),
                 members={str(k): str(v) for k, v in members.items()},
-                space=e.str("space", SPACE, optional=True),
+                space=e.str("space", ROOM_OR_ALIAS, optional=True),
             )
         )
     return found

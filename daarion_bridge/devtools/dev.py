@@ -2,9 +2,10 @@
 
     python -m daarion_bridge.devtools.dev [--workdir ./data/dev] [--synapse-port 8008]
 
-First run: copies config.example.yaml to <workdir>/config.yaml and points it at a local
-Synapse, generates the appservice registration with the bridge's own CLI (``-g``), starts
-Synapse (SQLite, loopback only), registers the person ``alice`` (password kept in
+First run: copies the example config (daarion_bridge/config/example.yaml) to
+<workdir>/config.yaml and points it at a local Synapse, generates the appservice
+registration with the bridge's own CLI (``-g``), starts Synapse (SQLite, loopback only),
+registers the person ``alice`` (password kept in
 <workdir>/dev-credentials.txt), starts the bridge and prints how to sign in with Element.
 Later runs reuse all of it. Ctrl-C stops the bridge, then Synapse.
 """
@@ -20,14 +21,19 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 import daarion_bridge
-from daarion_bridge.config import load_config, read_yaml, round_trip_yaml, write_yaml_atomic
+from daarion_bridge.config import (
+    example_config_text,
+    load_config,
+    read_yaml,
+    round_trip_yaml,
+    write_yaml_atomic,
+)
 from daarion_bridge.db.embedded import ensure_runtime_dir
 from daarion_bridge.devtools import bridge_command
 from daarion_bridge.devtools.demo_runtime import DemoRuntime
@@ -62,15 +68,11 @@ def _repo_root() -> Path:
 
 
 def find_example_config() -> str:
-    """The text of config.example.yaml: next to the package in a checkout, or the copy
-    shipped as package data."""
-    beside = _repo_root() / "config.example.yaml"
-    if beside.is_file():
-        return beside.read_text(encoding="utf-8")
-    shipped = resources.files("daarion_bridge") / "config.example.yaml"
-    if shipped.is_file():
-        return shipped.read_text(encoding="utf-8")
-    raise DevError(f"config.example.yaml not found (looked for {beside} and package data)")
+    """The text of the example config, shipped inside the package (a checkout or a wheel)."""
+    try:
+        return example_config_text()
+    except OSError as e:
+        raise DevError(f"the example config is missing from the package: {e}") from None
 
 
 def _load(path: Path) -> Any:

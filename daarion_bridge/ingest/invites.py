@@ -15,9 +15,10 @@ from mautrix.errors import MatrixRequestError
 
 from ..config import Config
 from ..db import channels, microdaos, spaces
-from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, invite_allowed, room_state
+from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
 from ..matrix.puppets import Puppets
-from ..translate.agents import LiveDirectory, agent_invite_allowed
+from ..policy.invites import agent_invite_allowed, bot_invite_allowed
+from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
 from ..translate.rooms import RoomSnapshot, snapshot_from_state
 from .writer import ChannelSetup
@@ -56,7 +57,7 @@ class Invites:
             raise HomeserverUnavailable(str(e) or type(e).__name__) from e
 
     def _from_our_server(self, invite: Invited) -> bool:
-        return invite_allowed(invite.inviter, self.config.homeserver.domain, self.config.bridge)
+        return bot_invite_allowed(invite.inviter, self.config.homeserver.domain, self.config.bridge)
 
     async def _bot_invited(self, invite: BotInvited) -> ChannelSetup | None:
         if not self._from_our_server(invite):

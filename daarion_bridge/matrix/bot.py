@@ -12,14 +12,9 @@ from mautrix.appservice import AppServiceAPI, ASStateStore, IntentAPI
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
 from yarl import URL
 
-from ..config import BridgeConfig, Config
+from ..config import Config
 
 log = logging.getLogger("daarion.bot")
-
-
-def invite_allowed(inviter: str, domain: str, bridge: BridgeConfig) -> bool:
-    """Only people of our own homeserver may bring the bot in, unless the admin opens it."""
-    return inviter.split(":", 1)[-1] == domain or bridge.allow_federated_invites
 
 
 class HomeserverUnavailable(Exception):

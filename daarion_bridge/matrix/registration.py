@@ -8,10 +8,10 @@ from typing import Any
 
 from ..config import Config, read_yaml, write_yaml_atomic
 from ..errors import ConfigError
+from ..ids import LOCALPART_CHARS
 
 # Tokens in the registration committed to the repository: a homeserver must never load it.
 PLACEHOLDER_TOKEN = "PLACEHOLDER-do-not-load-run-daarion-bridge-g"
-LOCALPART_CHARS = "[a-z0-9._=/+\\-]+"
 
 
 def user_namespace_regexes(config: Config) -> list[str]:
@@ -24,7 +24,7 @@ def user_namespace_regexes(config: Config) -> list[str]:
     domain = re.escape(config.homeserver.domain)
     bot = re.escape(config.appservice.bot_username)
     agent_prefix, _, agent_suffix = config.bridge.agent_localpart_template.partition("{name}")
-    agents = f"{re.escape(agent_prefix)}{LOCALPART_CHARS}{re.escape(agent_suffix)}"
+    agents = f"{re.escape(agent_prefix)}{LOCALPART_CHARS}+{re.escape(agent_suffix)}"
     regexes = [f"^@{bot}:{domain}$", f"^@{agents}:{domain}$"]
     for agent in config.roster.agents:
         if not any(re.match(r, agent.matrix_id) for r in regexes):

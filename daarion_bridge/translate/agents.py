@@ -1,4 +1,4 @@
-"""What the index needs to know about agents from events: mentions and who may invite.
+"""What the index needs to know about agents from events: who a message mentions.
 
 Pure: no I/O. Built once per roster (at start and on each config reload).
 """
@@ -19,10 +19,6 @@ from .preview import (
     strip_reply_fallback,
 )
 
-# Roles in an agent's microDAO that may bring it into any room, and into open rooms.
-ANY_ROOM_ROLES = frozenset({"owner", "admin"})
-OPEN_ROOM_ROLES = frozenset({"member"})
-OPEN_VISIBILITIES = frozenset({"public", "microdao"})
 _WORD = re.compile(r"\w")
 # Searches for the sets of agents found together in rooms: a city has far fewer such sets
 # than this, and a directory lives only until the next config reload.
@@ -156,22 +152,6 @@ class PendingMentions:
 
     def among(self, agents: Collection[str] | None) -> tuple[str, ...]:
         return self.directory.mentioned(self.content, among=agents)
-
-
-def agent_invite_allowed(
-    inviter: str, agent: AgentSpec, inviter_role: str | None, visibility: str | None
-) -> bool:
-    """Whether the puppet accepts an invite: its owner, its microDAO's owners and admins,
-    and its microDAO's members for rooms open to the microDAO or the city. An agent with
-    neither owner nor microDAO serves the whole city: anyone may bring it into open rooms.
-    Private rooms (or rooms whose join rule is unknown) need an owner or admin."""
-    if agent.owner is not None and inviter == agent.owner:
-        return True
-    if agent.microdao is not None:
-        if inviter_role in ANY_ROOM_ROLES:
-            return True
-        return inviter_role in OPEN_ROOM_ROLES and visibility in OPEN_VISIBILITIES
-    return agent.owner is None and visibility in OPEN_VISIBILITIES
 
 
 class LiveDirectory:

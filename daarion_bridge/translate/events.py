@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..commands.parse import command_text
 from .agents import AgentDirectory, PendingMentions
+from .commands import command_text
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
 

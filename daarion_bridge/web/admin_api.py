@@ -21,6 +21,8 @@ from ..db.channels import ChannelInfo
 from ..db.errors import is_transient
 from ..db.microdaos import Microdao
 from ..db.users import User
+from ..ids import AGENT_ID, MICRODAO_ID, SLUG, USER_EXTERNAL_ID
+from ..ids import USER_ID as MATRIX_USER_ID
 from ..matrix.bot import HomeserverUnavailable
 from ..translate.bus import iso
 from ..translate.preview import has_unstorable
@@ -35,11 +37,6 @@ MAX_BODY = 64 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 VISIBILITIES = ("public", "microdao", "private")
 
-MICRODAO_ID = re.compile(openapi.MICRODAO_ID)
-USER_EXTERNAL_ID = re.compile(openapi.USER_EXTERNAL_ID)
-AGENT_ID = re.compile(openapi.AGENT_ID)
-MATRIX_USER_ID = re.compile(openapi.MATRIX_USER_ID)
-SLUG = re.compile(openapi.SLUG)
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 

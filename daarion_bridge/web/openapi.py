@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import ids
+
 PREFIX = "/_daarion/v1"
 
-MICRODAO_ID = "^microdao:[a-z0-9-]+$"
-USER_EXTERNAL_ID = "^user:[a-z0-9-]+$"
-AGENT_ID = "^agent:[a-z0-9-]+$"
-MATRIX_USER_ID = "^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]+)?$"
-SLUG = "^[a-z0-9]+(-[a-z0-9]+)*$"
+MICRODAO_ID = ids.MICRODAO_ID.pattern
+USER_EXTERNAL_ID = ids.USER_EXTERNAL_ID.pattern
+AGENT_ID = ids.AGENT_ID.pattern
+MATRIX_USER_ID = ids.USER_ID.pattern
+SLUG = ids.SLUG.pattern
 
 
 def _ref(name: str) -> dict[str, str]:

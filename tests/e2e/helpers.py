@@ -26,14 +26,13 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from daarion_bridge.config import read_yaml, write_yaml_atomic
+from daarion_bridge.config import EXAMPLE_CONFIG, read_yaml, write_yaml_atomic
 from daarion_bridge.devtools import bridge_command
 from daarion_bridge.devtools.nats import LocalNats
 from daarion_bridge.devtools.synapse import die_with_parent, tail_file
 from tests.conftest import create_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_CONFIG = REPO_ROOT / "config.example.yaml"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
@@ -122,7 +121,7 @@ def write_bridge_config(
     default_microdao: str | None,
     log_file: Path,
 ) -> Path:
-    """A copy of config.example.yaml pointed at the test Synapse and database."""
+    """A copy of the example config pointed at the test Synapse and database."""
     cfg = load_yaml(EXAMPLE_CONFIG)
     cfg["homeserver"]["address"] = homeserver_url
     cfg["homeserver"]["domain"] = "localhost"

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from daarion_bridge.config.roster import AgentSpec, Roster, parse_roster
 from daarion_bridge.db.maintenance import sweep_interval
+from daarion_bridge.policy.invites import agent_invite_allowed
 from daarion_bridge.translate import agents as agents_module
 from daarion_bridge.translate.agents import (
     AgentDirectory,
     LiveDirectory,
-    agent_invite_allowed,
     trie_pattern,
 )
 from daarion_bridge.translate.events import (

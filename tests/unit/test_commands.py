@@ -20,18 +20,18 @@ from daarion_bridge.commands.parse import (
     Run,
     Status,
     agents_text,
-    command_text,
     decide,
     find_agent,
     help_text,
     level_of,
-    may_invite,
     microdao_ref,
     parse,
     status_text,
 )
 from daarion_bridge.config.roster import parse_roster
+from daarion_bridge.policy.invites import command_invite_allowed
 from daarion_bridge.translate.agents import AgentDirectory
+from daarion_bridge.translate.commands import command_text
 from daarion_bridge.translate.events import (
     AgentInvited,
     Membership,
@@ -309,7 +309,7 @@ def test_may_invite_is_the_users_own_right(
     ours: bool,
     allowed: bool,
 ) -> None:
-    assert may_invite(level, user, agent, role, visibility, ours) is allowed
+    assert command_invite_allowed(level, user, agent, role, visibility, ours) is allowed
 
 
 def test_stale_commands() -> None:

@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from daarion_bridge import cli
-from daarion_bridge.config import Config, generate_tokens, load_config
+from daarion_bridge.config import EXAMPLE_CONFIG, Config, generate_tokens, load_config
 from daarion_bridge.errors import ConfigError
 from daarion_bridge.matrix.registration import (
     PLACEHOLDER_TOKEN,
@@ -28,7 +28,7 @@ from daarion_bridge.matrix.registration import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "config.example.yaml"
+EXAMPLE = EXAMPLE_CONFIG
 AS_TOKEN = "as-token-0123456789abcdefghijklmnopqrstuvwxyz"
 HS_TOKEN = "hs-token-0123456789abcdefghijklmnopqrstuvwxyz"
 

@@ -383,7 +383,7 @@ def test_snapshot_skips_events_without_string_type_or_state_key() -> None:
 )
 def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
     from daarion_bridge.config import BridgeConfig
-    from daarion_bridge.matrix.bot import invite_allowed
+    from daarion_bridge.policy.invites import bot_invite_allowed
 
     bridge = BridgeConfig(
         preview_length=500,
@@ -393,4 +393,4 @@ def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
         catch_up_window=600,
         agent_session_idle_after=1800,
     )
-    assert invite_allowed(inviter, "localhost", bridge) is allowed
+    assert bot_invite_allowed(inviter, "localhost", bridge) is allowed

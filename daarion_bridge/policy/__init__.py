@@ -1,0 +1,1 @@
+"""Rules of who may do what, as pure functions: no I/O, no clock, no logging."""
