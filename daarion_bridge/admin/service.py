@@ -21,7 +21,7 @@ import asyncpg
 from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError
-from mautrix.types import RoomCreatePreset
+from mautrix.types import RoomCreatePreset, RoomID, UserID
 
 from ..config import Config
 from ..config.roster import AgentSpec
@@ -294,13 +294,13 @@ class Admin:
         """The row could not be written: free the alias and leave, so a retry can work."""
         try:
             await self.bot.intent.api.request(Method.DELETE, Path.v3.directory.room[alias])
-            await self.bot.intent.leave_room(room_id, reason="Channel creation failed")
+            await self.bot.intent.leave_room(RoomID(room_id), reason="Channel creation failed")
         except Exception as e:  # best effort; the original error is what the caller hears
             log.warning("Could not clean up room %s: %s", room_id, type(e).__name__)
 
     async def _invite_owner(self, room_id: str, owner: str) -> bool:
         try:
-            await self._matrix(self.bot.intent.invite_user(room_id, owner))
+            await self._matrix(self.bot.intent.invite_user(RoomID(room_id), UserID(owner)))
             return True
         except MatrixRequestError as e:
             log.warning("Could not invite %s into %s: %s", owner, room_id, e.errcode)
@@ -378,7 +378,7 @@ class Admin:
         # homeserver's push of it arrives; joining now lets the call answer when done.
         puppet = self.puppets.intent(agent.matrix_id)
         try:
-            await self._matrix(puppet.join_room(channel.room_id))
+            await self._matrix(puppet.join_room(RoomID(channel.room_id)))
             join = await self._matrix(self._member_event(puppet, channel.room_id, agent.matrix_id))
         except MatrixRequestError as e:
             raise AdminError(409, f"the agent could not join ({e.errcode})", "user_id") from None
@@ -423,7 +423,7 @@ class Admin:
 
     async def _bot_invites(self, room_id: str, user_id: str) -> None:
         try:
-            await self._matrix(self.bot.intent.invite_user(room_id, user_id))
+            await self._matrix(self.bot.intent.invite_user(RoomID(room_id), UserID(user_id)))
         except MatrixRequestError as e:
             if e.http_status == 404:
                 raise AdminError(404, f"unknown user {user_id}", "user_id") from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from asyncpg import Connection, Pool
 from mautrix.errors import MatrixRequestError
+from mautrix.types import RoomID
 
 from ..config.roster import Roster
 from ..db import agents, bookkeeping, members, microdaos, sessions, spaces, users
@@ -185,7 +186,7 @@ async def _resolve_spaces(roster: Roster, bot: Bot, report: SyncReport) -> dict[
 async def _join_space(bot: Bot, space_id: str, report: SyncReport) -> None:
     """The bot reads a space's children only as a member; public spaces it joins itself."""
     try:
-        await bot.intent.join_room(space_id)
+        await bot.intent.join_room(RoomID(space_id))
     except MatrixRequestError as e:
         report.problems.append(
             f"space {space_id}: the bot cannot join it ({e.errcode}); rooms are mapped by "

@@ -20,11 +20,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType
+from mautrix.types import EventContent, EventType, RoomID, UserID
 
 from ..bus.process import PublisherProcess
 from ..bus.publisher import Publisher
@@ -167,8 +168,12 @@ class CommandRunner:
             "m.relates_to": {"m.in_reply_to": {"event_id": msg.event_id}},
             "m.mentions": {},
         }
+        # mautrix sends a plain dict as it is; its type names only mautrix's own classes.
         await self.bot.intent.send_message_event(
-            msg.room_id, EventType.ROOM_MESSAGE, content, ensure_joined=False
+            RoomID(msg.room_id),
+            EventType.ROOM_MESSAGE,
+            cast(EventContent, content),
+            ensure_joined=False,
         )
 
     # -- the commands -------------------------------------------------------------------
@@ -253,9 +258,9 @@ class CommandRunner:
         # translate/events.py), then the puppet joins.
         await self.puppets.ensure_profile(agent)
         try:
-            await self.bot.intent.invite_user(
-                msg.room_id,
-                agent.matrix_id,
+            await self.bot.intent.invite_user(  # type: ignore[call-arg]  # ensure_joined: mautrix's wrapper takes it
+                RoomID(msg.room_id),
+                UserID(agent.matrix_id),
                 reason=f"{commands.PREFIX} invite by {msg.sender}",
                 ensure_joined=False,
             )
@@ -266,7 +271,7 @@ class CommandRunner:
                 "The bot could not invite %s to %s: %s", agent.external_id, msg.room_id, e.errcode
             )
         try:
-            await self.puppets.intent(agent.matrix_id).join_room(msg.room_id, max_retries=0)
+            await self.puppets.intent(agent.matrix_id).join_room(RoomID(msg.room_id), max_retries=0)
         except MatrixRequestError as e:
             log.warning("%s could not join %s: %s", agent.external_id, msg.room_id, e.errcode)
             return f"Could not bring {who} in: the homeserver said {e.errcode}."

@@ -6,7 +6,7 @@ import logging
 
 import asyncpg
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
-from mautrix.util.async_db import Database, UnsupportedDatabaseVersion
+from mautrix.util.async_db import Database, PostgresDatabase, UnsupportedDatabaseVersion
 from yarl import URL
 
 from ..errors import OperatorError
@@ -27,6 +27,12 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
 def redact_url(url: str) -> str:
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
+
+
+def pool_of(db: Database) -> asyncpg.Pool:
+    """The asyncpg pool of a started database (the bridge opens PostgreSQL only)."""
+    assert isinstance(db, PostgresDatabase), type(db)
+    return db.pool
 
 
 async def open_database(

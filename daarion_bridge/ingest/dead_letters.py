@@ -14,7 +14,7 @@ import asyncpg
 
 from ..config import Config
 from ..db.bookkeeping import events_digest, ingest_transaction
-from ..db.database import open_database
+from ..db.database import open_database, pool_of
 from ..db.embedded import EmbeddedPostgres
 from ..db.errors import is_data_error
 from ..translate.agents import AgentDirectory
@@ -35,7 +35,7 @@ async def _with_pool(config: Config, action: Callable[[asyncpg.Pool], Awaitable[
     where = "database.url embedded" if embedded else None
     db, _state = await open_database(url, where=where)
     try:
-        return await action(db.pool)
+        return await action(pool_of(db))
     finally:
         await db.stop()
         if embedded is not None:

@@ -12,6 +12,7 @@ import logging
 from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
+from mautrix.types import RoomID
 
 from ..config import Config
 from ..db import channels, microdaos, spaces
@@ -65,7 +66,7 @@ class Invites:
                 "Refusing invite to %s from %s: other homeserver", invite.room_id, invite.inviter
             )
             await self.bot.intent.leave_room(
-                invite.room_id, reason="Invites from other servers are off"
+                RoomID(invite.room_id), reason="Invites from other servers are off"
             )
             return None
         return await self._join(self.bot.intent, invite, fallback_microdao=None)
@@ -94,7 +95,9 @@ class Invites:
                 invite.inviter,
             )
             await intent.ensure_registered()
-            await intent.leave_room(invite.room_id, reason="You may not invite this agent here")
+            await intent.leave_room(
+                RoomID(invite.room_id), reason="You may not invite this agent here"
+            )
             return None
         log.info(
             "%s accepts the invite to %s from %s", agent.external_id, invite.room_id, invite.inviter
@@ -112,15 +115,15 @@ class Invites:
     async def _join(
         self, intent: IntentAPI, invite: Invited, fallback_microdao: str | None
     ) -> ChannelSetup | None:
-        await intent.join_room(invite.room_id)
+        await intent.join_room(RoomID(invite.room_id))
         if isinstance(invite, AgentInvited) and await self._is_channel(invite.room_id):
             return None  # already a channel: the puppet's join event indexes it as a member
         snapshot = snapshot_from_state(invite.room_id, await room_state(intent, invite.room_id))
         microdao = await self.microdao_for(snapshot, fallback_microdao)
         if microdao is None:
             log.info("Leaving %s: no microDAO to map it to", invite.room_id)
-            await intent.send_notice(invite.room_id, NO_MICRODAO_NOTICE)
-            await intent.leave_room(invite.room_id, reason="No microDAO for this room")
+            await intent.send_notice(RoomID(invite.room_id), NO_MICRODAO_NOTICE)
+            await intent.leave_room(RoomID(invite.room_id), reason="No microDAO for this room")
             return None
         return ChannelSetup(snapshot, microdao, invite.inviter)
 

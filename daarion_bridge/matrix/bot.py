@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from mautrix.api import Method, Path
 from mautrix.appservice import AppServiceAPI, ASStateStore, IntentAPI
 from mautrix.errors import MatrixConnectionError, MatrixRequestError
+from mautrix.types import RoomAlias, UserID
+from mautrix.util.logging import TraceLogger
 from yarl import URL
 
 from ..config import Config
@@ -26,7 +28,8 @@ UNREACHABLE = (MatrixConnectionError, aiohttp.ClientError, TimeoutError)
 
 async def room_state(intent: IntentAPI, room_id: str) -> list[dict[str, Any]]:
     """The room's full current state, as this user (who must be joined) sees it."""
-    return await intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
+    state = await intent.api.request(Method.GET, Path.v3.rooms[room_id].state)
+    return cast(list[dict[str, Any]], state)
 
 
 async def room_history(
@@ -59,9 +62,9 @@ class Bot:
         """The bot acting on the homeserver through the appservice's as_token."""
         api = AppServiceAPI(
             base_url=URL(config.homeserver.address),
-            bot_mxid=config.bot_mxid,
+            bot_mxid=UserID(config.bot_mxid),
             token=config.appservice.as_token,
-            log=logging.getLogger("daarion.matrix"),
+            log=cast(TraceLogger, logging.getLogger("daarion.matrix")),
             state_store=state_store,
             client_session=http,
         )
@@ -75,7 +78,7 @@ class Bot:
         return await room_state(self.intent, room_id)
 
     async def resolve_alias(self, alias: str) -> str:
-        return (await self.intent.resolve_room_alias(alias)).room_id
+        return (await self.intent.resolve_room_alias(RoomAlias(alias))).room_id
 
     async def space_lists(self, space_id: str, room_id: str) -> bool:
         """Whether the space lists the room as a child (an m.space.child with `via`)."""

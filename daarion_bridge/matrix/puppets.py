@@ -12,6 +12,7 @@ from typing import Any
 from asyncpg import Pool
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError, make_request_error
+from mautrix.types import ContentURI, RoomID, UserID
 
 from ..config.roster import AgentSpec
 from ..db import puppets as stored
@@ -31,7 +32,7 @@ class Puppets:
         self.pool = pool
 
     def intent(self, matrix_id: str) -> IntentAPI:
-        return self.bot_intent.user(matrix_id)
+        return self.bot_intent.user(UserID(matrix_id))
 
     async def ensure_profiles(self, agents: Sequence[AgentSpec]) -> None:
         """`ensure_profile` for many: one read for all, requests only for what changed."""
@@ -55,7 +56,7 @@ class Puppets:
         if have is None or have.displayname != want.displayname:
             await intent.set_displayname(agent.name)
         if have is None or have.avatar_url != want.avatar_url:
-            await intent.set_avatar_url(agent.avatar or "")
+            await intent.set_avatar_url(ContentURI(agent.avatar or ""))
         await stored.put(self.pool, agent.matrix_id, want)
         log.info("Puppet %s of %s is set up as %r", agent.matrix_id, agent.external_id, agent.name)
 
@@ -69,7 +70,7 @@ class Puppets:
         intent = self.intent(matrix_id)
         for room_id in room_ids:
             try:
-                await intent.leave_room(room_id, reason=reason)
+                await intent.leave_room(RoomID(room_id), reason=reason)
                 left += 1
             except MatrixRequestError as e:
                 if e.http_status in (403, 404) or e.errcode in NOT_THERE:

@@ -75,6 +75,7 @@ class AgentDirectory:
         configured: "Sofia Prime" mentions Sofia when Sofia Prime is not in the room,
         and of two agents with one name, the one in the room. Searching a room's few
         names instead of the whole city's saves most of what finding mentions costs."""
+        wanted: Collection[str]
         if among is None:
             search, wanted = self._search, self.agents.keys()
         else:
@@ -97,7 +98,7 @@ class AgentDirectory:
             # m.mentions instead).
             if isinstance(body, str):
                 parent = reply_fallback_sender(body) if mentions is None else None
-                if parent in wanted:
+                if parent is not None and parent in wanted:
                     found[parent] = None
                 body = strip_reply_fallback(body)
             if isinstance(html, str):

@@ -207,9 +207,10 @@ def _message(
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:
-        new_content = content.get("m.new_content")
-        if not isinstance(new_content, dict):
+        replacement = content.get("m.new_content")
+        if not isinstance(replacement, dict):
             raise BadEvent("edit without an m.new_content object")
+        new_content = replacement
     preview = render_preview(etype, new_content, limit)
     return EditMessage(room_id, event_id, target, ts_ms, preview, sender)
 

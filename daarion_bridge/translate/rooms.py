@@ -121,10 +121,10 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         if not isinstance(etype, str) or not isinstance(key, str):
             continue
         by_key[(etype, key)] = event
-        content = event.get("content") or {}
-        if etype == "m.room.member" and content.get("membership") == "join":
+        event_content = event.get("content") or {}
+        if etype == "m.room.member" and event_content.get("membership") == "join":
             joined.append(key)
-        via = content.get("via") if isinstance(content, dict) else None
+        via = event_content.get("via") if isinstance(event_content, dict) else None
         if etype == "m.space.parent" and key and isinstance(via, list) and via:
             parents.append(key)
 

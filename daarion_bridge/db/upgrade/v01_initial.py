@@ -7,7 +7,7 @@ bridge needs for itself are prefixed `bridge_`.
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from . import migration
 
 ERD_TABLES = """
 CREATE TABLE users (
@@ -166,7 +166,7 @@ CREATE TABLE bridge_message_state (
 """
 
 
-@upgrade_table.register(description="Messaging ERD tables and bridge bookkeeping")
+@migration("Messaging ERD tables and bridge bookkeeping")
 async def upgrade_v1(conn: Connection) -> None:
     await conn.execute(ERD_TABLES)
     await conn.execute(BRIDGE_TABLES)

@@ -2,7 +2,7 @@
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from . import migration
 
 TABLES = """
 -- Each agent's puppet is registered on the homeserver once; its profile is set again
@@ -22,6 +22,6 @@ CREATE TABLE bridge_spaces (
 """
 
 
-@upgrade_table.register(description="Agent puppets and microDAO spaces")
+@migration("Agent puppets and microDAO spaces")
 async def upgrade_v2(conn: Connection) -> None:
     await conn.execute(TABLES)

@@ -2,7 +2,7 @@
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from . import migration
 
 TABLES = """
 CREATE TABLE bridge_outbox (
@@ -19,6 +19,6 @@ CREATE INDEX bridge_outbox_sent_at_idx ON bridge_outbox (sent_at) WHERE sent_at 
 """
 
 
-@upgrade_table.register(description="Outbox of platform events")
+@migration("Outbox of platform events")
 async def upgrade_v3(conn: Connection) -> None:
     await conn.execute(TABLES)

@@ -7,10 +7,10 @@ the ERD; it changes no column and no constraint.
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from . import migration
 
 
-@upgrade_table.register(description="Index channel_members by user")
+@migration("Index channel_members by user")
 async def upgrade_v4(conn: Connection) -> None:
     await conn.execute(
         "CREATE INDEX IF NOT EXISTS channel_members_member_user_id_idx "

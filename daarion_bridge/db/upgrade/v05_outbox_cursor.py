@@ -8,10 +8,10 @@ everything after it is not. Pruning goes by `created_at`, indexed in place of `s
 
 from mautrix.util.async_db import Connection
 
-from . import upgrade_table
+from . import migration
 
 
-@upgrade_table.register(description="Outbox publish cursor")
+@migration("Outbox publish cursor")
 async def upgrade_v5(conn: Connection) -> None:
     await conn.execute(
         """
