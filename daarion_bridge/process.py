@@ -42,12 +42,12 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def freeze_long_lived_objects() -> None:
     """Take what start-up built (modules, config, pools) out of the collector's sight.
 
-    A full collection walks every tracked object: in the bridge about 70,000 after
-    start-up, 40 to 55 ms on the development machine, on whichever transaction triggers
-    it (every few seconds under load). Frozen, they are never walked again, and a full
-    collection walks only what came later: about 1 ms. Garbage start-up left is collected
-    first. Called again after a config reload: what was frozen is thawed and collected
-    with the rest, so an old roster's cycles are not kept for good."""
+    A full collection walks every tracked object, tens of thousands after start-up, on
+    whichever transaction triggers it (every few seconds under load): a visible pause.
+    Frozen, they are never walked again, and a full collection walks only what came
+    later. Garbage start-up left is collected first. Called again after a config reload:
+    what was frozen is thawed and collected with the rest, so an old roster's cycles are
+    not kept for good."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -223,10 +223,7 @@ class CommandRunner:
         configured = self.directory.current.roster.agents
         async with self.pool.acquire() as conn:
             here = await sessions.agents_here(conn, channel.id, [a.external_id for a in configured])
-        rows = [
-            AgentHere(a, *here.get(a.external_id, (False, None)))  # type: ignore[arg-type]
-            for a in configured
-        ]
+        rows = [AgentHere(a, *here.get(a.external_id, (False, None))) for a in configured]
         return commands.agents_text(rows)
 
     async def _invite(

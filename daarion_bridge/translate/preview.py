@@ -179,7 +179,7 @@ def normalize_text(text: str) -> str:
         return text
     text = storable(text)
     if _C0_SEPARATORS.search(text) is None:
-        return " ".join(text.split())  # exactly White_Space here, and 3x faster than sub()
+        return " ".join(text.split())  # exactly White_Space here, and cheaper than sub()
     return _WHITESPACE_RUN.sub(" ", text).strip(" ")
 
 

@@ -1,7 +1,7 @@
 """v4: an index for "a user's channels", the one platform query the ERD's indexes miss.
 
 The ERD indexes channel_members by channel only, so listing a user's channels scanned
-the whole table (14 ms at 450,000 memberships, growing with the city). The index adds to
+the whole table, which grows with the city. The index adds to
 the ERD; it changes no column and no constraint.
 """
 
