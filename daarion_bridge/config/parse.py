@@ -102,20 +102,20 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     hs = SectionReader(path, raw, "homeserver")
     homeserver = HomeserverConfig(
         address=hs.url("address"),
-        domain=hs.str("domain", DOMAIN),
+        domain=hs.text("domain", DOMAIN),
         verify_ssl=hs.bool("verify_ssl"),
         connect_timeout=hs.number("connect_timeout", 0, 3600),
     )
     a = SectionReader(path, raw, "appservice")
     appservice = AppserviceConfig(
         address=a.url("address"),
-        hostname=a.str("hostname"),
+        hostname=a.text("hostname"),
         port=a.int("port", 1, 65535),
-        id=a.str("id", APPSERVICE_ID),
-        bot_username=a.str("bot_username", LOCALPART),
-        bot_displayname=a.str("bot_displayname"),
-        as_token=a.str("as_token"),
-        hs_token=a.str("hs_token"),
+        id=a.text("id", APPSERVICE_ID),
+        bot_username=a.text("bot_username", LOCALPART),
+        bot_displayname=a.text("bot_displayname"),
+        as_token=a.text("as_token"),
+        hs_token=a.text("hs_token"),
         ephemeral_events=a.bool("ephemeral_events"),
         max_body_size=a.int("max_body_size", 1024, 1 << 30),
         body_timeout=a.number("body_timeout", 0.1, 3600),
@@ -123,28 +123,28 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     if appservice.as_token == appservice.hs_token and appservice.as_token != GENERATE:
         a.fail("hs_token", "must differ from appservice.as_token")
     d = SectionReader(path, raw, "database")
-    db_url = d.str("url")
+    db_url = d.text("url")
     if db_url != "embedded":
         db_url = d.url("url", ("postgresql", "postgres"))
     pool_min = d.int("pool_min_size", 1, 100)
     database = DatabaseConfig(
         url=db_url,
-        embedded_dir=(path.parent / d.str("embedded_dir")).resolve(),
+        embedded_dir=(path.parent / d.text("embedded_dir")).resolve(),
         pool_min_size=pool_min,
         pool_max_size=d.int("pool_max_size", pool_min, 200),
     )
     b = SectionReader(path, raw, "bridge")
     bridge = BridgeConfig(
         preview_length=b.int("preview_length", 1, 10000),
-        default_microdao=b.str("default_microdao", MICRODAO_ID, optional=True),
+        default_microdao=b.text("default_microdao", MICRODAO_ID, optional=True),
         allow_federated_invites=b.bool("allow_federated_invites"),
-        agent_localpart_template=b.str("agent_localpart_template", AGENT_TEMPLATE),
+        agent_localpart_template=b.text("agent_localpart_template", AGENT_TEMPLATE),
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
         agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
         permissions=permissions(b, homeserver.domain),
     )
     m = SectionReader(path, raw, "metrics")
-    host, _, port = m.str("listen").rpartition(":")
+    host, _, port = m.text("listen").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         m.fail("listen", f"must be host:port, got {m.values['listen']!r}")
     metrics = MetricsConfig(enabled=m.bool("enabled"), host=host.strip("[]"), port=int(port))
@@ -154,8 +154,8 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         nats_url = n.url("url", ("nats", "tls", "ws", "wss"))
     nats = NatsConfig(
         url=nats_url,
-        stream=n.str("stream", NATS_STREAM),
-        subject_prefix=n.str("subject_prefix", NATS_SUBJECT_PREFIX)
+        stream=n.text("stream", NATS_STREAM),
+        subject_prefix=n.text("subject_prefix", NATS_SUBJECT_PREFIX)
         if n.values.get("subject_prefix")
         else "",
         duplicate_window=n.duration("duplicate_window", 1, 30 * 86400),
@@ -163,10 +163,10 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
     )
     api_reader = SectionReader(path, raw, "api")
     api = ApiConfig(
-        service_token=api_reader.str("service_token", optional=True),
-        admin_token=api_reader.str("admin_token", optional=True),
+        service_token=api_reader.text("service_token", optional=True),
+        admin_token=api_reader.text("admin_token", optional=True),
         agent_messages_per_hour=api_reader.int("agent_messages_per_hour", 1, 1_000_000),
-        channel_alias=api_reader.str("channel_alias"),
+        channel_alias=api_reader.text("channel_alias"),
     )
     if not CHANNEL_ALIAS.fullmatch(api.channel_alias):
         api_reader.fail(

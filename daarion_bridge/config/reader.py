@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from yarl import URL
 
@@ -34,11 +34,11 @@ class SectionReader:
             if self.values.get(key) in (None, ""):
                 self.fail(key, "is required")
 
-    def fail(self, key: str | None, problem: str) -> None:
+    def fail(self, key: str | None, problem: str) -> NoReturn:
         name = f"{self.section}.{key}" if key else self.section
         raise ConfigError(f"{self.path}: {name} {problem}")
 
-    def str(self, key: str, pattern: re.Pattern[str] | None = None, optional: bool = False) -> Any:
+    def text(self, key: str, pattern: re.Pattern[str] | None = None, optional: bool = False) -> Any:
         value = self.values.get(key)
         if value is None and optional:
             return None
@@ -49,7 +49,7 @@ class SectionReader:
         return value
 
     def url(self, key: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
-        value = self.str(key)
+        value = self.text(key)
         try:
             url = URL(value)
             web = url.scheme in ("http", "https")

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ConfigError
 from ..ids import AGENT_ID, BLUEPRINT_CODE, LOCALPART, MICRODAO_ID, MXC, ROOM_OR_ALIAS, USER_ID
@@ -83,10 +83,10 @@ class _Entry:
         if isinstance(ident, str) and ident:
             self.where += f" ({ident})" if ident.isprintable() else f" ({ident!r})"
 
-    def fail(self, problem: str) -> None:
+    def fail(self, problem: str) -> NoReturn:
         raise ConfigError(f"{self.path}: {self.where}: {problem}")
 
-    def str(self, key: str, pattern: re.Pattern[str] | None = None, optional: bool = False) -> Any:
+    def text(self, key: str, pattern: re.Pattern[str] | None = None, optional: bool = False) -> Any:
         value = self.raw.get(key)
         if value is None and optional:
             return None
@@ -147,28 +147,28 @@ def parse_roster(
         e.unknown_keys(
             ("external_id", "name", "kind", "blueprint", "microdao", "owner", "avatar", "localpart")
         )
-        external_id = e.str("external_id", AGENT_ID)
+        external_id = e.text("external_id", AGENT_ID)
         _unique(e, ids, external_id, "external_id")
-        blueprint = e.str("blueprint")
+        blueprint = e.text("blueprint")
         if blueprint not in known_blueprints:
             e.fail(f"blueprint {blueprint!r} is not in blueprints")
-        microdao = e.str("microdao", MICRODAO_ID, optional=True)
+        microdao = e.text("microdao", MICRODAO_ID, optional=True)
         if microdao is not None and microdao not in known_microdaos:
             e.fail(f"microdao {microdao!r} is not in microdaos")
-        localpart = e.str("localpart", LOCALPART, optional=True)
+        localpart = e.text("localpart", LOCALPART, optional=True)
         localpart = localpart or agent_localpart(template, external_id)
         matrix_id = f"@{localpart}:{domain}"
         _unique(e, mxids, matrix_id, "Matrix id")
         agents.append(
             AgentSpec(
                 external_id=external_id,
-                name=e.str("name").strip(),
+                name=e.text("name").strip(),
                 kind=e.one_of("kind", AGENT_KINDS),
                 blueprint=blueprint,
                 matrix_id=matrix_id,
                 microdao=microdao,
-                owner=e.str("owner", USER_ID, optional=True),
-                avatar=e.str("avatar", MXC, optional=True),
+                owner=e.text("owner", USER_ID, optional=True),
+                avatar=e.text("avatar", MXC, optional=True),
             )
         )
     return Roster(
@@ -182,7 +182,7 @@ def _microdaos(path: Path, raw: Mapping[str, Any], domain: str) -> list[Microdao
     for i, item in enumerate(_list(path, raw, "microdaos")):
         e = _Entry(path, "microdaos", i, item, "external_id")
         e.unknown_keys(("external_id", "name", "owner", "members", "space"))
-        external_id = e.str("external_id", MICRODAO_ID)
+        external_id = e.text("external_id", MICRODAO_ID)
         _unique(e, ids, external_id, "external_id")
         members = item.get("members") or {}
         if not isinstance(members, Mapping):
@@ -195,10 +195,10 @@ def _microdaos(path: Path, raw: Mapping[str, Any], domain: str) -> list[Microdao
         found.append(
             MicrodaoSpec(
                 external_id=external_id,
-                name=e.str("name").strip(),
-                owner=e.str("owner", USER_ID),
+                name=e.text("name").strip(),
+                owner=e.text("owner", USER_ID),
                 members={str(k): str(v) for k, v in members.items()},
-                space=e.str("space", ROOM_OR_ALIAS, optional=True),
+                space=e.text("space", ROOM_OR_ALIAS, optional=True),
             )
         )
     return found
@@ -210,7 +210,7 @@ def _blueprints(path: Path, raw: Mapping[str, Any]) -> list[BlueprintSpec]:
     for i, item in enumerate(_list(path, raw, "blueprints")):
         e = _Entry(path, "blueprints", i, item, "code")
         e.unknown_keys(("code", "description", "model", "capabilities"))
-        code = e.str("code", BLUEPRINT_CODE)
+        code = e.text("code", BLUEPRINT_CODE)
         _unique(e, codes, code, "code")
         capabilities = item.get("capabilities")
         if capabilities is not None and not isinstance(capabilities, Mapping | list):
@@ -218,8 +218,8 @@ def _blueprints(path: Path, raw: Mapping[str, Any]) -> list[BlueprintSpec]:
         found.append(
             BlueprintSpec(
                 code=code,
-                model=e.str("model"),
-                description=e.str("description", optional=True),
+                model=e.text("model"),
+                description=e.text("description", optional=True),
                 capabilities=_plain(capabilities),
             )
         )

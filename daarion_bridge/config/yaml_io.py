@@ -25,7 +25,7 @@ def round_trip_yaml() -> YAML:
 
 def read_yaml(path: Path, *, round_trip: bool = True) -> Any:
     """The file's YAML. Round trip keeps comments for writing it back; without, the C
-    parser (ruamel.yaml.clib) reads a config with a thousand agents about six times
+    parser (ruamel.yaml.clib) reads a config with a thousand agents several times
     faster, with the same YAML 1.2 values."""
     yaml = round_trip_yaml() if round_trip else YAML(typ="safe", pure=False)
     try:
