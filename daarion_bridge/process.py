@@ -16,7 +16,7 @@ from .errors import OperatorError
 
 def configure_logging(logging_config: dict[str, Any] | None, where: Path | str) -> None:
     """The config's `logging` (a dictConfig), or INFO lines on stderr without one; the
-    bridge and its publisher process (publisher_process.py) log alike."""
+    bridge and its publisher process (bus/process.py) log alike."""
     if logging_config:
         try:
             logging.config.dictConfig(logging_config)

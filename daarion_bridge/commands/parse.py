@@ -1,7 +1,7 @@
 """Bot commands: `!daarion <command>` in a room with the bot. Pure: parsing, who may do
 what, and the text of the answers; no I/O, no clock, no logging.
 
-The bridge runs them (bot_commands.py) after the transaction that indexed the message
+The bridge runs them (commands/run.py) after the transaction that indexed the message
 committed. Who may use them is `bridge.permissions`: a Matrix id, a domain or `*` ->
 `admin` | `user`; an exact Matrix id wins over its domain, a domain over `*`.
 """

@@ -1,4 +1,4 @@
-"""Agents in the index, on a real PostgreSQL: the roster written by roster_sync, agent
+"""Agents in the index, on a real PostgreSQL: the roster written by agents.sync, agent
 members, messages and sessions written by write_transaction, the idle sweep, and
 microDAO roles. No homeserver: write_roster is the database side of a config apply."""
 
