@@ -18,10 +18,11 @@ from typing import Any
 
 from .agents import AgentDirectory, PendingMentions
 from .commands import command_text
+from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .rooms import visibility_for
 
-MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted"})
+MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
 
 
@@ -186,13 +187,15 @@ def _message(
     limit: int,
     agents: AgentDirectory,
     bot_mxid: str,
-) -> Operation:
+) -> Operation | None:
     etype = event["type"]
     sender = _str(event, "sender")
     ts_ms, ts = timestamp(event)
     if _is_redacted(event):
         return NewMessage(room_id, event_id, sender, ts, DELETED)
     content = _content(event)
+    if content.get("msgtype") == VERIFICATION_REQUEST:
+        return None
     target = _replace_target(content)
     if target is None:
         preview = render_preview(etype, content, limit)
@@ -202,7 +205,7 @@ def _message(
         # Loop rule: what an agent or the bot says never wakes an agent; a command is for
         # the bridge, not for the agents it names.
         calls = not machine and command is None and bool(agents.agents)
-        may_mention = PendingMentions(agents, content) if calls else None
+        may_mention = PendingMentions(agents, _mention_source(etype, content)) if calls else None
         return NewMessage(room_id, event_id, sender, ts, preview, command, may_mention)
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
@@ -213,6 +216,14 @@ def _message(
         new_content = replacement
     preview = render_preview(etype, new_content, limit)
     return EditMessage(room_id, event_id, target, ts_ms, preview, sender)
+
+
+def _mention_source(etype: str, content: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where a message's mentions are looked for: a poll names agents in its question."""
+    if etype not in POLL_START_TYPES:
+        return content
+    question = poll(content)
+    return {"body": question[0] if question else "", "m.mentions": content.get("m.mentions")}
 
 
 def _invite_visibility(event: Mapping[str, Any]) -> str | None:

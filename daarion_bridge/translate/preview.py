@@ -13,6 +13,15 @@ from typing import Any, TypeGuard
 
 import regex
 
+from .kinds import (
+    POLL_START_TYPES,
+    is_voice,
+    location_description,
+    poll,
+    poll_text,
+    voice_text,
+)
+
 ELLIPSIS = "\u2026"
 
 # Exactly the Unicode White_Space property. str.split()/str.strip() would also eat
@@ -60,6 +69,11 @@ def render_preview(event_type: str, content: Mapping[str, Any], limit: int) -> s
         text = _labelled("[sticker]", content.get("body"))
     elif event_type == "m.room.message":
         text = _message_text(content)
+    elif event_type in POLL_START_TYPES:
+        found = poll(content)
+        if found is None:
+            raise BadEvent("poll start without a question")
+        text = poll_text(*found, limit)
     else:
         raise BadEvent("unsupported event type")
     return fit(text, limit)
@@ -91,6 +105,8 @@ def _message_text(content: Mapping[str, Any]) -> str:
     if not isinstance(msgtype, str):
         raise BadEvent("m.room.message without a string msgtype")
     if msgtype in _MEDIA_LABELS:
+        if msgtype == "m.audio" and is_voice(content):
+            return voice_text(content)
         label = _MEDIA_LABELS[msgtype]
         filename = content.get("filename")
         if not _usable(filename):
@@ -99,7 +115,7 @@ def _message_text(content: Mapping[str, Any]) -> str:
             return f"{label} {filename}: {body}"
         return f"{label} {filename}"
     if msgtype == "m.location":
-        return _labelled("[location]", body)
+        return _labelled("[location]", location_description(content))
     if not isinstance(body, str):
         raise BadEvent("m.room.message without a string body")
     return strip_reply_fallback(body) if is_reply(content) else body
