@@ -119,6 +119,12 @@ class Invites:
         if isinstance(invite, AgentInvited) and await self._is_channel(invite.room_id):
             return None  # already a channel: the puppet's join event indexes it as a member
         snapshot = snapshot_from_state(invite.room_id, await room_state(intent, invite.room_id))
+        if snapshot.is_space:
+            # The bot stays to learn the space's children; an agent has nothing to do there.
+            log.info("%s is a space, not a chat: it does not become a channel", invite.room_id)
+            if isinstance(invite, AgentInvited):
+                await intent.leave_room(RoomID(invite.room_id), reason="A space is not a chat")
+            return None
         microdao = await self.microdao_for(snapshot, fallback_microdao)
         if microdao is None:
             log.info("Leaving %s: no microDAO to map it to", invite.room_id)

@@ -110,6 +110,8 @@ class RoomSnapshot:
     power_levels: dict[str, Any] | None
     joined: tuple[str, ...] = field(default=())
     space_parents: tuple[str, ...] = field(default=())
+    # A space (room type m.space) organises rooms; people do not chat in it.
+    is_space: bool = False
 
 
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
@@ -148,4 +150,5 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         power_levels=power_levels,
         joined=tuple(joined),
         space_parents=tuple(parents),
+        is_space=content("m.room.create").get("type") == "m.space",
     )

@@ -297,6 +297,12 @@ def test_snapshot_from_full_state() -> None:
     assert snap.joined == (ALICE, BOB)
 
 
+def test_a_space_is_known_by_its_create_event() -> None:
+    assert snapshot_from_state(ROOM, full_state()).is_space is False
+    space = [create("12", type="m.space"), member(ALICE, "join")]
+    assert snapshot_from_state(ROOM, space).is_space is True
+
+
 def test_snapshot_joined_keeps_state_order() -> None:
     events = [create("12"), member(BOB, "join"), member(ALICE, "join"), member(CAROL, "ban")]
     assert snapshot_from_state(ROOM, events).joined == (BOB, ALICE)
