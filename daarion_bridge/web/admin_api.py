@@ -1,16 +1,12 @@
 """The admin HTTP API under /_daarion/v1: JSON in and out, `Authorization: Bearer
-<api.admin_token>` (none 401; a wrong token or another scheme 403; compared in constant
-time). Bad input answers 400 naming the field, unknown ids 404. The routes and their
-shapes are in web/openapi.py, served at /_daarion/v1/openapi.json.
+<api.admin_token>` (none 401; a wrong token or another scheme 403). Bad input answers
+400 naming the field, unknown ids 404. The routes and their shapes are in
+web/openapi.py, served at /_daarion/v1/openapi.json.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-import logging
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,19 +14,24 @@ from mautrix.errors import MatrixRequestError
 
 from ..admin.service import Admin, AdminError, Invited, NewChannel, NewMicrodao
 from ..db.channels import ChannelInfo
-from ..db.errors import is_transient
 from ..db.microdaos import Microdao
 from ..db.users import User
 from ..ids import AGENT_ID, MICRODAO_ID, SLUG, USER_EXTERNAL_ID
 from ..ids import USER_ID as MATRIX_USER_ID
-from ..matrix.bot import HomeserverUnavailable
 from ..translate.bus import iso
 from ..translate.preview import has_unstorable
 from ..translate.rooms import SLUG_MAX, slugify
 from . import openapi
-from .agents_api import problem
-
-log = logging.getLogger("daarion.web.admin")
+from .http import (
+    Handler,
+    HttpError,
+    Surface,
+    add_route,
+    bearer_token,
+    problem_shape,
+    read_json,
+    token_matches,
+)
 
 PREFIX = openapi.PREFIX
 MAX_BODY = 64 * 1024
@@ -38,11 +39,20 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 VISIBILITIES = ("public", "microdao", "private")
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+def _known(error: Exception) -> HttpError | None:
+    """The admin service's refusals, and the homeserver's."""
+    if isinstance(error, AdminError):
+        return HttpError(error.status, str(error), field=error.field)
+    if isinstance(error, MatrixRequestError):
+        return HttpError(502, f"the homeserver refused ({error.errcode})")
+    return None
 
 
-def bad(field: str, message: str) -> AdminError:
-    return AdminError(400, message, field)
+SURFACE = Surface(problem_shape, known=_known)
+
+
+def bad(field: str, message: str) -> HttpError:
+    return HttpError(400, message, field=field)
 
 
 class Fields:
@@ -50,7 +60,7 @@ class Fields:
 
     def __init__(self, body: Any, allowed: tuple[str, ...]) -> None:
         if not isinstance(body, dict):
-            raise AdminError(400, "body must be a JSON object")
+            raise HttpError(400, "body must be a JSON object")
         for name in body:
             if name not in allowed:
                 raise bad(name, f"unknown field {name}")
@@ -144,83 +154,43 @@ class AdminApi:
         self._token = admin_token.encode()
         self.admin = admin
 
-    def routes(self) -> list[tuple[str, str, Handler]]:
-        """(method, path under the prefix, handler); the OpenAPI test reads this too."""
+    def routes(self) -> list[tuple[str, str, Handler, bool]]:
+        """(method, path under the prefix, handler, whether it needs the token)."""
         return [
-            ("GET", "/openapi.json", self.openapi),
-            ("POST", "/microdaos", self._guarded(self.create_microdao)),
-            ("GET", "/microdaos/{microdao}", self._guarded(self.get_microdao)),
-            ("GET", "/microdaos/{microdao}/channels", self._guarded(self.list_channels)),
-            ("POST", "/microdaos/{microdao}/channels", self._guarded(self.create_channel)),
-            ("POST", "/channels/{channel}/invites", self._guarded(self.invite)),
-            ("GET", "/channels/{channel}/messages", self._guarded(self.list_messages)),
-            ("PUT", "/users/{matrix_id}/link", self._guarded(self.link_user)),
-            ("GET", "/agents", self._guarded(self.list_agents)),
+            ("GET", "/openapi.json", self.openapi, False),
+            ("POST", "/microdaos", self.create_microdao, True),
+            ("GET", "/microdaos/{microdao}", self.get_microdao, True),
+            ("GET", "/microdaos/{microdao}/channels", self.list_channels, True),
+            ("POST", "/microdaos/{microdao}/channels", self.create_channel, True),
+            ("POST", "/channels/{channel}/invites", self.invite, True),
+            ("GET", "/channels/{channel}/messages", self.list_messages, True),
+            ("PUT", "/users/{matrix_id}/link", self.link_user, True),
+            ("GET", "/agents", self.list_agents, True),
         ]
 
     def add_routes(self, app: web.Application) -> None:
-        for method, path, handler in self.routes():
-            app.router.add_route(method, PREFIX + path, handler)
+        for method, path, handler, guarded in self.routes():
+            guard = self._auth if guarded else None
+            add_route(app, SURFACE, method, PREFIX + path, handler, guard=guard)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi.DOCUMENT)
 
-    def _auth(self, request: web.Request) -> web.Response | None:
+    def _auth(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "").strip()
         if not header:
-            return problem(401, "missing Authorization: Bearer <api.admin_token>")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return problem(403, "Authorization must be a Bearer token")
-        token = token.strip()
+            raise HttpError(401, "missing Authorization: Bearer <api.admin_token>")
+        token = bearer_token(header)
+        if token is None:
+            raise HttpError(403, "Authorization must be a Bearer token")
         if not token:
-            return problem(401, "empty Bearer token")
-        if not hmac.compare_digest(token.encode(), self._token):
-            return problem(403, "wrong admin token")
-        return None
-
-    def _guarded(self, handler: Handler) -> Handler:
-        """Token first, then the handler; its failures become JSON answers."""
-
-        async def guarded(request: web.Request) -> web.Response:
-            if (denied := self._auth(request)) is not None:
-                return denied
-            try:
-                return await handler(request)
-            except AdminError as e:
-                extra = {"field": e.field} if e.field else {}
-                return problem(e.status, str(e), **extra)
-            except HomeserverUnavailable:
-                return problem(503, "homeserver unavailable, retry later")
-            except MatrixRequestError as e:
-                log.warning("Admin API %s: homeserver error %s", request.path, e.errcode)
-                return problem(502, f"the homeserver refused ({e.errcode})")
-            except Exception as e:
-                if is_transient(e):
-                    log.warning("Admin API %s: database %s", request.path, type(e).__name__)
-                    return problem(503, "database unavailable, retry later")
-                log.exception("Admin API %s failed", request.path)
-                return problem(500, "internal error")
-
-        return guarded
+            raise HttpError(401, "empty Bearer token")
+        if not token_matches(token, self._token):
+            raise HttpError(403, "wrong admin token")
 
     @staticmethod
     async def _read(request: web.Request, allowed: tuple[str, ...]) -> Fields:
-        if (request.content_length or 0) > MAX_BODY:
-            raise AdminError(413, f"body over {MAX_BODY} bytes")
-        raw = bytearray()
-        while len(raw) <= MAX_BODY:
-            chunk = await request.content.read(MAX_BODY + 1 - len(raw))
-            if not chunk:
-                break
-            raw += chunk
-        if len(raw) > MAX_BODY:
-            raise AdminError(413, f"body over {MAX_BODY} bytes")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise AdminError(400, "body is not JSON") from None
-        return Fields(body, allowed)
+        return Fields(await read_json(request, timeout=None, max_size=MAX_BODY), allowed)
 
     # routes
 
