@@ -14,10 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from ..agents.speak import Post, PostError, Speaker
-from ..translate.preview import has_unstorable
 from .http import HttpError, Surface, add_route, read_json, token_matches
+from .models import AgentPost, parse
 
-MAX_TEXT = 10_000  # the platform's cap on a message
 TOKEN_HEADER = "X-Internal-Service-Token"
 
 
@@ -36,29 +35,6 @@ def _known(error: Exception) -> HttpError | None:
 
 
 SURFACE = Surface(_shape, known=_known)
-
-
-def parse_post(body: Any) -> Post:
-    if not isinstance(body, dict):
-        raise HttpError(400, "body must be a JSON object")
-    unknown = sorted(set(body) - {"channel_id", "text", "html", "reply_to"})
-    if unknown:
-        raise HttpError(400, f"unknown field {unknown[0]}")
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise HttpError(400, "text must be a non-empty string")
-    if len(text) > MAX_TEXT:
-        raise HttpError(400, f"text longer than {MAX_TEXT} characters")
-    html = body.get("html")
-    if html is not None and (not isinstance(html, str) or len(html) > 4 * MAX_TEXT):
-        raise HttpError(400, "html must be a string of at most 40000 characters")
-    reply_to = body.get("reply_to")
-    if reply_to is not None and (not isinstance(reply_to, str) or not reply_to.startswith("$")):
-        raise HttpError(400, "reply_to must be a Matrix event id ($...)")
-    for name, value in (("text", text), ("html", html), ("reply_to", reply_to)):
-        if isinstance(value, str) and has_unstorable(value):
-            raise HttpError(400, f"{name} holds NUL or a lone surrogate")
-    return Post(text, html, reply_to)
 
 
 class AgentsApi:
@@ -80,13 +56,11 @@ class AgentsApi:
             raise HttpError(403, f"wrong {TOKEN_HEADER}")
 
     async def post(self, request: web.Request) -> web.Response:
-        body = await read_json(request, timeout=self.body_timeout)
-        post = parse_post(body)
-        channel = body.get("channel_id")
-        if not isinstance(channel, str) or not channel:
-            raise HttpError(400, "channel_id must be a channel uuid or Matrix room id")
+        body = parse(AgentPost, await read_json(request, timeout=self.body_timeout))
         message_id, event_id = await self.speaker.post(
-            request.match_info["agent_id"], channel, post
+            request.match_info["agent_id"],
+            body.channel_id,
+            Post(body.text, body.html, body.reply_to),
         )
         return web.json_response(
             {"message_id": str(message_id) if message_id else None, "matrix_event_id": event_id}
