@@ -1,15 +1,11 @@
 """The admin HTTP API under /_daarion/v1: JSON in and out, `Authorization: Bearer
-<api.admin_token>` (none 401; a wrong token or another scheme 403; compared in constant
-time). Bad input answers 400 naming the field, unknown ids 404. The routes and their
-shapes are in web/openapi.py, served at /_daarion/v1/openapi.json.
+<api.admin_token>` (none 401; a wrong token or another scheme 403). Bad input answers
+400 naming the field, unknown ids 404. The routes, their bodies and their answers are
+web/openapi.py's `OPERATIONS`, served as a document at /_daarion/v1/openapi.json.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,82 +14,48 @@ from mautrix.errors import MatrixRequestError
 
 from ..admin.service import Admin, AdminError, Invited, NewChannel, NewMicrodao
 from ..db.channels import ChannelInfo
-from ..db.errors import is_transient
 from ..db.microdaos import Microdao
 from ..db.users import User
-from ..ids import AGENT_ID, MICRODAO_ID, SLUG, USER_EXTERNAL_ID
-from ..ids import USER_ID as MATRIX_USER_ID
-from ..matrix.bot import HomeserverUnavailable
 from ..translate.bus import iso
-from ..translate.preview import has_unstorable
-from ..translate.rooms import SLUG_MAX, slugify
-from . import openapi
-from .agents_api import problem
+from ..translate.rooms import slugify
+from . import models, openapi
+from .http import (
+    Handler,
+    HttpError,
+    Surface,
+    add_route,
+    bearer_token,
+    problem_shape,
+    read_json,
+    token_matches,
+)
+from .openapi import DEFAULT_LIMIT, MAX_BODY, MAX_LIMIT, PREFIX, Operation
 
-log = logging.getLogger("daarion.web.admin")
-
-PREFIX = openapi.PREFIX
-MAX_BODY = 64 * 1024
-DEFAULT_LIMIT, MAX_LIMIT = 50, 200
-VISIBILITIES = ("public", "microdao", "private")
+# A handler gets the request and its body, checked against the operation's model (None
+# for an operation without a body).
+OperationHandler = Callable[[web.Request, Any], Awaitable[web.Response]]
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+def _known(error: Exception) -> HttpError | None:
+    """The admin service's refusals, and the homeserver's."""
+    if isinstance(error, AdminError):
+        return HttpError(error.status, str(error), field=error.field)
+    if isinstance(error, MatrixRequestError):
+        return HttpError(502, f"the homeserver refused ({error.errcode})")
+    return None
 
 
-def bad(field: str, message: str) -> AdminError:
-    return AdminError(400, message, field)
+SURFACE = Surface(problem_shape, known=_known)
 
 
-class Fields:
-    """A JSON object body, read field by field; every problem names its field."""
-
-    def __init__(self, body: Any, allowed: tuple[str, ...]) -> None:
-        if not isinstance(body, dict):
-            raise AdminError(400, "body must be a JSON object")
-        for name in body:
-            if name not in allowed:
-                raise bad(name, f"unknown field {name}")
-        self.body = body
-
-    def string(
-        self,
-        name: str,
-        *,
-        max_length: int,
-        required: bool = True,
-        pattern: re.Pattern[str] | None = None,
-        shape: str = "",
-    ) -> Any:
-        value = self.body.get(name)
-        if value is None:
-            if required:
-                raise bad(name, f"{name} is required")
-            return None
-        if not isinstance(value, str):
-            raise bad(name, f"{name} must be a string")
-        value = value.strip()
-        if not value:
-            raise bad(name, f"{name} must not be empty")
-        if len(value) > max_length:
-            raise bad(name, f"{name} is longer than {max_length} characters")
-        if has_unstorable(value):
-            raise bad(name, f"{name} holds NUL or a lone surrogate")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise bad(name, f"{name} must be {shape}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.body.get(name, default)
-        if not isinstance(value, bool):
-            raise bad(name, f"{name} must be true or false")
-        return value
+def bad(field: str, message: str) -> HttpError:
+    return HttpError(400, message, field=field)
 
 
 # -- answers -------------------------------------------------------------------------------
 
 
-def microdao_json(dao: Microdao) -> dict[str, Any]:
+def microdao_json(dao: Microdao) -> models.Microdao:
     return {
         "id": str(dao.id),
         "external_id": dao.external_id,
@@ -105,7 +67,7 @@ def microdao_json(dao: Microdao) -> dict[str, Any]:
     }
 
 
-def channel_json(c: ChannelInfo) -> dict[str, Any]:
+def channel_json(c: ChannelInfo) -> models.Channel:
     return {
         "id": str(c.id),
         "slug": c.slug,
@@ -118,7 +80,7 @@ def channel_json(c: ChannelInfo) -> dict[str, Any]:
     }
 
 
-def user_json(u: User) -> dict[str, Any]:
+def user_json(u: User) -> models.User:
     return {
         "id": str(u.id),
         "external_id": u.external_id,
@@ -128,7 +90,7 @@ def user_json(u: User) -> dict[str, Any]:
     }
 
 
-def invite_json(i: Invited) -> dict[str, Any]:
+def invite_json(i: Invited) -> models.Invite:
     return {
         "channel_id": str(i.channel.id),
         "matrix_room_id": i.channel.room_id,
@@ -144,127 +106,87 @@ class AdminApi:
         self._token = admin_token.encode()
         self.admin = admin
 
-    def routes(self) -> list[tuple[str, str, Handler]]:
-        """(method, path under the prefix, handler); the OpenAPI test reads this too."""
-        return [
-            ("GET", "/openapi.json", self.openapi),
-            ("POST", "/microdaos", self._guarded(self.create_microdao)),
-            ("GET", "/microdaos/{microdao}", self._guarded(self.get_microdao)),
-            ("GET", "/microdaos/{microdao}/channels", self._guarded(self.list_channels)),
-            ("POST", "/microdaos/{microdao}/channels", self._guarded(self.create_channel)),
-            ("POST", "/channels/{channel}/invites", self._guarded(self.invite)),
-            ("GET", "/channels/{channel}/messages", self._guarded(self.list_messages)),
-            ("PUT", "/users/{matrix_id}/link", self._guarded(self.link_user)),
-            ("GET", "/agents", self._guarded(self.list_agents)),
-        ]
-
     def add_routes(self, app: web.Application) -> None:
-        for method, path, handler in self.routes():
-            app.router.add_route(method, PREFIX + path, handler)
-
-    async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi.DOCUMENT)
-
-    def _auth(self, request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization", "").strip()
-        if not header:
-            return problem(401, "missing Authorization: Bearer <api.admin_token>")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return problem(403, "Authorization must be a Bearer token")
-        token = token.strip()
-        if not token:
-            return problem(401, "empty Bearer token")
-        if not hmac.compare_digest(token.encode(), self._token):
-            return problem(403, "wrong admin token")
-        return None
-
-    def _guarded(self, handler: Handler) -> Handler:
-        """Token first, then the handler; its failures become JSON answers."""
-
-        async def guarded(request: web.Request) -> web.Response:
-            if (denied := self._auth(request)) is not None:
-                return denied
-            try:
-                return await handler(request)
-            except AdminError as e:
-                extra = {"field": e.field} if e.field else {}
-                return problem(e.status, str(e), **extra)
-            except HomeserverUnavailable:
-                return problem(503, "homeserver unavailable, retry later")
-            except MatrixRequestError as e:
-                log.warning("Admin API %s: homeserver error %s", request.path, e.errcode)
-                return problem(502, f"the homeserver refused ({e.errcode})")
-            except Exception as e:
-                if is_transient(e):
-                    log.warning("Admin API %s: database %s", request.path, type(e).__name__)
-                    return problem(503, "database unavailable, retry later")
-                log.exception("Admin API %s failed", request.path)
-                return problem(500, "internal error")
-
-        return guarded
+        handlers: dict[str, OperationHandler] = {
+            "openapi": self.openapi,
+            "createMicrodao": self.create_microdao,
+            "getMicrodao": self.get_microdao,
+            "listChannels": self.list_channels,
+            "createChannel": self.create_channel,
+            "invite": self.invite,
+            "listMessages": self.list_messages,
+            "linkUser": self.link_user,
+            "listAgents": self.list_agents,
+        }
+        for op in openapi.OPERATIONS:
+            add_route(
+                app,
+                SURFACE,
+                op.method,
+                PREFIX + op.path,
+                self._endpoint(op, handlers.pop(op.operation_id)),
+                guard=None if op.public else self._auth,
+            )
+        if handlers:
+            raise RuntimeError(f"handlers of no documented operation: {sorted(handlers)}")
 
     @staticmethod
-    async def _read(request: web.Request, allowed: tuple[str, ...]) -> Fields:
-        if (request.content_length or 0) > MAX_BODY:
-            raise AdminError(413, f"body over {MAX_BODY} bytes")
-        raw = bytearray()
-        while len(raw) <= MAX_BODY:
-            chunk = await request.content.read(MAX_BODY + 1 - len(raw))
-            if not chunk:
-                break
-            raw += chunk
-        if len(raw) > MAX_BODY:
-            raise AdminError(413, f"body over {MAX_BODY} bytes")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise AdminError(400, "body is not JSON") from None
-        return Fields(body, allowed)
+    def _endpoint(op: Operation, handler: OperationHandler) -> Handler:
+        """The handler behind its operation's checks: path parameters, then the body."""
+
+        async def endpoint(request: web.Request) -> web.Response:
+            for param in op.path_params():
+                if (problem := param.problem(request.match_info[param.name])) is not None:
+                    raise bad(param.name, problem)
+            body = None
+            if op.body is not None:
+                # No time limit, as before: AdminApi is given none (a body is at most 64 KiB).
+                raw = await read_json(request, timeout=None, max_size=MAX_BODY)
+                body = models.parse(op.body, raw)
+            return await handler(request, body)
+
+        return endpoint
+
+    def _auth(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "").strip()
+        if not header:
+            raise HttpError(401, "missing Authorization: Bearer <api.admin_token>")
+        token = bearer_token(header)
+        if token is None:
+            raise HttpError(403, "Authorization must be a Bearer token")
+        if not token:
+            raise HttpError(401, "empty Bearer token")
+        if not token_matches(token, self._token):
+            raise HttpError(403, "wrong admin token")
 
     # routes
 
-    async def create_microdao(self, request: web.Request) -> web.Response:
-        f = await self._read(request, ("external_id", "name", "owner", "create_space"))
-        new = NewMicrodao(
-            external_id=f.string(
-                "external_id", max_length=128, pattern=MICRODAO_ID, shape="microdao:[a-z0-9-]+"
-            ),
-            name=f.string("name", max_length=255),
-            owner=f.string(
-                "owner", max_length=255, pattern=MATRIX_USER_ID, shape="a Matrix user id"
-            ),
-            create_space=f.boolean("create_space", False),
+    async def openapi(self, request: web.Request, _: None) -> web.Response:
+        return web.json_response(openapi.DOCUMENT)
+
+    async def create_microdao(self, request: web.Request, new: models.NewMicrodao) -> web.Response:
+        dao = await self.admin.create_microdao(
+            NewMicrodao(new.external_id, new.name, new.owner, new.create_space)
         )
-        dao = await self.admin.create_microdao(new)
         return web.json_response(microdao_json(dao), status=201)
 
-    async def get_microdao(self, request: web.Request) -> web.Response:
+    async def get_microdao(self, request: web.Request, _: None) -> web.Response:
         dao = await self.admin.microdao(request.match_info["microdao"])
         return web.json_response(microdao_json(dao))
 
-    async def list_channels(self, request: web.Request) -> web.Response:
+    async def list_channels(self, request: web.Request, _: None) -> web.Response:
         dao, found = await self.admin.channels_of(request.match_info["microdao"])
-        body = {"microdao_id": dao.external_id, "channels": [channel_json(c) for c in found]}
+        body: models.ChannelList = {
+            "microdao_id": dao.external_id,
+            "channels": [channel_json(c) for c in found],
+        }
         return web.json_response(body)
 
-    async def create_channel(self, request: web.Request) -> web.Response:
-        f = await self._read(request, ("name", "slug", "visibility", "topic"))
-        name = f.string("name", max_length=255)
-        slug = f.string(
-            "slug",
-            max_length=SLUG_MAX,
-            required=False,
-            pattern=SLUG,
-            shape="lower-case letters and digits in words joined by -",
-        )
-        visibility = f.string("visibility", max_length=16)
-        if visibility not in VISIBILITIES:
-            raise bad("visibility", "visibility must be public, microdao or private")
-        topic = f.string("topic", max_length=1000, required=False)
-        new = NewChannel(name, slug or slugify(name), visibility, topic)
-        created = await self.admin.create_channel(request.match_info["microdao"], new)
-        body = channel_json(created.channel) | {
+    async def create_channel(self, request: web.Request, new: models.NewChannel) -> web.Response:
+        channel = NewChannel(new.name, new.slug or slugify(new.name), new.visibility, new.topic)
+        created = await self.admin.create_channel(request.match_info["microdao"], channel)
+        body: models.CreatedChannel = {
+            **channel_json(created.channel),
             "alias": created.alias,
             "topic": created.topic,
             "space_room_id": created.space_room_id,
@@ -273,15 +195,11 @@ class AdminApi:
         }
         return web.json_response(body, status=201)
 
-    async def invite(self, request: web.Request) -> web.Response:
-        f = await self._read(request, ("user_id",))
-        who = f.string("user_id", max_length=255)
-        if not (MATRIX_USER_ID.fullmatch(who) or AGENT_ID.fullmatch(who)):
-            raise bad("user_id", "user_id must be a Matrix user id or an agent id (agent:x)")
-        invited = await self.admin.invite(request.match_info["channel"], who)
+    async def invite(self, request: web.Request, new: models.NewInvite) -> web.Response:
+        invited = await self.admin.invite(request.match_info["channel"], new.user_id)
         return web.json_response(invite_json(invited), status=201 if invited.changed else 200)
 
-    async def list_messages(self, request: web.Request) -> web.Response:
+    async def list_messages(self, request: web.Request, _: None) -> web.Response:
         raw_limit = request.query.get("limit")
         limit = DEFAULT_LIMIT
         if raw_limit is not None:
@@ -293,7 +211,7 @@ class AdminApi:
         page = await self.admin.messages(
             request.match_info["channel"], limit, request.query.get("cursor")
         )
-        body = {
+        body: models.MessagePage = {
             "channel_id": str(page.channel.id),
             "messages": [
                 {
@@ -311,20 +229,15 @@ class AdminApi:
         }
         return web.json_response(body)
 
-    async def link_user(self, request: web.Request) -> web.Response:
-        matrix_id = request.match_info["matrix_id"]
-        if len(matrix_id) > 255 or not MATRIX_USER_ID.fullmatch(matrix_id):
-            raise bad("matrix_id", "matrix_id must be a Matrix user id (@name:server)")
-        f = await self._read(request, ("external_id",))
-        external_id = f.string(
-            "external_id", max_length=128, pattern=USER_EXTERNAL_ID, shape="user:[a-z0-9-]+"
+    async def link_user(self, request: web.Request, link: models.Link) -> web.Response:
+        user, created = await self.admin.link_user(
+            request.match_info["matrix_id"], link.external_id
         )
-        user, created = await self.admin.link_user(matrix_id, external_id)
         return web.json_response(user_json(user), status=201 if created else 200)
 
-    async def list_agents(self, request: web.Request) -> web.Response:
+    async def list_agents(self, request: web.Request, _: None) -> web.Response:
         found = await self.admin.agents()
-        body = {
+        body: models.AgentList = {
             "agents": [
                 {
                     "id": str(a.agent.id),
