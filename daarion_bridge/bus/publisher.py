@@ -28,6 +28,7 @@ from nats.js.api import StreamConfig
 
 from ..config import NatsConfig
 from ..db import outbox
+from ..redact import redact_url
 from ..translate.bus import SUBJECTS
 
 log = logging.getLogger("daarion.publisher")
@@ -94,6 +95,8 @@ class Publisher:
     def __init__(self, pool: Pool, config: NatsConfig) -> None:
         self.pool = pool
         self.config = config
+        # A NATS URL may carry a user and password, or a token as its user.
+        self._shown_url = redact_url(config.url, user_is_secret=True)
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self._connected = False
@@ -142,7 +145,7 @@ class Publisher:
             except asyncio.CancelledError:
                 raise
             except NATS_ERRORS as e:
-                self._lost(f"NATS at {self.config.url}: {type(e).__name__} {e}".strip())
+                self._lost(f"NATS at {self._shown_url}: {type(e).__name__} {e}".strip())
             except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 self._lost(f"database: {type(e).__name__}")
             except Exception:
@@ -188,7 +191,7 @@ class Publisher:
         self._ack_prefix = self.nc.new_inbox()
         await self.nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
         self.connected = True
-        log.info("Publishing to NATS stream %s at %s", self.config.stream, self.config.url)
+        log.info("Publishing to NATS stream %s at %s", self.config.stream, self._shown_url)
 
     async def _ensure_stream(self) -> None:
         assert self.js is not None

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from yarl import URL
 
 from ..errors import ConfigError
+from ..redact import redact_url
 from .defaults import DEFAULTS, REQUIRED
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
@@ -58,7 +59,8 @@ class SectionReader:
         except ValueError:
             valid = False
         if not valid:
-            self.fail(key, f"must be a {' or '.join(schemes)} URL, got {value!r}")
+            shown = redact_url(value, user_is_secret=True)
+            self.fail(key, f"must be a {' or '.join(schemes)} URL, got {shown!r}")
         return value.rstrip("/")
 
     def bool(self, key: str) -> bool:

@@ -7,9 +7,9 @@ import logging
 import asyncpg
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
 from mautrix.util.async_db import Database, PostgresDatabase, UnsupportedDatabaseVersion
-from yarl import URL
 
 from ..errors import OperatorError
+from ..redact import redact_url
 from .upgrade import upgrade_table
 
 log = logging.getLogger("daarion.db")
@@ -22,11 +22,6 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
     its one session lock itself), so asyncpg's default reset query would only cost a
     round trip per checkout: one more per Synapse transaction.
     """
-
-
-def redact_url(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 def pool_of(db: Database) -> asyncpg.Pool:

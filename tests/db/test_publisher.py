@@ -210,3 +210,28 @@ async def test_an_outbox_write_waits_for_the_ingest_lock(pool: asyncpg.Pool) -> 
         assert not writer.done()
     await asyncio.wait_for(writer, 5)
     assert await outbox.backlog(pool) == 1
+
+
+@pytest.mark.parametrize(
+    ("credentials", "secret"), [("bridge:s3cret-pass@", "s3cret-pass"), ("t0ken-abc@", "t0ken-abc")]
+)
+async def test_the_nats_url_is_logged_without_its_credentials(
+    pool: asyncpg.Pool,
+    local_nats: LocalNats,
+    caplog: pytest.LogCaptureFixture,
+    credentials: str,
+    secret: str,
+) -> None:
+    """A server without auth accepts any credentials, so the log lines are the real ones."""
+    url = local_nats.url.replace("nats://", f"nats://{credentials}")
+    caplog.set_level(logging.DEBUG)
+    async with pool.acquire() as conn:
+        await outbox.add(conn, events(0, 1))
+    publisher = Publisher(pool, NatsConfig(url, "TEST", "city.", 3600.0, 86400.0))
+    publisher.start()
+    try:
+        await wait_sent(pool)
+    finally:
+        await publisher.stop()
+    assert "Publishing to NATS stream TEST at nats://" in caplog.text
+    assert secret not in caplog.text

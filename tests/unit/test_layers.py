@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "daarion_bridge"
 # Lower first. A module may import its own package and any package of a lower rank.
 RANKS = {
     "errors": 0,
+    "redact": 0,
     "ids": 0,
     "metrics": 0,
     "process": 1,
