@@ -203,7 +203,8 @@ class AdminApi:
         raw_limit = request.query.get("limit")
         limit = DEFAULT_LIMIT
         if raw_limit is not None:
-            if not raw_limit.isascii() or not raw_limit.isdigit():
+            # Beyond a few digits it is out of range anyway; int() refuses thousands.
+            if not raw_limit.isascii() or not raw_limit.isdigit() or len(raw_limit) > 9:
                 raise bad("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
             limit = int(raw_limit)
             if not 1 <= limit <= MAX_LIMIT:

@@ -624,6 +624,8 @@ async def test_messages_default_page_is_50_and_at_most_200(stack: Stack) -> None
         ("limit=abc", "limit"),
         ("limit=%C2%B2", "limit"),
         ("limit=", "limit"),
+        ("limit=" + "9" * 5000, "limit"),  # past int()'s digit limit
+        ("limit=" + "0" * 4999 + "7", "limit"),
         ("cursor=nonsense", "cursor"),
         ("cursor=", "cursor"),
         ("cursor=" + "A" * 300, "cursor"),
