@@ -38,9 +38,16 @@ class Post:
     text: str
     html: str | None = None
     reply_to: str | None = None
+    # The only users the post notifies. Always sent, so that clients do not guess
+    # mentions from the text: an agent's output must not ping people by name or @room.
+    mentions: tuple[str, ...] = ()
 
     def content(self) -> dict[str, Any]:
-        content: dict[str, Any] = {"msgtype": "m.notice", "body": self.text}
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": self.text,
+            "m.mentions": {"user_ids": list(self.mentions)},
+        }
         if self.html is not None:
             content |= {"format": "org.matrix.custom.html", "formatted_body": self.html}
         if self.reply_to is not None:

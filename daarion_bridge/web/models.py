@@ -32,6 +32,7 @@ from ..translate.rooms import SLUG_MAX
 from .http import HttpError
 
 MAX_TEXT = 10_000  # the platform's cap on a message
+MAX_MENTIONS = 50  # users one agent post may notify
 VISIBILITIES = ("public", "microdao", "private")
 
 
@@ -183,6 +184,9 @@ class Link(Body):
     external_id: Annotated[str, _text(128, ids.USER_EXTERNAL_ID.pattern), Trimmed]
 
 
+MentionedUser = Annotated[str, StringConstraints(max_length=255, pattern=ids.ANY_USER_ID.pattern)]
+
+
 class AgentPost(Body):
     """POST /internal/agents/{agent_id}/post-to-channel. Not trimmed: the text is sent
     as the agent wrote it."""
@@ -190,11 +194,21 @@ class AgentPost(Body):
     shapes = {
         "text": "a non-empty string",
         "reply_to": "a Matrix event id ($...)",
+        "mentions": f"a list of at most {MAX_MENTIONS} Matrix user ids",
     }
 
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_not_blank), Stored]
     html: Annotated[str, StringConstraints(max_length=4 * MAX_TEXT), Stored] | None = None
     reply_to: Annotated[str, StringConstraints(pattern=r"^\$"), Stored] | None = None
+    mentions: (
+        Annotated[
+            list[
+                Annotated[str, StringConstraints(max_length=255, pattern=ids.ANY_USER_ID.pattern)]
+            ],
+            Field(max_length=MAX_MENTIONS),
+        ]
+        | None
+    ) = None
     channel_id: Annotated[str, StringConstraints(min_length=1), Stored] = Field(
         description="The channel's uuid or Matrix room id"
     )

@@ -73,3 +73,14 @@ async def test_other_errors_and_exhausted_retries_raise() -> None:
         assert info.value.errcode == "M_FORBIDDEN"
     finally:
         await server.close()
+
+
+def test_an_agent_post_notifies_exactly_whom_it_names() -> None:
+    """Without m.mentions, clients guess mentions from the text: an agent's output (an
+    LLM's) would ping people by display name or @room."""
+    from daarion_bridge.agents.speak import Post
+
+    assert Post("@room Alice, done").content()["m.mentions"] == {"user_ids": []}
+    named = Post("done", reply_to="$q", mentions=("@alice:localhost",)).content()
+    assert named["m.mentions"] == {"user_ids": ["@alice:localhost"]}
+    assert named["m.relates_to"] == {"m.in_reply_to": {"event_id": "$q"}}

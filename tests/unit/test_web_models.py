@@ -83,6 +83,15 @@ def test_strings_are_trimmed_and_null_is_left_out() -> None:
     )
 
 
+def test_an_agent_post_names_whom_it_notifies() -> None:
+    post = parse(AgentPost, {"channel_id": "c", "text": "hi", "mentions": [ALICE]})
+    assert post.mentions == [ALICE]
+    mentions_refused = ("mentions", "mentions must be a list of at most 50 Matrix user ids")
+    for bad in (["alice"], ALICE, [ALICE] * 51):
+        body = {"channel_id": "c", "text": "hi", "mentions": bad}
+        assert refusal(AgentPost, body) == mentions_refused, bad
+
+
 def _shaped(schema: dict[str, Any]) -> bool:
     """Whether a property's schema constrains the shape beyond type and length."""
     options = schema.get("anyOf", [schema])
