@@ -19,16 +19,10 @@ from ..db.errors import is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, NewMessage, translate_event
 from ..translate.preview import BadEvent
+from .channel_setup import ChannelSetup
 from .invites import Invites
-from .writer import (
-    Announce,
-    ChannelSetup,
-    Item,
-    Outcome,
-    Rejected,
-    write_transaction,
-    write_while_translating,
-)
+from .items import Announce, Item, Outcome, Rejected
+from .writer import write_transaction, write_while_translating
 
 log = logging.getLogger("daarion.ingest")
 

@@ -20,7 +20,7 @@ from ..matrix.puppets import Puppets
 from ..translate.agents import LiveDirectory, agent_invite_allowed
 from ..translate.events import AgentInvited, BotInvited, Invited
 from ..translate.rooms import RoomSnapshot, snapshot_from_state
-from .writer import ChannelSetup
+from .channel_setup import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
 
