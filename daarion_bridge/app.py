@@ -135,9 +135,7 @@ class Bridge:
         db_url = await self._database_url()
         db, state_db = await self._open_database(db_url)
         stack.push_async_callback(db.stop)
-        connector = aiohttp.TCPConnector(
-            limit=100, ssl=None if cfg.homeserver.verify_ssl else False
-        )
+        connector = aiohttp.TCPConnector(limit=100, ssl=cfg.homeserver.verify_ssl)
         http = aiohttp.ClientSession(connector=connector)
         stack.push_async_callback(http.close)
         pool: asyncpg.Pool = db.pool  # type: ignore[attr-defined]

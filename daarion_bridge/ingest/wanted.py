@@ -4,7 +4,7 @@ guessed from the raw events while they are still being translated. Pure, no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from ..translate import events as ev
 from .items import Item, Rejected
@@ -78,7 +78,7 @@ def actors_of(op: ev.Operation) -> tuple[str, ...]:
     return ()
 
 
-def _plain(value: Any) -> bool:
+def _plain(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.isascii() and "\x00" not in value
 
 
