@@ -1,4 +1,8 @@
-"""The bridge process: start-up order, readiness and shutdown."""
+"""The bridge process: start-up order, readiness and shutdown.
+
+Start builds the services in order and pushes each one's stop as it starts; stop closes
+the way in first (the HTTP listener, and the work its requests set off), then stops the
+rest in the reverse of their start. A start that fails stops what it had started."""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
@@ -42,103 +49,120 @@ from .web.appservice import AppserviceApi
 
 log = logging.getLogger("daarion.bridge")
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Services:
+    """What runs on the open database, all made before any of it starts (Bridge._prepare)."""
+
+    pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+    bot: Bot
+    puppets: Puppets
+    recovery: DatabaseRecovery
+    ingestor: Ingestor
+    catch_up: CatchUp
+    commands: CommandRunner
+    publisher: PublisherProcess | None  # NATS on
+    app: web.Application  # the appservice API, with the agents' and the admin's
+
+
+class Background:
+    """Tasks beside the requests: maintenance, puppets leaving, reloads. Their loops
+    handle their own errors, so a task that fails is a bug: it is logged when it ends,
+    not when the task is collected. Stop cancels those still running."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("Background task %r failed", task.get_name(), exc_info=error)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _nothing() -> None:
+    return None
+
 
 class Bridge:
+    """The bridge process's services: start, readiness, reload (SIGHUP) and stop."""
+
     def __init__(self, config: Config, registration_path: Path | None = None) -> None:
         self.config = config
         self.registration_path = registration_path
         self.directory = LiveDirectory(config.roster)
-        self.pool: asyncpg.Pool | None = None
-        self.bot: Bot | None = None
-        self.puppets: Puppets | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.reloading: asyncio.Task[None] | None = None
-        self.publisher: PublisherProcess | None = None
-        self.retiring: list[asyncio.Task[None]] = []
-        self.embedded: EmbeddedPostgres | None = None
-        self.db: Database | None = None
-        self.state_db: Database | None = None
-        self.http: aiohttp.ClientSession | None = None
-        self.runner: web.AppRunner | None = None
-        self.recovery: DatabaseRecovery | None = None
-        self.metrics_server: Any = None
-        self.catch_up: CatchUp | None = None
-        self.commands: CommandRunner | None = None
+        self.services: Services | None = None  # once the database is open
+        self.background = Background()
+        self.reloading: asyncio.Task[bool] | None = None
         self.started = False
+        # What start started, stopped in reverse by stop.
+        self._stack = AsyncExitStack()
+        # The way in, closed first: the HTTP listener and what its requests set off.
+        self._entrance = AsyncExitStack()
 
     def is_ready(self) -> bool:
-        return self.started and not (self.recovery and self.recovery.recovering)
+        services = self.services
+        return self.started and services is not None and not services.recovery.recovering
 
     async def start(self) -> None:
+        """Start everything in order. On an error, what had started is stopped before
+        the error goes on. Cancelled (a signal while starting), it leaves that to the
+        caller's stop(), which the caller runs whatever start did."""
+        try:
+            await self._start()
+        except Exception:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         t0 = time.monotonic()
-        db_url = await self._database_url()
-        await self._start_database(db_url)
-        assert self.db is not None
-        pool: asyncpg.Pool = self.db.pool  # type: ignore[attr-defined]
-        self.pool = pool
-
         cfg = self.config
-        connector = aiohttp.TCPConnector(
-            limit=100, ssl=None if cfg.homeserver.verify_ssl else False
-        )
-        self.http = aiohttp.ClientSession(connector=connector)
-        bot = self.bot = Bot.connect(cfg, self.http, PgASStateStore(self.state_db))
-        self.puppets = Puppets(bot.intent, pool)
-        self.recovery = DatabaseRecovery(pool, bot)
-        invites = Invites(pool, bot, self.puppets, cfg, self.directory)
-        ingestor = Ingestor(pool, invites, self.directory, cfg)
-        self.catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
-        ingestor.on_homeserver_reset = lambda: self.catch_up.schedule("signs of dropped events")
-        if cfg.nats.enabled:
-            self.publisher = PublisherProcess(db_url, cfg.nats, cfg.logging)
-            ingestor.on_announced = self.publisher.wake
-        self.commands = CommandRunner(pool, bot, self.puppets, cfg, self.directory, self.publisher)
-        ingestor.on_commands = self.commands.submit
-        web_api = AppserviceApi(
-            cfg, ingestor, self.recovery.database_failed, self.is_ready, self.query_user
-        )
-        if cfg.api.service_token:
-
-            async def index_event(txn_id: str, event: dict[str, Any]) -> None:
-                await ingestor.handle_transaction(txn_id, [event])
-
-            limiter = RateLimiter(cfg.api.agent_messages_per_hour)
-            speaker = Speaker(pool, self.puppets, self.directory, limiter, index_event)
-            api = AgentsApi(cfg.api.service_token, speaker, cfg.appservice.body_timeout)
-            api.add_routes(web_api.app)
-        if cfg.api.admin_token:
-            admin = Admin(pool, bot, self.puppets, self.directory, cfg, ingestor)
-            AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
+        stack = self._stack
+        db_url = await self._database_url()
+        db, state_db = await self._open_database(db_url)
+        stack.push_async_callback(db.stop)
+        connector = aiohttp.TCPConnector(limit=100, ssl=cfg.homeserver.verify_ssl)
+        http = aiohttp.ClientSession(connector=connector)
+        stack.push_async_callback(http.close)
+        pool: asyncpg.Pool = db.pool  # type: ignore[attr-defined]
+        services = self.services = self._prepare(db_url, pool, state_db, http)
 
         # Listen before talking to the homeserver: its ping calls us back.
-        self.runner = web.AppRunner(web_api.app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.appservice.hostname, cfg.appservice.port)
-        try:
-            await site.start()
-        except OSError as e:
-            raise OperatorError(
-                f"appservice.hostname/port {cfg.appservice.hostname}:{cfg.appservice.port}: "
-                f"cannot listen ({e.strerror})"
-            ) from None
+        stack.push_async_callback(self._entrance.aclose)
+        await self._listen(services)
         if cfg.metrics.enabled:
-            self.metrics_server = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            metrics_server = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            stack.callback(metrics_server.shutdown)
 
-        await self._wait_for_homeserver()
-        await self._check_homeserver(bot)
+        await self._wait_for_homeserver(http)
+        await self._check_homeserver(services.bot)
+        stack.push_async_callback(self.background.stop)  # the roster's may start one
         await self._apply_roster(cfg)
-        if self.publisher is not None:
-            self.publisher.start()
-        self.tasks = [
-            asyncio.create_task(
-                maintenance.run_forever(pool, outbox_retention=cfg.nats.outbox_retention),
-                name="maintenance",
-            ),
-            asyncio.create_task(
-                maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
-                name="session sweep",
-            ),
-        ]
+        if services.publisher is not None:
+            services.publisher.start()
+            stack.push_async_callback(services.publisher.stop)
+        self.background.spawn(
+            maintenance.run_forever(pool, outbox_retention=cfg.nats.outbox_retention),
+            name="maintenance",
+        )
+        self.background.spawn(
+            maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
+            name="session sweep",
+        )
         self.started = True
         freeze_long_lived_objects()
         log.info(
@@ -148,32 +172,103 @@ class Bridge:
             cfg.appservice.port,
             cfg.bot_mxid,
         )
-        await self._ping(bot)
-        self.catch_up.schedule("start")
+        await self._ping(services.bot)
+        services.catch_up.schedule("start")
+
+    async def stop(self) -> None:
+        """Stop what start started; again, or before start, it does nothing."""
+        self.started = False
+        try:
+            await self._entrance.aclose()
+        finally:
+            await self._stack.aclose()
+
+    def _prepare(
+        self, db_url: str, pool: asyncpg.Pool, state_db: Database, http: aiohttp.ClientSession
+    ) -> Services:
+        """Make the services on the open database, each given what it calls; nothing
+        starts here."""
+        cfg = self.config
+        bot = Bot.connect(cfg, http, PgASStateStore(state_db))
+        puppets = Puppets(bot.intent, pool)
+        recovery = DatabaseRecovery(pool, bot)
+        publisher = PublisherProcess(db_url, cfg.nats, cfg.logging) if cfg.nats.enabled else None
+        commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher)
+
+        def homeserver_reset() -> None:
+            catch_up.schedule("signs of dropped events")  # made below, from the ingestor
+
+        ingestor = Ingestor(
+            pool,
+            Invites(pool, bot, puppets, cfg, self.directory),
+            self.directory,
+            cfg,
+            on_homeserver_reset=homeserver_reset,
+            on_announced=publisher.wake if publisher is not None else _nothing,
+            on_commands=commands.submit,
+        )
+        catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
+        web_api = AppserviceApi(
+            cfg, ingestor, recovery.database_failed, self.is_ready, self.query_user
+        )
+        if cfg.api.service_token:
+
+            async def index_event(txn_id: str, event: dict[str, Any]) -> None:
+                await ingestor.handle_transaction(txn_id, [event])
+
+            limiter = RateLimiter(cfg.api.agent_messages_per_hour)
+            speaker = Speaker(pool, puppets, self.directory, limiter, index_event)
+            api = AgentsApi(cfg.api.service_token, speaker, cfg.appservice.body_timeout)
+            api.add_routes(web_api.app)
+        if cfg.api.admin_token:
+            admin = Admin(pool, bot, puppets, self.directory, cfg, ingestor)
+            AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
+        return Services(
+            pool, http, bot, puppets, recovery, ingestor, catch_up, commands, publisher, web_api.app
+        )
+
+    async def _listen(self, services: Services) -> None:
+        """The way in. What its requests set off stops after the listener: pushed first."""
+        cfg = self.config
+        entrance = self._entrance
+        entrance.push_async_callback(services.commands.stop)
+        entrance.push_async_callback(services.catch_up.stop)
+        entrance.push_async_callback(services.recovery.stop)
+        runner = web.AppRunner(services.app, access_log=None)
+        await runner.setup()
+        entrance.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, cfg.appservice.hostname, cfg.appservice.port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise OperatorError(
+                f"appservice.hostname/port {cfg.appservice.hostname}:{cfg.appservice.port}: "
+                f"cannot listen ({e.strerror})"
+            ) from None
 
     async def _database_url(self) -> str:
         if not self.config.database.embedded:
             return self.config.database.url
-        self.embedded = EmbeddedPostgres(self.config.database.embedded_dir)
-        return await self.embedded.start()
+        embedded = EmbeddedPostgres(self.config.database.embedded_dir)
+        self._stack.push_async_callback(embedded.stop)  # also after a start that failed
+        return await embedded.start()
 
-    async def _start_database(self, url: str) -> None:
+    async def _open_database(self, url: str) -> tuple[Database, Database]:
         cfg = self.config.database
-        self.db, self.state_db = await open_database(
+        return await open_database(
             url,
             min_size=cfg.pool_min_size,
             max_size=cfg.pool_max_size,
             where="database.url embedded" if cfg.embedded else None,
         )
 
-    async def _wait_for_homeserver(self) -> None:
-        assert self.http is not None
+    async def _wait_for_homeserver(self, http: aiohttp.ClientSession) -> None:
         address = self.config.homeserver.address
         deadline = time.monotonic() + self.config.homeserver.connect_timeout
         last = ""
         while True:
             try:
-                async with self.http.get(f"{address}/_matrix/client/versions") as resp:
+                async with http.get(f"{address}/_matrix/client/versions") as resp:
                     if resp.status == 200:
                         return
                     last = f"HTTP {resp.status}"
@@ -204,10 +299,11 @@ class Bridge:
             ) from None
 
     async def _apply_roster(self, config: Config) -> None:
-        assert self.pool is not None and self.bot is not None and self.puppets is not None
+        services = self.services
+        assert services is not None
         try:
             report = await apply_roster(
-                self.pool, config.roster, self.bot, self.puppets, self.directory
+                services.pool, config.roster, services.bot, services.puppets, self.directory
             )
         except MatrixRequestError as e:
             raise OperatorError(
@@ -215,14 +311,11 @@ class Bridge:
                 "is the registration from -g loaded and the homeserver restarted?"
             ) from None
         if report.leaving:
-            task = asyncio.create_task(self._retire(report.leaving), name="retire puppets")
-            self.retiring.append(task)
-            task.add_done_callback(self.retiring.remove)
+            self.background.spawn(self._retire(services, report.leaving), name="retire puppets")
 
-    async def _retire(self, leaving: list[tuple[str, list[str]]]) -> None:
-        assert self.pool is not None and self.puppets is not None
+    async def _retire(self, services: Services, leaving: list[tuple[str, list[str]]]) -> None:
         try:
-            await retire_puppets(self.pool, self.puppets, leaving)
+            await retire_puppets(services.pool, services.puppets, leaving)
         except Exception as e:  # the next reload or start tries again
             log.error("Removed agents could not leave their rooms: %s", e or type(e).__name__)
 
@@ -232,9 +325,9 @@ class Bridge:
         if user_id == self.config.bot_mxid:
             return True
         agent = self.directory.current.agents.get(user_id)
-        if agent is None or self.puppets is None:
+        if agent is None or self.services is None:
             return False
-        await self.puppets.ensure_profile(agent)
+        await self.services.puppets.ensure_profile(agent)
         return True
 
     def request_reload(self) -> None:
@@ -245,12 +338,12 @@ class Bridge:
         if self.reloading is not None and not self.reloading.done():
             log.warning("A reload is already running; send SIGHUP again when it is done")
             return
-        self.reloading = asyncio.create_task(self.reload(), name="reload")
+        self.reloading = self.background.spawn(self.reload(), name="reload")
 
     async def reload(self) -> bool:
         try:
-            # Off the event loop: a city's config takes a tenth of a second to parse,
-            # and transactions keep coming meanwhile.
+            # Off the event loop: a city's config is slow to parse, and transactions
+            # keep coming meanwhile.
             new = await asyncio.to_thread(load_config, self.config.path)
             if self.registration_path is not None:
                 check_registration(new, self.registration_path)
@@ -293,28 +386,3 @@ class Bridge:
                 self.config.homeserver.address,
                 e or type(e).__name__,
             )
-
-    async def stop(self) -> None:
-        self.started = False
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.recovery is not None:
-            await self.recovery.stop()
-        if self.catch_up is not None:
-            await self.catch_up.stop()
-        if self.commands is not None:
-            await self.commands.stop()
-        if self.publisher is not None:
-            await self.publisher.stop()
-        for task in [*self.tasks, *self.retiring, self.reloading]:
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-        if self.http is not None:
-            await self.http.close()
-        if self.db is not None:
-            await self.db.stop()
-        if self.embedded is not None:
-            await self.embedded.stop()

@@ -26,8 +26,8 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 from ..config import Config
 from ..config.roster import AgentSpec
 from ..db import agents, channels, members, messages, microdaos, sessions, spaces, users
+from ..ingest.channel_setup import ChannelSetup
 from ..ingest.ingestor import Ingestor
-from ..ingest.writer import ChannelSetup
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
 from ..matrix.puppets import Puppets
 from ..translate.agents import LiveDirectory

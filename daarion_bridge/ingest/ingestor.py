@@ -19,16 +19,10 @@ from ..db.errors import is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, NewMessage, translate_event
 from ..translate.preview import BadEvent
+from .channel_setup import ChannelSetup
 from .invites import Invites
-from .writer import (
-    Announce,
-    ChannelSetup,
-    Item,
-    Outcome,
-    Rejected,
-    write_transaction,
-    write_while_translating,
-)
+from .items import Announce, Item, Outcome, Rejected
+from .writer import write_transaction, write_while_translating
 
 log = logging.getLogger("daarion.ingest")
 
@@ -44,10 +38,29 @@ def _has_invites(items: Sequence[Item] | None) -> bool:
     return items is not None and any(isinstance(i, BotInvited | AgentInvited) for i in items)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _no_commands(_: Sequence[NewMessage]) -> None:
+    return None
+
+
 class Ingestor:
     def __init__(
-        self, pool: Pool, invites: Invites, directory: LiveDirectory, config: Config
+        self,
+        pool: Pool,
+        invites: Invites,
+        directory: LiveDirectory,
+        config: Config,
+        *,
+        on_homeserver_reset: Callable[[], None] = _nothing,
+        on_announced: Callable[[], None] = _nothing,
+        on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
     ) -> None:
+        """`on_homeserver_reset`: signs that the homeserver dropped events (see
+        _note_sequence). `on_announced`: outbox rows were committed (NATS on).
+        `on_commands`: people's `!daarion` commands, handed over after the commit."""
         self.pool = pool
         self.invites = invites
         self.directory = directory
@@ -59,12 +72,11 @@ class Ingestor:
         # Synapse numbers its transactions: the sequence tells when it may have dropped
         # events (see _note_sequence).
         self._last_numeric_id = -1
-        self.on_homeserver_reset: Callable[[], None] = lambda: None
+        self.on_homeserver_reset = on_homeserver_reset
         # With NATS on, every change also goes to the outbox; the publisher is told.
         self.announce = Announce(config.bot_mxid) if config.nats.enabled else None
-        self.on_announced: Callable[[], None] = lambda: None
-        # People's `!daarion` commands, handed over after the commit (bot_commands.py).
-        self.on_commands: Callable[[Sequence[NewMessage]], None] = lambda _: None
+        self.on_announced = on_announced
+        self.on_commands = on_commands
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []

@@ -22,7 +22,7 @@ from ..policy.invites import agent_invite_allowed, bot_invite_allowed
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
 from ..translate.rooms import RoomSnapshot, snapshot_from_state
-from .writer import ChannelSetup
+from .channel_setup import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
 

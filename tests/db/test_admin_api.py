@@ -30,9 +30,9 @@ from daarion_bridge.admin.service import Admin, decode_cursor, encode_cursor
 from daarion_bridge.agents.sync import SyncReport, write_roster
 from daarion_bridge.config import Config, parse_config
 from daarion_bridge.db import messages, sessions
+from daarion_bridge.ingest.channel_setup import ChannelSetup
 from daarion_bridge.ingest.ingestor import Ingestor
 from daarion_bridge.ingest.invites import Invites
-from daarion_bridge.ingest.writer import ChannelSetup
 from daarion_bridge.matrix.bot import Bot
 from daarion_bridge.matrix.puppets import Puppets
 from daarion_bridge.translate.agents import LiveDirectory

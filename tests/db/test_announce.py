@@ -13,7 +13,9 @@ import pytest
 from daarion_bridge.agents.sync import SyncReport, write_roster
 from daarion_bridge.config.roster import parse_roster
 from daarion_bridge.db.bookkeeping import events_digest
-from daarion_bridge.ingest.writer import Announce, ChannelSetup, Rejected, write_transaction
+from daarion_bridge.ingest.channel_setup import ChannelSetup
+from daarion_bridge.ingest.items import Announce, Rejected
+from daarion_bridge.ingest.writer import write_transaction
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent

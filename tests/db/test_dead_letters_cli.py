@@ -13,7 +13,8 @@ from ruamel.yaml import YAML
 
 from daarion_bridge.config import EXAMPLE_CONFIG
 from daarion_bridge.db.bookkeeping import dead_letter
-from daarion_bridge.ingest.writer import ChannelSetup, write_transaction
+from daarion_bridge.ingest.channel_setup import ChannelSetup
+from daarion_bridge.ingest.writer import write_transaction
 from daarion_bridge.translate.rooms import snapshot_from_state
 
 EXAMPLE = EXAMPLE_CONFIG

@@ -12,7 +12,9 @@ import pytest
 
 from daarion_bridge.db import rooms
 from daarion_bridge.db.bookkeeping import INGEST_LOCK_KEY, events_digest, ingest_transaction
-from daarion_bridge.ingest.writer import ChannelSetup, Rejected, write_rows, write_transaction
+from daarion_bridge.ingest.channel_setup import ChannelSetup
+from daarion_bridge.ingest.items import Rejected
+from daarion_bridge.ingest.writer import write_rows, write_transaction
 from daarion_bridge.translate.events import NewMessage, translate_event
 from daarion_bridge.translate.preview import BadEvent
 from daarion_bridge.translate.rooms import snapshot_from_state

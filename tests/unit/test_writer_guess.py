@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from daarion_bridge.ingest.writer import Rejected, _wanted, wanted_by_events
+from daarion_bridge.ingest.items import Rejected
+from daarion_bridge.ingest.wanted import wanted_by_events, wanted_by_operations
 from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.translate.preview import BadEvent
@@ -69,7 +70,7 @@ def test_the_guess_covers_what_every_kind_of_event_needs() -> None:
     events = every_kind()
     ops = operations(events)
     assert len(ops) >= 17  # the builders above make operations, not rejections
-    rooms, power, users = _wanted(ops)
+    rooms, power, users = wanted_by_operations(ops)
     guessed_rooms, guessed_power, guessed_users = wanted_by_events(events)
     assert rooms <= guessed_rooms
     assert power <= guessed_power
@@ -79,7 +80,7 @@ def test_the_guess_covers_what_every_kind_of_event_needs() -> None:
 @pytest.mark.parametrize("index", range(len(every_kind())))
 def test_the_guess_covers_each_event_alone(index: int) -> None:
     events = [every_kind()[index]]
-    needed = _wanted(operations(events))
+    needed = wanted_by_operations(operations(events))
     guessed = wanted_by_events(events)
     assert all(n <= g for n, g in zip(needed, guessed, strict=True)), (events, needed, guessed)
 

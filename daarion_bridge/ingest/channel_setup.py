@@ -1,0 +1,62 @@
+"""A room the bot just joined becomes a channel, in the transaction that brought the
+invite: its microDAO, its row, its power levels and the members it has now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asyncpg import Connection
+
+from ..db import agents, channels, members, microdaos, rooms, sessions, users
+from ..db.outbox import AGENT, HUMAN
+from ..translate import bus
+from ..translate.rooms import RoomSnapshot, role_for
+from .announce import Announcer
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSetup:
+    """A room the bot just joined, to become a channel in this transaction."""
+
+    snapshot: RoomSnapshot
+    microdao_external_id: str
+    inviter: str
+    invite_event_id: str = ""
+
+
+async def create_channel(
+    conn: Connection, setup: ChannelSetup, announcer: Announcer
+) -> channels.Channel:
+    snap = setup.snapshot
+    agent_ids = await agents.by_matrix_ids(conn, snap.joined)
+    people = await users.ensure_users(
+        conn, [m for m in (setup.inviter, *snap.joined) if m not in agent_ids]
+    )
+    microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, people[setup.inviter])
+    channel, created = await channels.create(
+        conn,
+        room_id=snap.room_id,
+        name=snap.name,
+        slug=snap.slug,
+        visibility=snap.visibility,
+        microdao_id=microdao_id,
+        created_by_user_id=people[setup.inviter],
+    )
+    await rooms.put(conn, snap.room_id, snap.room_version, snap.creators, snap.power_levels)
+    # The state snapshot has no per-member join time; the moment of bridging stands in.
+    now = await conn.fetchval("SELECT now()")
+    cause = setup.invite_event_id or snap.room_id
+    if created:
+        fields = {"name": snap.name, "slug": channel.slug, "visibility": snap.visibility}
+        announcer.channel(bus.CHANNEL_CREATED, channel, fields, now, cause)
+    for mxid in snap.joined:
+        if mxid in agent_ids:
+            member, role = (AGENT, agent_ids[mxid]), members.AGENT_ROLE
+            joined = await members.join_agent(conn, channel.id, agent_ids[mxid], now)
+            await sessions.open_on_join(conn, agent_ids[mxid], channel.id, now)
+        else:
+            member, role = (HUMAN, people[mxid]), role_for(mxid, snap.power_levels, snap.creators)
+            joined = await members.join(conn, channel.id, people[mxid], role, now)
+        if joined:
+            announcer.member(bus.MEMBER_JOINED, channel, member, role, now, cause)
+    return channel

@@ -1,0 +1,63 @@
+"""What a write takes in and gives back: the translated items of a transaction, the
+outcome, and the state the steps of one write share."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncpg import Connection
+
+from ..db import channels
+from ..translate import events as ev
+from .announce import Announcer
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Write the platform's events to the outbox (NATS is on)."""
+
+    bot_mxid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event that can never be applied: dead-lettered, never blocks the transaction."""
+
+    event: Any
+    reason: str
+
+
+Item = ev.Operation | Rejected | None
+
+
+@dataclass
+class Outcome:
+    replay: bool = False
+    reused_id: bool = False  # the homeserver reused a committed id for new events
+    applied: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0
+    new_channels: list[channels.Channel] = field(default_factory=list)
+    announced: int = 0  # outbox rows written
+    # People's `!daarion` commands in channels, newly indexed by this commit (a replay
+    # has none): the caller runs them after the commit.
+    commands: list[ev.NewMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Writing:
+    """One transaction's write under way, as its steps (channel set-up, operations,
+    outbox) share it: the connection in its transaction, the id dead letters are filed
+    under, the outbox events gathered so far, and the outcome counted so far."""
+
+    conn: Connection
+    txn_id: str
+    announcer: Announcer
+    outcome: Outcome
+
+    @classmethod
+    def begin(cls, conn: Connection, txn_id: str, announce: Announce | None) -> Writing:
+        announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
+        return cls(conn, txn_id, announcer, Outcome())
