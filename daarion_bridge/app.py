@@ -222,7 +222,9 @@ class Bridge:
             api.add_routes(web_api.app)
         if cfg.api.admin_token:
             admin = Admin(pool, bot, puppets, self.directory, cfg, ingestor)
-            AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
+            AdminApi(cfg.api.admin_token, admin, cfg.appservice.body_timeout).add_routes(
+                web_api.app
+            )
         return Services(
             pool, http, bot, puppets, recovery, ingestor, catch_up, commands, publisher, web_api.app
         )

@@ -5,6 +5,7 @@ and invites on a real Synapse are in tests/e2e/test_admin_api.py."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -157,7 +158,7 @@ async def stack(pool: asyncpg.Pool, state_db: Database) -> AsyncIterator[Stack]:
         web_api = AppserviceApi(cfg, ingestor, lambda: None, lambda: True, user_exists)
         assert cfg.api.admin_token is not None
         admin = Admin(pool, bot, puppets, directory, cfg, ingestor)
-        AdminApi(cfg.api.admin_token, admin).add_routes(web_api.app)
+        AdminApi(cfg.api.admin_token, admin, cfg.appservice.body_timeout).add_routes(web_api.app)
         server = TestServer(web_api.app, host="127.0.0.1")
         await server.start_server()
         try:
@@ -179,6 +180,29 @@ def conforms(body: Any, path: str, method: str, status: int) -> Any:
     root = {**schema, "components": openapi.DOCUMENT["components"]}
     jsonschema.validate(body, root, cls=jsonschema.Draft202012Validator)
     return body
+
+
+async def test_a_slow_body_gets_408() -> None:
+    """The admin API reads a body within appservice.body_timeout, as the others do."""
+    app = aiohttp.web.Application()
+    AdminApi(TOKEN, None, body_timeout=0.5).add_routes(app)  # type: ignore[arg-type]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    body = b'{"external_id": "microdao:slow", "name": "Slow", "owner": "@a:localhost"}'
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"POST {P}/microdaos HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=15)
+        writer.close()
+    finally:
+        await server.close()
+    assert status_line.split()[1] == b"408", status_line
 
 
 def test_every_route_is_documented_and_every_documented_path_is_a_route() -> None:
