@@ -17,7 +17,7 @@ from ruamel.yaml.error import YAMLError
 
 from ..errors import ConfigError
 from ..ids import ANY_USER_ID, DOMAIN, LOCALPART, MICRODAO_ID
-from .defaults import DEFAULTS, GENERATE, section_keys
+from .defaults import DEFAULTS, section_keys
 from .model import (
     PERMISSION_LEVELS,
     ApiConfig,
@@ -31,6 +31,7 @@ from .model import (
 )
 from .reader import SectionReader
 from .roster import parse_roster
+from .tokens import token_problem
 from .yaml_io import read_yaml
 
 ENV_PREFIX = "DAARION_BRIDGE_"
@@ -120,8 +121,6 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         max_body_size=a.int("max_body_size", 1024, 1 << 30),
         body_timeout=a.number("body_timeout", 0.1, 3600),
     )
-    if appservice.as_token == appservice.hs_token and appservice.as_token != GENERATE:
-        a.fail("hs_token", "must differ from appservice.as_token")
     d = SectionReader(path, raw, "database")
     db_url = d.text("url")
     if db_url != "embedded":
@@ -174,6 +173,16 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
             "must hold {slug}, may hold {microdao}, and otherwise only a-z 0-9 . _ = / + -, "
             f"got {api.channel_alias!r}",
         )
+    weak = token_problem(
+        {
+            "appservice.as_token": appservice.as_token,
+            "appservice.hs_token": appservice.hs_token,
+            "api.service_token": api.service_token,
+            "api.admin_token": api.admin_token,
+        }
+    )
+    if weak is not None:
+        raise ConfigError(f"{path}: {weak[0]} {weak[1]}")
     log_config = raw.get("logging")
     if log_config is not None and not isinstance(log_config, dict):
         raise ConfigError(f"{path}: logging must be a logging.dictConfig mapping")

@@ -17,6 +17,28 @@ TOKEN_KEYS = (
 )
 
 
+# A token shorter than this is guessable; `generate` makes 64 characters.
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(tokens: dict[str, str | None]) -> tuple[str, str] | None:
+    """The first weak or shared token, as (key, problem), never naming its value.
+
+    `tokens` maps `section.key` to its value, in TOKEN_KEYS order; unset ones and
+    `generate` (still to be made by -g) are not judged. Sharing a token would let one
+    party act as another: the homeserver as an agent runtime, a runtime as an admin."""
+    seen: dict[str, str] = {}
+    for name, value in tokens.items():
+        if value is None or value == GENERATE:
+            continue
+        if len(value) < MIN_TOKEN_LENGTH:
+            return name, f"must be at least {MIN_TOKEN_LENGTH} characters (or generate)"
+        if value in seen:
+            return name, f"must differ from {seen[value]}"
+        seen[value] = name
+    return None
+
+
 def generate_tokens(path: Path) -> bool:
     """Replace `generate` tokens with random ones in the file itself, comments kept.
 

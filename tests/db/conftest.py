@@ -43,7 +43,7 @@ def state_db(databases: tuple[Database, Database]) -> Database:
     return databases[1]
 
 
-HS_TOKEN = "hs-secret-token"
+HS_TOKEN = "hs-secret-token-0123456789"
 ROOM = "!room:localhost"
 
 
@@ -53,7 +53,7 @@ def make_config(**bridge: Any) -> Config:
         "homeserver": {"address": "http://127.0.0.1:1", "domain": "localhost"},
         "appservice": {
             "address": "http://127.0.0.1:2",
-            "as_token": "as-token",
+            "as_token": "as-token-0123456789",
             "hs_token": HS_TOKEN,
             "body_timeout": 1,  # seconds: the slow-client test waits this long
         },

@@ -61,7 +61,7 @@ def config() -> Config:
         "homeserver": {"address": "http://127.0.0.1:1", "domain": D},
         "appservice": {
             "address": "http://127.0.0.1:2",
-            "as_token": "as-token",
+            "as_token": "as-token-0123456789",
             "hs_token": HS_TOKEN,
         },
         "api": {"admin_token": TOKEN},

@@ -46,7 +46,10 @@ def message(event_id: str, body: str, ts: object = 1_700_000_000_000) -> dict:
 async def config_file(tmp_path: Path, database_url: str, pool: asyncpg.Pool) -> Path:
     raw = YAML().load(EXAMPLE.read_text())  # noqa: ASYNC240 (a small file, once)
     raw["database"]["url"] = database_url
-    raw["appservice"]["as_token"], raw["appservice"]["hs_token"] = "a-token", "h-token"
+    raw["appservice"]["as_token"], raw["appservice"]["hs_token"] = (
+        "a-token-0123456789",
+        "h-token-0123456789",
+    )
     path = tmp_path / "config.yaml"
     with path.open("w") as fh:
         YAML().dump(raw, fh)

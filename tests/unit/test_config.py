@@ -51,8 +51,10 @@ def replace_once(path: Path, old: str, new: str) -> Path:
 
 def with_tokens(path: Path, as_token: str = AS_TOKEN, hs_token: str = HS_TOKEN) -> Path:
     replace_once(path, "  as_token: generate\n", f"  as_token: {as_token}\n")
-    replace_once(path, "  service_token: generate\n", "  service_token: service-secret\n")
-    replace_once(path, "  admin_token: generate\n", "  admin_token: admin-secret\n")
+    replace_once(
+        path, "  service_token: generate\n", "  service_token: service-secret-0123456789\n"
+    )
+    replace_once(path, "  admin_token: generate\n", "  admin_token: admin-secret-0123456789\n")
     return replace_once(path, "  hs_token: generate\n", f"  hs_token: {hs_token}\n")
 
 
@@ -203,7 +205,10 @@ MISTAKES = [
     ("metrics.enabled", _sub("  enabled: false\n", "  enabled: maybe\n")),
     (
         "appservice.hs_token",
-        _sub("as_token: generate\n  hs_token: generate", "as_token: same1\n  hs_token: same1"),
+        _sub(
+            "as_token: generate\n  hs_token: generate",
+            "as_token: same-token-0123456789\n  hs_token: same-token-0123456789",
+        ),
     ),
     ("bridge", _sub("bridge:\n  # Characters", "bridge: [1, 2]\nx:\n  # Characters")),
     ("logging", _drop_logging),
@@ -266,11 +271,12 @@ def test_env_metrics_enabled(tmp_path: Path) -> None:
 
 def test_env_tokens_are_kept_as_strings(tmp_path: Path) -> None:
     env = {
-        "DAARION_BRIDGE_APPSERVICE_AS_TOKEN": "12345",
-        "DAARION_BRIDGE_APPSERVICE_HS_TOKEN": "true",
+        "DAARION_BRIDGE_APPSERVICE_AS_TOKEN": "12345678901234567890",
+        "DAARION_BRIDGE_APPSERVICE_HS_TOKEN": "0x1234567890abcdef",
     }
     config = load_config(copy_example(tmp_path), env)
-    assert (config.appservice.as_token, config.appservice.hs_token) == ("12345", "true")
+    tokens = (config.appservice.as_token, config.appservice.hs_token)
+    assert tokens == ("12345678901234567890", "0x1234567890abcdef")
 
 
 def test_env_only_for_the_prefix(tmp_path: Path) -> None:
@@ -534,7 +540,7 @@ def test_cli_generate(tmp_path: Path, capsys, no_bridge_env) -> None:
 
 def test_channel_alias_default_and_rendering(tmp_path: Path) -> None:
     config = config_with_tokens(tmp_path)
-    assert config.api.admin_token == "admin-secret"
+    assert config.api.admin_token == "admin-secret-0123456789"
     assert config.api.channel_alias == "{slug}-{microdao}"
     assert config.api.alias_localpart("general", "microdao:7") == "general-7"
 

@@ -34,7 +34,7 @@ from daarion_bridge.web.http import (
     token_matches,
 )
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 
 
 # -- the token check -----------------------------------------------------------------------
@@ -305,7 +305,11 @@ async def test_a_plain_application_gets_the_middleware_from_add_route() -> None:
 async def surfaces() -> AsyncIterator[str]:
     raw = {
         "homeserver": {"address": "http://127.0.0.1:1", "domain": "localhost"},
-        "appservice": {"address": "http://127.0.0.1:2", "as_token": "as", "hs_token": TOKEN},
+        "appservice": {
+            "address": "http://127.0.0.1:2",
+            "as_token": "as-token-0123456789",
+            "hs_token": TOKEN,
+        },
         "bridge": {"default_microdao": "microdao:test"},
     }
     config = parse_config(Path("test-config.yaml"), raw, environ={})
