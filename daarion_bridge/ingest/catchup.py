@@ -35,11 +35,18 @@ BATCH = 100
 
 
 def _is_join_of(event: dict[str, Any], user_id: str) -> bool:
+    """The user's joining the room: not a profile change, which is a join event too
+    (a renamed bot would otherwise end the reading back at its rename)."""
     content = event.get("content") or {}
+    unsigned = event.get("unsigned")
+    before = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+    before = before if isinstance(before, dict) else event.get("prev_content")
+    was_joined = isinstance(before, dict) and before.get("membership") == "join"
     return (
         event.get("type") == "m.room.member"
         and event.get("state_key") == user_id
         and content.get("membership") == "join"
+        and not was_joined
     )
 
 
