@@ -12,11 +12,25 @@ _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
 _DATA_CLASSES = frozenset({"22", "23"})
 
 
+# What a write may raise because of the rows it writes; is_data_error says which of
+# these are the data's fault (the others may be worth a retry).
+WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, UnicodeError, RecursionError)
+
+
+def _client_side_data_error(error: BaseException) -> bool:
+    """asyncpg's own DataError (a value it cannot encode for its column): an
+    InterfaceError that is also a ValueError. Not asyncpg.DataError, the server's
+    SQLSTATE 22 class, which _DATA_CLASSES covers."""
+    return isinstance(error, asyncpg.InterfaceError) and isinstance(error, ValueError)
+
+
 def _sqlstate_class(error: BaseException) -> str:
     return (getattr(error, "sqlstate", None) or "")[:2]
 
 
 def is_transient(error: BaseException) -> bool:
+    if _client_side_data_error(error):
+        return False
     if isinstance(error, asyncpg.PostgresError):
         return _sqlstate_class(error) in _TRANSIENT_CLASSES
     # InternalClientError: asyncpg's state broke with a connection that died under it.
@@ -25,6 +39,8 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_data_error(error: BaseException) -> bool:
-    if isinstance(error, UnicodeError):  # asyncpg could not encode a value as UTF-8
+    # asyncpg could not encode a value (as UTF-8, or for its column's type), or a value
+    # nested too deep to serialise: the same rows fail the same way on every retry.
+    if isinstance(error, UnicodeError | RecursionError) or _client_side_data_error(error):
         return True
     return isinstance(error, asyncpg.PostgresError) and _sqlstate_class(error) in _DATA_CLASSES

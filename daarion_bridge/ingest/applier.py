@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 from asyncpg import Connection
 
 from ..db import bookkeeping, channels, members, messages, rooms, sessions, users
-from ..db.errors import is_data_error
+from ..db.errors import WRITE_ERRORS, is_data_error
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
 from ..translate import events as ev
@@ -274,7 +273,7 @@ class Applier:
         try:
             async with _savepoint(self.conn):
                 return await self.apply(op)
-        except (asyncpg.PostgresError, UnicodeError) as e:
+        except WRITE_ERRORS as e:
             if not is_data_error(e):
                 raise
             self.power.pop(op.room_id, None)  # may hold what the savepoint rolled back

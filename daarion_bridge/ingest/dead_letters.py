@@ -16,7 +16,7 @@ from ..config import Config
 from ..db.bookkeeping import events_digest, ingest_transaction
 from ..db.database import open_database, pool_of
 from ..db.embedded import EmbeddedPostgres
-from ..db.errors import is_data_error
+from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import AgentDirectory
 from ..translate.events import translate_event
 from ..translate.preview import BadEvent
@@ -101,7 +101,7 @@ async def _replay_one(pool: asyncpg.Pool, config: Config, letter_id: int, raw_js
                     conn, f"dead-letter-{letter_id}", events_digest([event]), [op]
                 )
                 await conn.execute("DELETE FROM bridge_dead_letters WHERE id = $1", letter_id)
-        except (asyncpg.PostgresError, UnicodeError) as e:
+        except WRITE_ERRORS as e:
             if not is_data_error(e):
                 raise
             return f"{letter_id}: still rejected by the database: {type(e).__name__}"

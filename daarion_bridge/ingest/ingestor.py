@@ -15,7 +15,7 @@ from asyncpg import Pool
 from .. import metrics
 from ..config import Config
 from ..db import bookkeeping
-from ..db.errors import is_data_error
+from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, NewMessage, translate_event
 from ..translate.preview import BadEvent
@@ -168,7 +168,7 @@ class Ingestor:
         what it rejects."""
         try:
             return await write
-        except (asyncpg.PostgresError, UnicodeError) as e:
+        except WRITE_ERRORS as e:
             if not is_data_error(e):
                 raise
             log.warning(

@@ -10,9 +10,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
+
+from daarion_bridge.ingest.channel_setup import ChannelSetup
+from daarion_bridge.ingest.writer import write_transaction
+from daarion_bridge.translate.rooms import snapshot_from_state
 
 from .conftest import HS_TOKEN, ROOM, Api
 
@@ -150,3 +155,56 @@ async def test_concurrent_duplicate_transactions_double_nothing(
     results = await asyncio.gather(*(api.put_txn("dup", {"events": [message]}) for _ in range(8)))
     assert {status for status, _ in results} == {200}
     assert await pool.fetchval("SELECT count(*) FROM bridge_transactions WHERE txn_id = 'dup'") == 1
+
+
+def _event(etype: str, content: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": etype, "room_id": ROOM, "event_id": f"$h-{uuid.uuid4().hex}",
+        "sender": "@alice:localhost", "origin_server_ts": 1_700_000_000_000,
+        "content": content, **extra,
+    }  # fmt: skip
+
+
+BAD_TARGETS = {
+    "edit": _event(
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* x",
+            "m.new_content": {"msgtype": "m.text", "body": "x"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$a\ud800b"},
+        },
+    ),  # fmt: skip
+    "redaction": _event("m.room.redaction", {}, redacts="$a\ud800b"),
+    "redaction in content": _event("m.room.redaction", {"redacts": "$a\udfffb"}),
+    # The content is replaced by DEEP in the request's text: too deep for json.dumps here.
+    "deep power levels": _event("m.room.power_levels", "DEEP", state_key=""),
+}
+DEEP = '{"users": ' + "[" * 980 + "]" * 980 + "}"
+
+
+@pytest.mark.parametrize("bad", BAD_TARGETS.values(), ids=BAD_TARGETS.keys())
+async def test_an_event_that_can_never_be_written_is_set_aside_not_retried(
+    api: Api, pool: asyncpg.Pool, bad: dict[str, Any]
+) -> None:
+    """A 5xx would make Synapse retry this transaction forever, everything queued
+    behind it: the event is dead-lettered and the rest commits."""
+    state = [
+        {"type": "m.room.create", "state_key": "", "sender": "@alice:localhost", "content": {}},
+        {"type": "m.room.member", "state_key": "@alice:localhost",
+         "content": {"membership": "join"}},
+    ]  # fmt: skip
+    setup = ChannelSetup(snapshot_from_state(ROOM, state), "microdao:test", "@alice:localhost")
+    async with pool.acquire() as conn:
+        await write_transaction(conn, f"setup-{uuid.uuid4().hex}", "d", [], [setup])
+    good = _event("m.room.message", {"msgtype": "m.text", "body": "still here"})
+    text = json.dumps({"events": [bad, good]}).replace('"DEEP"', DEEP)
+    status, answer = await api.put_txn(f"bad-{uuid.uuid4().hex}", text)
+    assert status == 200, answer
+    letters = await pool.fetchval(
+        "SELECT count(*) FROM bridge_dead_letters WHERE event_id = $1", bad["event_id"]
+    )
+    assert letters == 1
+    assert await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE matrix_event_id = $1", good["event_id"]
+    ) == 1  # fmt: skip
