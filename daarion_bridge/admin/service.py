@@ -228,7 +228,8 @@ class Admin:
             # The slug asked for, not one derived from the alias.
             snapshot = dataclasses.replace(snapshot_from_state(room_id, state), slug=new.slug)
             outcome = await self.ingestor.write_setups(
-                f"admin-channel-{room_id}", [ChannelSetup(snapshot, dao.external_id, owner)]
+                f"admin-channel-{room_id}",
+                [ChannelSetup(snapshot, dao.external_id, owner, self.config.bot_mxid)],
             )
         except Exception:
             await self._abandon(room_id, f"#{localpart}:{self.domain}")

@@ -309,7 +309,9 @@ class CommandRunner:
             if target is None:
                 if ref != self.config.bridge.default_microdao:
                     return f"No microDAO {ref}: declare it in the bridge's config first."
-                owner = (await users.ensure_users(conn, [msg.sender]))[msg.sender]
+                # The bot, not the sender, owns the undeclared default (see ChannelSetup).
+                bot = self.config.bot_mxid
+                owner = (await users.ensure_users(conn, [bot]))[bot]
                 target = await microdaos.ensure(conn, ref, owner)
             slug = await channels.move(conn, current, target)
             moved = (await channels.by_rooms(conn, [msg.room_id]))[msg.room_id]

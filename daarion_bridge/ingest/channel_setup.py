@@ -21,6 +21,10 @@ class ChannelSetup:
     snapshot: RoomSnapshot
     microdao_external_id: str
     inviter: str
+    # Owns the microDAO if this channel is its first (only the undeclared default can
+    # be): the bridge's bot, never the inviter, who would otherwise gain power 100 in
+    # every room the admin API creates for it.
+    new_microdao_owner: str
     invite_event_id: str = ""
 
 
@@ -30,9 +34,12 @@ async def create_channel(
     snap = setup.snapshot
     agent_ids = await agents.by_matrix_ids(conn, snap.joined)
     people = await users.ensure_users(
-        conn, [m for m in (setup.inviter, *snap.joined) if m not in agent_ids]
+        conn,
+        [m for m in (setup.inviter, setup.new_microdao_owner, *snap.joined) if m not in agent_ids],
     )
-    microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, people[setup.inviter])
+    microdao_id = await microdaos.ensure(
+        conn, setup.microdao_external_id, people[setup.new_microdao_owner]
+    )
     channel, created = await channels.create(
         conn,
         room_id=snap.room_id,

@@ -131,7 +131,7 @@ class Invites:
             await intent.send_notice(RoomID(invite.room_id), NO_MICRODAO_NOTICE)
             await intent.leave_room(RoomID(invite.room_id), reason="No microDAO for this room")
             return None
-        return ChannelSetup(snapshot, microdao, invite.inviter)
+        return ChannelSetup(snapshot, microdao, invite.inviter, self.config.bot_mxid)
 
     async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
         """The microDAO of the room's space, else the fallback, else the default."""

@@ -117,7 +117,7 @@ class Stack:
             *({"type": "m.room.member", "state_key": m, "content": {"membership": "join"}}
               for m in (ALICE, BOT)),
         ]  # fmt: skip
-        setup = ChannelSetup(snapshot_from_state(room_id, state), microdao, ALICE)
+        setup = ChannelSetup(snapshot_from_state(room_id, state), microdao, ALICE, BOT)
         outcome = await self.ingestor.write_setups(f"setup-{room_id}", [setup])
         return outcome.new_channels[0].id
 

@@ -112,7 +112,7 @@ def room_state(room_id: str = ROOM, joined: Sequence[str] = ()) -> list[dict[str
 
 
 def setup(room_id: str = ROOM, joined: Sequence[str] = ()) -> ChannelSetup:
-    return ChannelSetup(snapshot_from_state(room_id, room_state(room_id, joined)), DAO, ALICE)
+    return ChannelSetup(snapshot_from_state(room_id, room_state(room_id, joined)), DAO, ALICE, BOT)
 
 
 class Feed:

@@ -97,7 +97,7 @@ async def take(pool: asyncpg.Pool) -> list[tuple[str, dict]]:
 async def open_channel(pool: asyncpg.Pool, feed: Feed) -> None:
     """ROOM becomes a channel with Alice in it; its own announcements are taken away."""
     await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)]
+        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE, BOT)]
     )
     await take(pool)
 
@@ -111,7 +111,7 @@ async def feed(pool: asyncpg.Pool) -> Feed:
 
 async def test_channel_setup_announces_channel_and_members(pool: asyncpg.Pool, feed: Feed) -> None:
     setup = ChannelSetup(
-        snapshot_from_state(ROOM, state([ALICE, BOB, BOT])), "microdao:core", ALICE, "$inv"
+        snapshot_from_state(ROOM, state([ALICE, BOB, BOT])), "microdao:core", ALICE, BOT, "$inv"
     )
     await feed.send([], [setup])
     found = await take(pool)
@@ -128,7 +128,8 @@ async def test_channel_setup_announces_channel_and_members(pool: asyncpg.Pool, f
 
 async def test_message_edit_and_redaction_events(pool: asyncpg.Pool, feed: Feed) -> None:
     await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOT])), "microdao:core", ALICE)]
+        [],
+        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOT])), "microdao:core", ALICE, BOT)],
     )
     await take(pool)
     hello = text("hello there")
@@ -169,7 +170,8 @@ async def test_mentions_and_direct_rooms_invoke_agents_but_agents_never_do(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:
     await feed.send(
-        [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE)]
+        [],
+        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE, BOT)],
     )
     await feed.send([member(SOFIA, "join")])
     await take(pool)
@@ -198,7 +200,7 @@ async def test_a_direct_room_is_one_person_the_bot_and_one_agent(
     directly only when nobody else is there (the query reads at most three people)."""
     people = [f"@p{i}:localhost" for i in range(others)]
     snapshot = snapshot_from_state(ROOM, state([BOT, ALICE, *people]))
-    await feed.send([], [ChannelSetup(snapshot, "microdao:core", ALICE)])
+    await feed.send([], [ChannelSetup(snapshot, "microdao:core", ALICE, BOT)])
     await feed.send([member(SOFIA, "join")])
     await take(pool)
     await feed.send([text("any plans?", ALICE), text("and you?", BOT)])
@@ -254,7 +256,7 @@ async def test_room_name_change_announces_channel_updated_once(
 
 
 async def test_without_nats_nothing_is_written_to_the_outbox(pool: asyncpg.Pool) -> None:
-    setup = ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE)
+    setup = ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE, BOT)
     async with pool.acquire() as conn:
         await write_transaction(conn, "t1", events_digest([]), [], [setup])
     assert await outbox(pool) == []

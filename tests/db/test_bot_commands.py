@@ -225,7 +225,8 @@ async def test_link_and_unlink_move_the_channel(pool: asyncpg.Pool, feed: Feed) 
     assert await channel_of(pool) == (OTHER, "room")
     answer = await ask(runner, bot, command("link other"))
     assert answer == f"This room is already a channel of {OTHER}; nothing changed."
-    # unlink: back to bridge.default_microdao, created on first use with Alice as owner.
+    # unlink: back to bridge.default_microdao, created on first use with the bridge's bot
+    # as owner: never the person who happened to run the command (issue 16, item 4).
     assert await pool.fetchval("SELECT 1 FROM microdaos WHERE external_id = $1", DEFAULT) is None
     answer = await ask(runner, bot, command("unlink"))
     assert answer == f"This room is now a channel of {DEFAULT}, was {OTHER}; slug room."
@@ -235,7 +236,14 @@ async def test_link_and_unlink_move_the_channel(pool: asyncpg.Pool, feed: Feed) 
         "WHERE d.external_id = $1",
         DEFAULT,
     )
-    assert owner == ALICE
+    assert owner == BOT
+    role = await pool.fetchval(
+        "SELECT m.role FROM microdao_members m JOIN users u ON u.id = m.user_id "
+        "JOIN microdaos d ON d.id = m.microdao_id WHERE d.external_id = $1 AND u.matrix_id = $2",
+        DEFAULT,
+        ALICE,
+    )
+    assert role is None
 
 
 async def test_link_keeps_slugs_unique_in_the_microdao(pool: asyncpg.Pool, feed: Feed) -> None:
@@ -471,7 +479,7 @@ async def test_commands_and_the_bots_answers_call_no_agent_on_nats(pool: asyncpg
         await an.write_roster(conn, an.ROSTER, {}, an.SyncReport())
     feed = an.Feed(pool)
     snapshot = an.snapshot_from_state(an.ROOM, an.state([an.ALICE, an.BOT, an.SOFIA]))
-    await feed.send([], [an.ChannelSetup(snapshot, "microdao:core", an.ALICE)])
+    await feed.send([], [an.ChannelSetup(snapshot, "microdao:core", an.ALICE, an.BOT)])
     await an.take(pool)
 
     await feed.send([an.text("hello there")])

@@ -69,7 +69,9 @@ class Txns:
 def setup(
     room_id: str = ROOM, name: str = "General", microdao: str = "microdao:core"
 ) -> ChannelSetup:
-    return ChannelSetup(snapshot_from_state(room_id, room_state(name, room_id)), microdao, ALICE)
+    return ChannelSetup(
+        snapshot_from_state(room_id, room_state(name, room_id)), microdao, ALICE, BOT
+    )
 
 
 @pytest.fixture
@@ -106,11 +108,13 @@ async def test_channel_setup_creates_microdao_channel_and_members(
     assert dao["id"] == channel["microdao_id"] and dao["external_id"] == "microdao:core"
     alice = await pool.fetchrow("SELECT * FROM users WHERE matrix_id = $1", ALICE)
     assert (alice["external_id"], alice["handle"]) == (f"matrix:{ALICE}", "@alice")
-    assert dao["owner_user_id"] == alice["id"] == channel["created_by_user_id"]
-    assert (
-        await pool.fetchval("SELECT role FROM microdao_members WHERE user_id = $1", alice["id"])
-        == "owner"
-    )
+    assert channel["created_by_user_id"] == alice["id"]
+    # A microDAO the config does not declare is owned by the bridge's bot, not by whoever
+    # happened to bring the first room in (issue 16, item 4).
+    bot = await pool.fetchrow("SELECT * FROM users WHERE matrix_id = $1", BOT)
+    assert dao["owner_user_id"] == bot["id"]
+    roles_in_dao = await pool.fetch("SELECT user_id, role FROM microdao_members")
+    assert [(r["user_id"], r["role"]) for r in roles_in_dao] == [(bot["id"], "owner")]
     # Room v12: the creator is owner without appearing in power levels.
     assert await roles(pool) == {
         ALICE: ("owner", True),

@@ -12,9 +12,6 @@ pytestmark = pytest.mark.e2e
 
 async def test_private_room_becomes_channel(e2e, bridge, people, db):
     alice = await people("alice.chan")
-    microdao_before = await db.fetchrow(
-        "SELECT * FROM microdaos WHERE external_id = $1", e2e.microdao
-    )
 
     room_id = await alice.create_room(name="E2E private room", preset="private_chat")
     await alice.invite(room_id, e2e.bot)
@@ -33,9 +30,16 @@ async def test_private_room_becomes_channel(e2e, bridge, people, db):
     assert microdao is not None
     assert microdao["external_id"] == e2e.microdao
     alice_user = await wait_for(lambda: user_row(db, alice.user_id), what="alice's users row")
-    if microdao_before is None:
-        # This invite made the bridge create the default microDAO: the inviter owns it.
-        assert microdao["owner_user_id"] == alice_user["id"]
+    # The default microDAO is not declared in the config: the bridge's bot owns it, never
+    # the person whose invite made it (issue 16, item 4), whichever test made it first.
+    bot_user = await user_row(db, e2e.bot)
+    assert microdao["owner_user_id"] == bot_user["id"]
+    role = await db.fetchval(
+        "SELECT role FROM microdao_members WHERE microdao_id = $1 AND user_id = $2",
+        microdao["id"],
+        alice_user["id"],
+    )
+    assert role is None
 
     creator = await wait_for(
         lambda: member_row(db, channel["id"], alice.user_id), what="the creator's member row"
