@@ -33,6 +33,7 @@ async def cli(config: Path, *args: str) -> str:
 
 
 ALICE = "@alice:localhost"
+BOT = "@daarion:localhost"
 
 
 def message(event_id: str, body: str, ts: object = 1_700_000_000_000) -> dict:
@@ -57,7 +58,7 @@ async def config_file(tmp_path: Path, database_url: str, pool: asyncpg.Pool) -> 
         {"type": "m.room.create", "state_key": "", "sender": ALICE, "content": {}},
         {"type": "m.room.member", "state_key": ALICE, "content": {"membership": "join"}},
     ]
-    setup = ChannelSetup(snapshot_from_state(ROOM, state), "microdao:core", ALICE)
+    setup = ChannelSetup(snapshot_from_state(ROOM, state), "microdao:core", ALICE, BOT)
     async with pool.acquire() as conn:
         await write_transaction(conn, "setup", "d", [], [setup])
         # One letter the code handles now (as after a fix), one it still cannot.

@@ -194,7 +194,9 @@ async def test_an_event_that_can_never_be_written_is_set_aside_not_retried(
         {"type": "m.room.member", "state_key": "@alice:localhost",
          "content": {"membership": "join"}},
     ]  # fmt: skip
-    setup = ChannelSetup(snapshot_from_state(ROOM, state), "microdao:test", "@alice:localhost")
+    setup = ChannelSetup(
+        snapshot_from_state(ROOM, state), "microdao:test", "@alice:localhost", "@daarion:localhost"
+    )
     async with pool.acquire() as conn:
         await write_transaction(conn, f"setup-{uuid.uuid4().hex}", "d", [], [setup])
     good = _event("m.room.message", {"msgtype": "m.text", "body": "still here"})
