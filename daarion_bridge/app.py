@@ -40,8 +40,10 @@ from .ingest.invites import Invites
 from .ingest.recovery import DatabaseRecovery
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
+from .matrix.reach import homeserver_problem, watch_homeserver
 from .matrix.registration import check_registration
 from .process import freeze_long_lived_objects
+from .redact import redact_url
 from .translate.agents import LiveDirectory
 from .web.admin_api import AdminApi
 from .web.agents_api import AgentsApi
@@ -163,6 +165,15 @@ class Bridge:
             maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
             name="session sweep",
         )
+        catch_up = services.catch_up
+        self.background.spawn(
+            watch_homeserver(
+                http,
+                cfg.homeserver.address,
+                lambda away: catch_up.schedule(f"the homeserver was away for {away:.0f} s"),
+            ),
+            name="homeserver watch",
+        )
         self.started = True
         freeze_long_lived_objects()
         log.info(
@@ -267,17 +278,14 @@ class Bridge:
     async def _wait_for_homeserver(self, http: aiohttp.ClientSession) -> None:
         address = self.config.homeserver.address
         deadline = time.monotonic() + self.config.homeserver.connect_timeout
-        last = ""
         while True:
-            try:
-                async with http.get(f"{address}/_matrix/client/versions") as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                last = str(e) or type(e).__name__
+            last = await homeserver_problem(http, address)
+            if last is None:
+                return
             if time.monotonic() >= deadline:
-                raise OperatorError(f"homeserver.address {address}: not reachable ({last})")
+                raise OperatorError(
+                    f"homeserver.address {redact_url(address)}: not reachable ({last})"
+                )
             await asyncio.sleep(1)
 
     async def _check_homeserver(self, bot: Bot) -> None:

@@ -222,7 +222,12 @@ class Ingestor:
             sign = f"transaction {number} was sent again"
         else:
             return
-        log.info("The homeserver may have dropped events: %s", sign)
+        # Said so an admin can act on it: what happened, and what the bridge does about it.
+        log.info(
+            "The homeserver's %s, as after a restart, which can drop events it had not yet "
+            "pushed: the bridge reads back recently active rooms and indexes what it lacks",
+            sign,
+        )
         self.on_homeserver_reset()
 
     async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:

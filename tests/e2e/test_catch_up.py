@@ -48,6 +48,7 @@ from tests.e2e.helpers import (
     wait_for,
     wait_indexed,
 )
+from tests.e2e.test_faults_synapse import HomeserverFront
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +111,11 @@ async def own_db(pg_server_url) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
 
 
 def real_bridge(
-    stack: E2E, name: str, database_url: str, catch_up_window: float | None = None
+    stack: E2E,
+    name: str,
+    database_url: str,
+    catch_up_window: float | None = None,
+    homeserver_address: str | None = None,
 ) -> BridgeProcess:
     """A bridge (not started) on a port of its own, with a log file of its own."""
     port = free_port()
@@ -124,6 +129,8 @@ def real_bridge(
         cfg["logging"]["handlers"]["file"]["filename"] = str(log_file)
         if catch_up_window is not None:
             cfg["bridge"]["catch_up_window"] = catch_up_window
+        if homeserver_address is not None:
+            cfg["homeserver"]["address"] = homeserver_address
 
     config = stack.derived_config(f"config-{name}", edit)
     return stack.new_bridge(name, config, port=port, log_file=log_file)
@@ -277,6 +284,47 @@ async def test_catch_up_at_start_indexes_what_synapse_pushed_elsewhere(stack, pr
 
 
 @pytest.mark.timeout(60)
+async def test_catch_up_when_the_homeserver_was_away(stack, proxy, own_db):
+    """A homeserver restart can drop what it had queued for the bridge and leave no sign
+    in the transactions that follow (its ids go on). The bridge notices the homeserver
+    did not answer for a while and reads back what it lacks once it answers again."""
+    url, db = own_db
+    room = await two_people(stack, db, "cuaway")
+    async with HomeserverFront(stack.synapse.base_url) as front:
+        bridge = real_bridge(stack, "catchup-away", url, homeserver_address=front.address)
+        try:
+            proxy.swallow = False
+            proxy.aim(bridge)
+            await bridge.start()
+            await logged_rounds(bridge, 1)  # the start's own round first
+            await room.open(stack.bot, "E2E catch-up after the homeserver was away")
+            await room.say_many(4, "catch-up away, pushed")
+            await room.indexed(4)
+
+            proxy.swallow = True
+            lost = await room.say_many(6, "catch-up away, dropped")
+            await swallow_until(proxy, lost)
+            before = await room.report()
+            assert sorted(before.missing) == sorted(lost), "test premise: the index lacks them"
+            proxy.swallow = False
+
+            # As a reverse proxy answers while the homeserver behind it restarts.
+            front.down = True
+            await asyncio.sleep(3)
+            front.down = False
+            await wait_matches_history(db, room.alice, room.room_id, room.cid, room.sent)
+            rounds = (await logged_rounds(bridge, 2))[1:]
+            assert [(r.reason.split(" for ")[0], r.rooms, r.missing) for r in rounds] == [
+                ("the homeserver was away", 1, len(lost))
+            ], rounds
+            assert "does not answer (HTTP 502)" in log_text(bridge.log_file)
+            assert bridge.running
+        finally:
+            await bridge.stop()
+            await room.close()
+
+
+@pytest.mark.timeout(60)
 async def test_catch_up_when_transaction_ids_go_backwards(stack, proxy, own_db):
     url, db = own_db
     bridge = real_bridge(stack, "catchup-restart", url)
@@ -311,7 +359,8 @@ async def test_catch_up_when_transaction_ids_go_backwards(stack, proxy, own_db):
         )
 
         log = log_text(bridge.log_file)
-        assert "may have dropped events: transaction ids started again at 1" in log
+        assert "The homeserver's transaction ids started again at 1, as after a restart" in log
+        assert "reads back recently active rooms" in log
         rounds = (await logged_rounds(bridge, 2))[1:]
         assert [(r.reason, r.rooms, r.missing) for r in rounds] == [
             ("signs of dropped events", 1, len(lost))

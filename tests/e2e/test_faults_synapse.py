@@ -231,21 +231,30 @@ async def _log_has(log_file, needle: str) -> bool:
     return log_file.exists() and needle in log_file.read_text(encoding="utf-8")
 
 
-class PingCutter:
-    """In front of Synapse on the bridge's homeserver.address: forwards every request,
-    but drops the connection of the start-up ping (POST .../appservice/<id>/ping), as a
-    Synapse stopped right then does."""
+class HomeserverFront:
+    """In front of Synapse on the bridge's homeserver.address: forwards every request.
+    With ``cut_pings`` it drops the connection of the start-up ping (POST
+    .../appservice/<id>/ping), as a Synapse stopped right then does; while ``down`` it
+    answers 502, as a reverse proxy does while the homeserver behind it restarts."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, cut_pings: bool = False) -> None:
         self.target = target
         self.port = free_port()
+        self.cut_pings = cut_pings
         self.cut = 0
+        self.down = False
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
 
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._client is not None
-        if request.method == "POST" and request.path.endswith("/ping"):
+        if self.down:
+            return web.Response(status=502)
+        if self.cut_pings and request.method == "POST" and request.path.endswith("/ping"):
             self.cut += 1
             assert request.transport is not None
             request.transport.abort()
@@ -263,7 +272,7 @@ class PingCutter:
             ctype = resp.headers.get("Content-Type", "application/json")
             return web.Response(status=resp.status, body=data, headers={"Content-Type": ctype})
 
-    async def __aenter__(self) -> PingCutter:
+    async def __aenter__(self) -> HomeserverFront:
         self._client = aiohttp.ClientSession()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
@@ -287,10 +296,10 @@ async def test_homeserver_gone_during_the_start_up_ping_leaves_the_bridge_runnin
     database_url = await create_database(pg_server_url, "fsyn_ping")
     port = free_port()
     log_file = stack.workdir / "bridge-ping-cut.log"
-    async with PingCutter(stack.synapse.base_url) as cutter:
+    async with HomeserverFront(stack.synapse.base_url, cut_pings=True) as cutter:
 
         def through_cutter(cfg):
-            cfg["homeserver"]["address"] = f"http://127.0.0.1:{cutter.port}"
+            cfg["homeserver"]["address"] = cutter.address
             cfg["appservice"]["port"] = port
             cfg["database"]["url"] = database_url
             cfg["logging"]["handlers"]["file"]["filename"] = str(log_file)
