@@ -113,7 +113,10 @@ async def _write_claimed(
             outcome.dead_letters += 1
     for setup in setups:
         channel = await create_channel(write.conn, setup, write.announcer)
-        outcome.new_channels.append(channel)
+        # The bot and an agent invited into one room in one transaction: two setups, one
+        # channel.
+        if all(c.id != channel.id for c in outcome.new_channels):
+            outcome.new_channels.append(channel)
     known = claimed.known
     wanted = wanted_by_operations(ops)
     if ops and (setups or not covers(claimed.looked_up, wanted)):

@@ -198,7 +198,7 @@ def _message(
         return None
     target = _replace_target(content)
     if target is None:
-        preview = render_preview(etype, content, limit)
+        preview = render_preview(etype, content, limit, sender)
         # Neither the bot nor an agent ever gives a command.
         machine = sender in agents or sender == bot_mxid
         command = None if machine or etype != "m.room.message" else command_text(content)
@@ -214,7 +214,7 @@ def _message(
         if not isinstance(replacement, dict):
             raise BadEvent("edit without an m.new_content object")
         new_content = replacement
-    preview = render_preview(etype, new_content, limit)
+    preview = render_preview(etype, new_content, limit, sender)
     return EditMessage(room_id, event_id, target, ts_ms, preview, sender)
 
 

@@ -57,8 +57,11 @@ class BadEvent(ValueError):
     """
 
 
-def render_preview(event_type: str, content: Mapping[str, Any], limit: int) -> str:
-    """Preview of at most ``limit`` code points; raises BadEvent for unusable events."""
+def render_preview(
+    event_type: str, content: Mapping[str, Any], limit: int, sender: str = ""
+) -> str:
+    """Preview of at most ``limit`` code points; raises BadEvent for unusable events.
+    ``sender`` names who acts in an emote."""
     _check_limit(limit)
     if event_type == "m.room.encrypted":
         # Whatever the content says, it is ciphertext or metadata we must not surface.
@@ -68,7 +71,7 @@ def render_preview(event_type: str, content: Mapping[str, Any], limit: int) -> s
     elif event_type == "m.sticker":
         text = _labelled("[sticker]", content.get("body"))
     elif event_type == "m.room.message":
-        text = _message_text(content)
+        text = _message_text(content, sender)
     elif event_type in POLL_START_TYPES:
         found = poll(content)
         if found is None:
@@ -98,7 +101,7 @@ def fit(text: str, limit: int) -> str:
     return truncate_graphemes(normalize_text(text), limit)
 
 
-def _message_text(content: Mapping[str, Any]) -> str:
+def _message_text(content: Mapping[str, Any], sender: str) -> str:
     """Media are labelled so a filename is not mistaken for something the user typed."""
     msgtype = content.get("msgtype")
     body = content.get("body")
@@ -118,7 +121,15 @@ def _message_text(content: Mapping[str, Any]) -> str:
         return _labelled("[location]", location_description(content))
     if not isinstance(body, str):
         raise BadEvent("m.room.message without a string body")
-    return strip_reply_fallback(body) if is_reply(content) else body
+    text = strip_reply_fallback(body) if is_reply(content) else body
+    return emote_text(sender, text) if msgtype == "m.emote" else text
+
+
+def emote_text(sender: str, text: str) -> str:
+    """`* <name> <text>`, as Element shows an emote (/me). The index keeps no display
+    names, so the name is the sender's localpart."""
+    name = sender[1:].split(":", 1)[0] if sender.startswith("@") else sender
+    return f"* {name} {text}" if name else f"* {text}"
 
 
 def is_reply(content: Mapping[str, Any]) -> bool:

@@ -587,6 +587,19 @@ async def test_channel_setup_with_a_puppet_already_in_the_room(
     await check_invariants(pool)
 
 
+async def test_bot_and_agent_invited_in_one_transaction_make_one_new_channel(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """Both invites are accepted (two setups, one room): the outcome names the channel
+    once, so the log announces it once."""
+    both = [setup(ROOM2, joined=[SOFIA]), setup(ROOM2, joined=[SOFIA])]
+    outcome = await feed.send([], both)
+    assert [c.room_id for c in outcome.new_channels] == [ROOM2]
+    count = "SELECT count(*) FROM channels WHERE matrix_room_id = $1"
+    assert await pool.fetchval(count, ROOM2) == 1
+    await check_invariants(pool)
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_at_most_one_open_session_across_many_operations(
     pool: asyncpg.Pool, feed: Feed, seed: int

@@ -196,3 +196,28 @@ def test_a_key_verification_request_is_not_a_message() -> None:
         "methods": ["m.sas.v1"],
     }
     assert translate(event("m.room.message", content)) is None
+
+
+# --- emotes ----------------------------------------------------------------------
+
+
+def test_an_emote_keeps_elements_form_with_the_senders_name() -> None:
+    found = translate(event("m.room.message", {"msgtype": "m.emote", "body": "waves  hello"}))
+    assert isinstance(found, NewMessage)
+    assert found.preview == "* alice waves hello"
+
+
+def test_an_edited_emote_keeps_the_form() -> None:
+    content = {
+        "msgtype": "m.emote",
+        "body": "* waves again",
+        "m.new_content": {"msgtype": "m.emote", "body": "waves again"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": "$original"},
+    }
+    found = translate(event("m.room.message", content))
+    assert found.preview == "* alice waves again"
+
+
+def test_a_long_emote_is_cut_to_the_limit_with_its_name_first() -> None:
+    found = render_preview("m.room.message", {"msgtype": "m.emote", "body": "x" * 600}, 20, ALICE)
+    assert found.startswith("* ") and len(found) == 20

@@ -80,7 +80,7 @@ def assert_clean_cut(source: str, result: str, limit: int) -> None:
 # --- plain text ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("msgtype", ["m.text", "m.notice", "m.emote"])
+@pytest.mark.parametrize("msgtype", ["m.text", "m.notice"])
 def test_text_like_msgtypes_use_body(msgtype: str) -> None:
     assert preview({"msgtype": msgtype, "body": "waves hello"}) == "waves hello"
 
