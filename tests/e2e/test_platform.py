@@ -144,7 +144,10 @@ async def stream_messages(server: LocalNats, subject: str) -> list[dict[str, Any
     nc = await nats.connect(server.url)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(STREAM)
+        try:
+            info = await js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            return []  # the publisher makes the stream when it starts: nothing yet
         found = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
@@ -309,3 +312,112 @@ async def test_a_slow_client_of_the_post_endpoint_gets_408(platform, bridge, db)
     finally:
         writer.close()
     assert status_line.split()[1] == b"408", status_line
+
+
+# -- what Element sends besides text: polls, locations, spaces (issue 19) ---------------------
+
+
+async def created_event(platform: Platform, event_id: str) -> dict[str, Any]:
+    """The messaging.message.created payload of this event, once it is on NATS."""
+
+    async def found() -> dict[str, Any] | None:
+        for p in await stream_messages(platform.nats, "messaging.message.created"):
+            if p["matrix_event_id"] == event_id:
+                return p
+        return None
+
+    return await wait_for(found, what=f"messaging.message.created of {event_id}")
+
+
+async def test_a_poll_naming_an_agent_is_a_message_that_calls_it(
+    alice, platform, bridge, db
+) -> None:
+    """What Element Web sends for a new poll (MSC3381 with MSC1767 text)."""
+    room_id = await room_with(alice, SOFIA, QUIET)  # two agents: no `direct` call
+    question, answers = "Sofia, pizza or sushi tonight?", ["Pizza", "Sushi"]
+    text = "org.matrix.msc1767.text"
+    poll_id = await alice.send(
+        room_id,
+        "org.matrix.msc3381.poll.start",
+        {
+            "org.matrix.msc3381.poll.start": {
+                "question": {text: question, "body": question, "msgtype": "m.text"},
+                "kind": "org.matrix.msc3381.poll.disclosed",
+                "max_selections": 1,
+                "answers": [{"id": f"a{i}", text: a} for i, a in enumerate(answers)],
+            },
+            text: question + "".join(f"\n{i + 1}. {a}" for i, a in enumerate(answers)),
+        },
+    )
+    preview = f"[poll] {question} (Pizza / Sushi)"
+    created = await created_event(platform, poll_id)
+    assert created["content_preview"] == preview
+    sql = "SELECT content_preview FROM messages WHERE matrix_event_id = $1"
+    assert await db.fetchval(sql, poll_id) == preview
+
+    async def invoked() -> list[tuple[str, str]] | None:
+        calls = [
+            (p["agent_id"], p["entrypoint"])
+            for p in await stream_messages(platform.nats, "router.invoke.agent")
+            if p["payload"]["matrix_event_id"] == poll_id
+        ]
+        return calls or None
+
+    assert await wait_for(invoked, what="the poll's invocation") == [
+        ("agent:sofia", "channel_message")
+    ]
+    # A response changes nothing visible: no message of its own.
+    response = await alice.send(
+        room_id,
+        "org.matrix.msc3381.poll.response",
+        {
+            "org.matrix.msc3381.poll.response": {"answers": ["a0"]},
+            "m.relates_to": {"rel_type": "m.reference", "event_id": poll_id},
+        },
+    )
+    marker = await alice.send_text(room_id, "after the vote")
+    await created_event(platform, marker)  # everything before it is indexed too
+    assert await db.fetchval(sql, response) is None
+    assert await db.fetchval(sql, poll_id) == preview
+
+
+async def test_a_shared_location_keeps_no_coordinates(alice, platform, bridge, db) -> None:
+    """What Element Web sends for "Share my location"."""
+    room_id = await room_with(alice, QUIET, SOFIA)
+    geo = "geo:51.5008,-0.1247;u=35"
+    event_id = await alice.send(
+        room_id,
+        "m.room.message",
+        {
+            "msgtype": "m.location",
+            "body": f"User Location {geo} at 2026-12-06T03:00:00.000Z",
+            "geo_uri": geo,
+            "org.matrix.msc3488.location": {"uri": geo},
+            "org.matrix.msc3488.asset": {"type": "m.self"},
+            "org.matrix.msc3488.ts": 1796526000000,
+        },
+    )
+    created = await created_event(platform, event_id)
+    assert created["content_preview"] == "[location]"
+    sql = "SELECT content_preview FROM messages WHERE matrix_event_id = $1"
+    assert await db.fetchval(sql, event_id) == "[location]"
+
+
+async def test_a_space_is_not_a_channel(alice, bridge, db) -> None:
+    """The bot invited into a space stays (to learn its children) but makes no channel of
+    it; an agent invited into a space leaves."""
+    space_id = await alice.create_room(
+        name=f"pf space {uuid.uuid4().hex[:6]}",
+        preset="private_chat",
+        creation_content={"type": "m.space"},
+    )
+    await alice.invite(space_id, "@daarion:localhost")
+    await wait_membership(alice, space_id, "@daarion:localhost", "join")
+    await alice.invite(space_id, SOFIA)
+    await wait_membership(alice, space_id, SOFIA, "leave")
+    # A room made after the space is indexed, so the space's turn has passed.
+    marker_room = await room_with(alice, SOFIA)
+    await channel_of(db, marker_room)
+    sql = "SELECT count(*) FROM channels WHERE matrix_room_id = $1"
+    assert await db.fetchval(sql, space_id) == 0
+    assert await alice.membership(space_id, "@daarion:localhost") == "join"
