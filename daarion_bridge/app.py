@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,8 +206,8 @@ class Bridge:
         publisher = PublisherProcess(db_url, cfg.nats, cfg.logging) if cfg.nats.enabled else None
         commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher)
 
-        def homeserver_reset() -> None:
-            catch_up.schedule("signs of dropped events")  # made below, from the ingestor
+        def homeserver_reset(sign: str, skipped: Sequence[str]) -> None:
+            catch_up.homeserver_sign(sign, skipped)  # made below, from the ingestor
 
         ingestor = Ingestor(
             pool,

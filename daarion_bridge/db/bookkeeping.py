@@ -95,6 +95,16 @@ class Claim(enum.Enum):
     REUSED = "reused"  # an id seen before with other events: the homeserver reset its counter
 
 
+async def missing_transactions(pool: Pool, txn_ids: Sequence[str]) -> list[str]:
+    """Those of these transaction ids no bridge on this database has committed."""
+    rows = await pool.fetch(
+        "SELECT t FROM unnest($1::text[]) AS t "
+        "WHERE NOT EXISTS (SELECT 1 FROM bridge_transactions b WHERE b.txn_id = t)",
+        list(txn_ids),
+    )
+    return [r["t"] for r in rows]
+
+
 def claim_of(inserted: bool | None) -> Claim:
     """The claim by `claimed`'s row: none, or its `inserted`."""
     if inserted is None:

@@ -21,7 +21,7 @@ from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import UserID
 
-from ..db import members, rooms
+from ..db import bookkeeping, members, rooms
 from ..db.bookkeeping import events_digest
 from ..matrix.bot import Bot, room_history
 from ..translate.events import MESSAGE_TYPES
@@ -84,10 +84,48 @@ class CatchUp:
         self._last_round = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
         return self.window > 0
+
+    def homeserver_sign(self, sign: str, skipped: Sequence[str] = ()) -> None:
+        """The ingestor saw the homeserver's transaction ids go back, repeat or skip. A
+        skip is a sign only if the ids it skipped were never committed: two bridges on one
+        database (an HA pair behind a load balancer) each see every other id, and the
+        other bridge commits the rest."""
+        if not skipped:
+            self._on_sign(sign)
+            return
+        check = asyncio.create_task(self._unless_committed(sign, skipped), name="skipped ids")
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+        check.add_done_callback(self._report)
+
+    async def _unless_committed(self, sign: str, skipped: Sequence[str]) -> None:
+        await asyncio.sleep(self.delay)  # grace: another bridge may be committing them now
+        missing = await bookkeeping.missing_transactions(self.pool, skipped)
+        if missing:
+            self._on_sign(f"{sign} ({len(missing)} of them never reached this database)")
+        else:
+            log.debug("%s: another bridge on this database committed those", sign)
+
+    def _on_sign(self, sign: str) -> None:
+        # Said so an admin can act on it: what happened, and what the bridge does about it.
+        what = "The homeserver's %s, as after a restart, which can drop events it had not yet "
+        if not self.enabled:
+            log.warning(
+                what + "pushed; the catch-up is off (bridge.catch_up_window: 0), so those "
+                "stay missing from the index",
+                sign,
+            )
+            return
+        log.info(
+            what + "pushed: the bridge reads back recently active rooms and indexes what it lacks",
+            sign,
+        )
+        self.schedule("signs of dropped events")
 
     def schedule(self, reason: str) -> None:
         if not self.enabled:
@@ -197,6 +235,7 @@ class CatchUp:
         return [e for e in events if lacking(e)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._checks, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

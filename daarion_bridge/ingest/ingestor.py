@@ -28,6 +28,8 @@ log = logging.getLogger("daarion.ingest")
 
 # Events translated between two turns of the loop: about a round trip's worth of work.
 TRANSLATE_SLICE = 20
+# Skipped transaction ids looked for among the committed ones; a wider gap is a sign as is.
+MAX_SKIPPED_CHECKED = 1000
 
 
 class _Abandoned(Exception):
@@ -39,6 +41,10 @@ def _has_invites(items: Sequence[Item] | None) -> bool:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _no_sign(sign: str, skipped: Sequence[str]) -> None:
     return None
 
 
@@ -54,12 +60,14 @@ class Ingestor:
         directory: LiveDirectory,
         config: Config,
         *,
-        on_homeserver_reset: Callable[[], None] = _nothing,
+        on_homeserver_reset: Callable[[str, Sequence[str]], None] = _no_sign,
         on_announced: Callable[[], None] = _nothing,
         on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
-        _note_sequence). `on_announced`: outbox rows were committed (NATS on).
+        _note_sequence): what was seen, and the transaction ids it skipped (to be looked
+        for among the committed ones: another bridge on this database may have had them).
+        `on_announced`: outbox rows were committed (NATS on).
         `on_commands`: people's `!daarion` commands, handed over after the commit."""
         self.pool = pool
         self.invites = invites
@@ -214,21 +222,18 @@ class Ingestor:
         self._last_numeric_id = number
         if last < 0:
             return  # the first since start: the start's own catch-up covers it
+        skipped: Sequence[str] = ()
         if number < last or outcome.reused_id:
             sign = f"transaction ids started again at {number}"
         elif number > last + 1:
             sign = f"transaction ids skipped from {last} to {number}"
+            if number - last - 1 <= MAX_SKIPPED_CHECKED:
+                skipped = [str(n) for n in range(last + 1, number)]
         elif outcome.replay:
             sign = f"transaction {number} was sent again"
         else:
             return
-        # Said so an admin can act on it: what happened, and what the bridge does about it.
-        log.info(
-            "The homeserver's %s, as after a restart, which can drop events it had not yet "
-            "pushed: the bridge reads back recently active rooms and indexes what it lacks",
-            sign,
-        )
-        self.on_homeserver_reset()
+        self.on_homeserver_reset(sign, skipped)
 
     async def _accept_invites(self, items: Sequence[Item]) -> list[ChannelSetup]:
         setups = []
