@@ -14,7 +14,7 @@ from uuid import UUID
 
 from asyncpg import Connection
 
-from ..db import bookkeeping, channels, members, messages, rooms, sessions, users
+from ..db import bookkeeping, channels, members, messages, room_state, rooms, sessions, users
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
@@ -25,6 +25,17 @@ from .items import Writing
 from .wanted import actors_of
 
 LEFT = frozenset({"leave", "ban"})
+StateOp = ev.Membership | ev.PowerLevels | ev.RoomName | ev.JoinRules
+
+
+def mark_of(op: StateOp) -> room_state.Mark | None:
+    """Where the state event stands among its key's events (room_state.py); None for an
+    operation without an event id, which nothing orders."""
+    if not op.event_id:
+        return None
+    # Exact: the time was made from whole milliseconds (events.timestamp).
+    ts_ms = (op.ts - ev.EPOCH) // timedelta(milliseconds=1) if op.ts is not None else 0
+    return room_state.Mark(ts_ms, op.event_id)
 
 
 async def apply_operations(
@@ -82,6 +93,13 @@ def _room_agents(ops: Sequence[ev.Operation], known: lookup.Known) -> dict[str, 
         if isinstance(op, ev.Membership) and op.user_id in known.agents:
             rooms.setdefault(op.room_id, set()).add(op.user_id)
     return rooms
+
+
+_STATE_TYPES: dict[type, str] = {
+    ev.PowerLevels: "m.room.power_levels",
+    ev.RoomName: "m.room.name",
+    ev.JoinRules: "m.room.join_rules",
+}
 
 
 class Applier:
@@ -301,6 +319,8 @@ class Applier:
             return await self.redact([op]) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
+        if isinstance(op, ev.PowerLevels | ev.RoomName | ev.JoinRules) and not await self.newer(op):
+            return False  # an older state event than the one applied: a replay
         if isinstance(op, ev.PowerLevels):
             await self.power_levels(op, channel)
             return True
@@ -314,6 +334,12 @@ class Applier:
                 self.channel_updated(channel, {"visibility": op.visibility}, op)
             return True
         return False
+
+    async def newer(self, op: ev.PowerLevels | ev.RoomName | ev.JoinRules) -> bool:
+        """Whether the room state event is newer than its key's last applied one."""
+        mark = mark_of(op)
+        etype = _STATE_TYPES[type(op)]
+        return mark is None or await room_state.newer(self.conn, op.room_id, etype, "", mark)
 
     def channel_updated(
         self, channel: channels.Channel, fields: dict[str, Any], op: ev.RoomName | ev.JoinRules
@@ -349,7 +375,10 @@ class Applier:
                 power = await self.room_power(op.room_id)
                 role = role_for(op.user_id, power.power_levels, power.creators)
             user_id = self.users[op.user_id]
-            changes.append(members.PersonChange(self.channels[op.room_id].id, user_id, role, op.ts))
+            mark = mark_of(op)
+            event = (op.room_id, op.user_id, mark) if mark is not None else None
+            channel_id = self.channels[op.room_id].id
+            changes.append(members.PersonChange(channel_id, user_id, role, op.ts, event))
         changed = await members.change_people(self.conn, changes)
         for op, change, did in zip(ops, changes, changed, strict=True):
             if did:
@@ -372,6 +401,11 @@ class Applier:
     ) -> bool:
         await self.record_activity(self.position.get(id(op)), (agent_id, channel.id))
         member = (AGENT, agent_id)
+        mark = mark_of(op)
+        if (op.membership == "join" or op.membership in LEFT) and mark is not None:
+            key = (op.room_id, room_state.MEMBER, op.user_id)
+            if not await room_state.newer(self.conn, *key, mark):
+                return False  # an older membership than the one applied: a replay
         if op.membership == "join":
             if await members.join_agent(self.conn, channel.id, agent_id, op.ts):
                 self.announce_member(bus.MEMBER_JOINED, channel, member, members.AGENT_ROLE, op)
