@@ -199,14 +199,21 @@ class Applier:
         return len(changed)
 
     async def redact(self, redactions: Sequence[ev.RedactMessage]) -> int:
-        changed = await messages.redact_many(
-            self.conn, [await self.redaction_of(op) for op in redactions]
-        )
+        """Redactions of messages, then of edits: those that deleted no message may name
+        an edit ("Remove" on an edit in Element), whose message goes back a version."""
+        rows = [await self.redaction_of(op) for op in redactions]
+        changed = await messages.redact_many(self.conn, rows)
         by_cause = {op.event_id: op for op in redactions}
         for row in changed:
             channel = self.by_id[row.channel_id]
             self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
-        return len(changed)
+        done = {row.cause for row in changed}
+        rest = [r for r in rows if r.redaction_event_id not in done]
+        restored = await messages.remove_edits(self.conn, rest)
+        for row, preview in restored:
+            at = by_cause[row.cause].ts or datetime.now(UTC)
+            self.announcer.message_changed(self.by_id[row.channel_id], row, at, preview)
+        return len(changed) + len(restored)
 
     def author(self, room_id: str, sender: str) -> messages.Author:
         agent_id = self.agents.get(sender)
