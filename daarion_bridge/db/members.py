@@ -106,6 +106,29 @@ async def leave(
     return (await change_people(conn, [PersonChange(channel_id, member_id, None, at)]))[0]
 
 
+# Members of the channel neither of the lists names ($2 people, $3 agents) leave; for an
+# agent's row the people's test is NULL, hence the COALESCE.
+_LEAVE_ALL_BUT = """
+UPDATE channel_members SET left_at = $4
+WHERE channel_id = $1 AND left_at IS NULL
+  AND NOT COALESCE(member_user_id = ANY($2::uuid[]), member_agent_id = ANY($3::uuid[]), false)
+RETURNING member_user_id, member_agent_id
+"""
+
+
+async def leave_all_but(
+    conn: Connection,
+    channel_id: UUID,
+    people: Collection[UUID],
+    agent_ids: Collection[UUID],
+    at: datetime,
+) -> list[tuple[UUID | None, UUID | None]]:
+    """Everyone in the channel but these people and agents leaves (the room's members
+    now, as its state says): returns the (person, agent) of each member who left."""
+    rows = await conn.fetch(_LEAVE_ALL_BUT, channel_id, list(people), list(agent_ids), at)
+    return [(r["member_user_id"], r["member_agent_id"]) for r in rows]
+
+
 async def leave_all(conn: Connection, agent_id: UUID) -> None:
     await conn.execute(
         "UPDATE channel_members SET left_at = now() WHERE member_agent_id = $1 AND left_at IS NULL",
