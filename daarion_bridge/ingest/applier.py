@@ -128,6 +128,9 @@ class Applier:
         self.room_agents = _room_agents(ops, known)  # room id -> agents it may mention
         # Where each operation (by id()) stands in the transaction.
         self.position = {id(op): i for i, op in enumerate(ops)}
+        # Whether each redaction (by id()) may remove others' messages, judged where it
+        # stands in the transaction (apply_batched).
+        self.redact_power: dict[int, bool] = {}
         # (agent, channel) -> [(position of the event in the transaction, when)]
         self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
 
@@ -160,8 +163,9 @@ class Applier:
         """The fast path: all new messages in one statement, then membership and room
         state in order (people's joins and leaves in runs of one statement), then all
         edits and all redactions in one statement each. Edits and redactions commute
-        (newest edit wins, redaction is final) and only need the rows to exist;
-        membership and state never depend on messages."""
+        (newest edit wins, redaction is final) and only need the rows to exist, once
+        each redaction's right is judged where it stands; membership and state never
+        depend on messages."""
         news = [op for op in ops if isinstance(op, ev.NewMessage)]
         await self.insert_messages(news)
         self.outcome.applied["NewMessage"] += len(news)
@@ -169,7 +173,12 @@ class Applier:
         # so roles follow power levels and announcements keep the events' order.
         people: list[ev.Membership] = []
         for op in ops:
-            if isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
+            if isinstance(op, ev.RedactMessage):
+                # Applied with the others below, but judged by the power levels in
+                # force where it stands: a later demotion does not undo it.
+                self.redact_power[id(op)] = await self.may_redact_others(op)
+                continue
+            if isinstance(op, ev.NewMessage | ev.EditMessage):
                 continue
             if isinstance(op, ev.Membership) and self.is_person_change(op):
                 people.append(op)
@@ -224,9 +233,14 @@ class Applier:
         author = self.author(op.room_id, op.sender)
         return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview, author)
 
-    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
+    async def may_redact_others(self, op: ev.RedactMessage) -> bool:
         power = await self.room_power(op.room_id)
-        others = may_redact_others(op.sender, power.power_levels, power.creators)
+        return may_redact_others(op.sender, power.power_levels, power.creators)
+
+    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
+        others = self.redact_power.pop(id(op), None)
+        if others is None:  # applied where it stands (the slow path): judged now
+            others = await self.may_redact_others(op)
         author = self.author(op.room_id, op.sender)
         return messages.Redaction(op.target_event_id, op.event_id, author, others)
 
