@@ -32,9 +32,12 @@ RETURNING matrix_event_id, id
 # primary-key lookups; all of a transaction's go in one pipelined round trip.
 # An edit counts only from the original's sender and in the original's room; a
 # redaction only in its room, from the sender or someone with the power to redact ($6).
-_SAME_SENDER = (
-    "sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a}"
-)
+# The same sender is the same Matrix user ($m): a person can have two rows (one made by
+# the bridge, one linked by the platform), and the message may carry the other one.
+_SAME_SENDER = """(
+    (sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a})
+    OR COALESCE((SELECT matrix_id FROM agents WHERE id = sender_agent_id),
+                (SELECT matrix_id FROM users WHERE id = sender_user_id)) = ${m}::text)"""
 # Every edit is kept with its preview (bridge_message_edits), and the first one keeps the
 # original's: removing an edit shows the version before it. An edit removed before
 # never shows again.
@@ -110,9 +113,9 @@ FROM shown WHERE m.matrix_event_id = shown.matrix_event_id AND shown.preview IS 
 RETURNING m.id, m.channel_id, m.sender_user_id, m.sender_agent_id, m.matrix_event_id,
           $6::text AS cause, m.content_preview
 """
-_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
-_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
-_REMOVE_EDIT = _REMOVE_EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=3, a=4))
+_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7, m=8))
+_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5, m=8))
+_REMOVE_EDIT = _REMOVE_EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=3, a=4, m=7))
 
 
 def new_id() -> uuid_utils.UUID:
@@ -131,6 +134,7 @@ class Author:
     channel_id: UUID
     user_id: UUID | None
     agent_id: UUID | None
+    matrix_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +192,15 @@ async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
     if not edits:
         return []
     args = [
-        (e.target_event_id, e.ts_ms, e.edit_event_id, e.preview, *_author(e.author)) for e in edits
+        (
+            e.target_event_id,
+            e.ts_ms,
+            e.edit_event_id,
+            e.preview,
+            *_author(e.author),
+            e.author.matrix_id,
+        )
+        for e in edits
     ]
     return [Changed(*r) for r in await conn.fetchmany(_EDIT, args)]
 
@@ -206,7 +218,14 @@ async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list
     if not redactions:
         return []
     args = [
-        (r.target_event_id, DELETED, *_author(r.author), r.may_redact_others, r.redaction_event_id)
+        (
+            r.target_event_id,
+            DELETED,
+            *_author(r.author),
+            r.may_redact_others,
+            r.redaction_event_id,
+            r.author.matrix_id,
+        )
         for r in redactions
     ]
     return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]
@@ -220,7 +239,13 @@ async def remove_edits(
     if not redactions:
         return []
     args = [
-        (r.target_event_id, *_author(r.author), r.may_redact_others, r.redaction_event_id)
+        (
+            r.target_event_id,
+            *_author(r.author),
+            r.may_redact_others,
+            r.redaction_event_id,
+            r.author.matrix_id,
+        )
         for r in redactions
     ]
     return [(Changed(*r[:6]), r[6]) for r in await conn.fetchmany(_REMOVE_EDIT, args)]

@@ -227,7 +227,7 @@ class Applier:
     def author(self, room_id: str, sender: str) -> messages.Author:
         agent_id = self.agents.get(sender)
         user_id = None if agent_id is not None else self.users.get(sender)
-        return messages.Author(self.channels[room_id].id, user_id, agent_id)
+        return messages.Author(self.channels[room_id].id, user_id, agent_id, sender)
 
     def edit_of(self, op: ev.EditMessage) -> messages.Edit:
         author = self.author(op.room_id, op.sender)
