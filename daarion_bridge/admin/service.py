@@ -26,6 +26,7 @@ from mautrix.types import RoomCreatePreset, RoomID, UserID
 from ..config import Config
 from ..config.roster import AgentSpec
 from ..db import agents, channels, members, messages, microdaos, sessions, spaces, users
+from ..db.bookkeeping import lock_ingest
 from ..ingest.channel_setup import ChannelSetup
 from ..ingest.ingestor import Ingestor
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
@@ -435,7 +436,10 @@ class Admin:
     # people
 
     async def link_user(self, matrix_id: str, external_id: str) -> tuple[users.User, bool]:
+        """Under the ingest lock: a transaction writing the person's first message would
+        otherwise make a row of its own beside the one made here."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await lock_ingest(conn)
             try:
                 user, created = await users.link(conn, matrix_id, external_id)
             except users.ExternalIdTaken:

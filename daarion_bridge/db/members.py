@@ -11,6 +11,8 @@ from uuid import UUID
 
 from asyncpg import Connection
 
+from . import room_state
+
 # A rejoin clears left_at and starts a new joined_at; a repeated join (profile change)
 # keeps the original joined_at.
 _REJOIN = """
@@ -33,16 +35,22 @@ RETURNING 1
 """
 # People join ($3, the role, set) or leave ($3 NULL). A run of them goes in one pipelined
 # round trip, in order; each execution returns one row: whether it was a join or rejoin,
-# or a leave of someone present.
+# or a leave of someone present. With an event's mark ($8, $9), only an event newer than
+# the member's last applied one changes the row (room_state.py).
 _PERSON = f"""
-WITH joined AS (
+WITH won AS ({room_state.NEWER.format(room=5, type=6, key=7, ts=8, id=9)}
+), go AS (
+    SELECT $9::text IS NULL OR EXISTS (SELECT 1 FROM won) AS newer
+), joined AS (
     INSERT INTO channel_members (channel_id, member_user_id, role, joined_at)
-    SELECT $1::uuid, $2::uuid, $3::text, $4::timestamptz WHERE $3 IS NOT NULL
+    SELECT $1::uuid, $2::uuid, $3::text, $4::timestamptz
+    WHERE $3 IS NOT NULL AND (SELECT newer FROM go)
     {_REJOIN.format(member="member_user_id")}
     RETURNING joined_at = $4 AS changed
 ), left_ AS (
     UPDATE channel_members SET left_at = $4
     WHERE $3 IS NULL AND channel_id = $1 AND member_user_id = $2 AND left_at IS NULL
+      AND (SELECT newer FROM go)
     RETURNING true AS changed
 )
 SELECT COALESCE((SELECT changed FROM joined), (SELECT changed FROM left_), false)
@@ -56,6 +64,9 @@ class PersonChange:
     user_id: UUID
     role: str | None  # None: a leave
     at: datetime
+    # The member event's room, member and mark: applied only when newer than the last
+    # one applied. None: the room's state now (a channel's set-up), applied as it is.
+    event: tuple[str, str, room_state.Mark] | None = None
 
 
 async def change_people(conn: Connection, changes: Sequence[PersonChange]) -> list[bool]:
@@ -64,8 +75,15 @@ async def change_people(conn: Connection, changes: Sequence[PersonChange]) -> li
     or a leave of someone absent."""
     if not changes:
         return []
-    args = [(c.channel_id, c.user_id, c.role, c.at) for c in changes]
+    args = [(c.channel_id, c.user_id, c.role, c.at, *_event_args(c)) for c in changes]
     return [bool(r[0]) for r in await conn.fetchmany(_PERSON, args)]
+
+
+def _event_args(change: PersonChange) -> tuple[str | None, str, str | None, int | None, str | None]:
+    if change.event is None:
+        return None, room_state.MEMBER, None, None, None
+    room_id, matrix_id, mark = change.event
+    return room_id, room_state.MEMBER, matrix_id, mark.ts_ms, mark.event_id
 
 
 async def join(
@@ -86,6 +104,29 @@ async def leave(
     if agent:
         return bool(await conn.fetchval(_LEAVE_AGENT, channel_id, member_id, at))
     return (await change_people(conn, [PersonChange(channel_id, member_id, None, at)]))[0]
+
+
+# Members of the channel neither of the lists names ($2 people, $3 agents) leave; for an
+# agent's row the people's test is NULL, hence the COALESCE.
+_LEAVE_ALL_BUT = """
+UPDATE channel_members SET left_at = $4
+WHERE channel_id = $1 AND left_at IS NULL
+  AND NOT COALESCE(member_user_id = ANY($2::uuid[]), member_agent_id = ANY($3::uuid[]), false)
+RETURNING member_user_id, member_agent_id
+"""
+
+
+async def leave_all_but(
+    conn: Connection,
+    channel_id: UUID,
+    people: Collection[UUID],
+    agent_ids: Collection[UUID],
+    at: datetime,
+) -> list[tuple[UUID | None, UUID | None]]:
+    """Everyone in the channel but these people and agents leaves (the room's members
+    now, as its state says): returns the (person, agent) of each member who left."""
+    rows = await conn.fetch(_LEAVE_ALL_BUT, channel_id, list(people), list(agent_ids), at)
+    return [(r["member_user_id"], r["member_agent_id"]) for r in rows]
 
 
 async def leave_all(conn: Connection, agent_id: UUID) -> None:

@@ -32,16 +32,32 @@ RETURNING matrix_event_id, id
 # primary-key lookups; all of a transaction's go in one pipelined round trip.
 # An edit counts only from the original's sender and in the original's room; a
 # redaction only in its room, from the sender or someone with the power to redact ($6).
-_SAME_SENDER = (
-    "sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a}"
-)
+# The same sender is the same Matrix user ($m): a person can have two rows (one made by
+# the bridge, one linked by the platform), and the message may carry the other one.
+_SAME_SENDER = """(
+    (sender_user_id IS NOT DISTINCT FROM ${u} AND sender_agent_id IS NOT DISTINCT FROM ${a})
+    OR COALESCE((SELECT matrix_id FROM agents WHERE id = sender_agent_id),
+                (SELECT matrix_id FROM users WHERE id = sender_user_id)) = ${m}::text)"""
+# Every edit is kept with its preview (bridge_message_edits), and the first one keeps the
+# original's: removing an edit shows the version before it. An edit removed before
+# never shows again.
 _EDIT = """
-WITH won AS (
-    INSERT INTO bridge_message_state AS s (matrix_event_id, last_edit_ts, last_edit_event_id)
-    SELECT $1, $2, $3 WHERE EXISTS (
-        SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $5 AND SAME_SENDER)
+WITH mine AS (
+    SELECT content_preview FROM messages
+    WHERE matrix_event_id = $1 AND channel_id = $5 AND SAME_SENDER
+), kept AS (
+    INSERT INTO bridge_message_edits (edit_event_id, message_event_id, edit_ts, preview)
+    SELECT $3, $1, $2, $4 FROM mine
+    ON CONFLICT (edit_event_id) DO NOTHING
+), won AS (
+    INSERT INTO bridge_message_state AS s
+        (matrix_event_id, last_edit_ts, last_edit_event_id, original_preview)
+    SELECT $1, $2, $3, content_preview FROM mine
+    WHERE NOT EXISTS (
+        SELECT 1 FROM bridge_message_edits WHERE edit_event_id = $3 AND preview IS NULL)
     ON CONFLICT (matrix_event_id) DO UPDATE SET
-        last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id
+        last_edit_ts = EXCLUDED.last_edit_ts, last_edit_event_id = EXCLUDED.last_edit_event_id,
+        original_preview = COALESCE(s.original_preview, EXCLUDED.original_preview)
     WHERE NOT s.redacted
       AND (s.last_edit_ts IS NULL OR (s.last_edit_ts, s.last_edit_event_id)
                                      < (EXCLUDED.last_edit_ts, EXCLUDED.last_edit_event_id))
@@ -57,15 +73,49 @@ WITH done AS (
     SELECT $1, true WHERE EXISTS (
         SELECT 1 FROM messages WHERE matrix_event_id = $1 AND channel_id = $3
         AND ($6 OR (SAME_SENDER)))
-    ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true
+    ON CONFLICT (matrix_event_id) DO UPDATE SET redacted = true, original_preview = NULL
     RETURNING 1
+), forgotten AS (
+    UPDATE bridge_message_edits SET preview = NULL
+    WHERE message_event_id = $1 AND preview IS NOT NULL AND EXISTS (SELECT 1 FROM done)
 )
 UPDATE messages SET content_preview = $2
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
 RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $7::text AS cause
 """
-_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
-_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
+# A redaction of an edit ($1), by its sender or someone with the power to redact ($5):
+# the edit is forgotten, and where its message showed it, the message shows the newest
+# edit left, or the original. A redaction that names no edit finds no row.
+_REMOVE_EDIT = """
+WITH target AS (
+    SELECT e.message_event_id FROM bridge_message_edits e
+    JOIN messages m ON m.matrix_event_id = e.message_event_id
+    WHERE e.edit_event_id = $1 AND e.preview IS NOT NULL AND m.channel_id = $2
+      AND ($5 OR (SAME_SENDER))
+), removed AS (
+    UPDATE bridge_message_edits SET preview = NULL
+    WHERE edit_event_id = $1 AND EXISTS (SELECT 1 FROM target)
+), previous AS (
+    SELECT edit_event_id, edit_ts, preview FROM bridge_message_edits
+    WHERE message_event_id = (SELECT message_event_id FROM target)
+      AND preview IS NOT NULL AND edit_event_id <> $1
+    ORDER BY edit_ts DESC, edit_event_id DESC LIMIT 1
+), shown AS (
+    UPDATE bridge_message_state s
+    SET last_edit_ts = p.edit_ts, last_edit_event_id = p.edit_event_id
+    FROM (SELECT 1) AS one LEFT JOIN previous p ON true
+    WHERE s.matrix_event_id = (SELECT message_event_id FROM target)
+      AND s.last_edit_event_id = $1 AND NOT s.redacted
+    RETURNING s.matrix_event_id, COALESCE(p.preview, s.original_preview) AS preview
+)
+UPDATE messages m SET content_preview = shown.preview
+FROM shown WHERE m.matrix_event_id = shown.matrix_event_id AND shown.preview IS NOT NULL
+RETURNING m.id, m.channel_id, m.sender_user_id, m.sender_agent_id, m.matrix_event_id,
+          $6::text AS cause, m.content_preview
+"""
+_EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7, m=8))
+_REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5, m=8))
+_REMOVE_EDIT = _REMOVE_EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=3, a=4, m=7))
 
 
 def new_id() -> uuid_utils.UUID:
@@ -84,6 +134,7 @@ class Author:
     channel_id: UUID
     user_id: UUID | None
     agent_id: UUID | None
+    matrix_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +192,15 @@ async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
     if not edits:
         return []
     args = [
-        (e.target_event_id, e.ts_ms, e.edit_event_id, e.preview, *_author(e.author)) for e in edits
+        (
+            e.target_event_id,
+            e.ts_ms,
+            e.edit_event_id,
+            e.preview,
+            *_author(e.author),
+            e.author.matrix_id,
+        )
+        for e in edits
     ]
     return [Changed(*r) for r in await conn.fetchmany(_EDIT, args)]
 
@@ -159,10 +218,37 @@ async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list
     if not redactions:
         return []
     args = [
-        (r.target_event_id, DELETED, *_author(r.author), r.may_redact_others, r.redaction_event_id)
+        (
+            r.target_event_id,
+            DELETED,
+            *_author(r.author),
+            r.may_redact_others,
+            r.redaction_event_id,
+            r.author.matrix_id,
+        )
         for r in redactions
     ]
     return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]
+
+
+async def remove_edits(
+    conn: Connection, redactions: Sequence[Redaction]
+) -> list[tuple[Changed, str]]:
+    """Redactions that may name edits rather than messages: each edit named is forgotten.
+    Returns the rows whose preview went back to an earlier version, with that preview."""
+    if not redactions:
+        return []
+    args = [
+        (
+            r.target_event_id,
+            *_author(r.author),
+            r.may_redact_others,
+            r.redaction_event_id,
+            r.author.matrix_id,
+        )
+        for r in redactions
+    ]
+    return [(Changed(*r[:6]), r[6]) for r in await conn.fetchmany(_REMOVE_EDIT, args)]
 
 
 def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from asyncpg import Connection
 
-from ..db import bookkeeping, channels, members, messages, rooms, sessions, users
+from ..db import bookkeeping, channels, members, messages, room_state, rooms, sessions, users
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
@@ -25,6 +25,17 @@ from .items import Writing
 from .wanted import actors_of
 
 LEFT = frozenset({"leave", "ban"})
+StateOp = ev.Membership | ev.PowerLevels | ev.RoomName | ev.JoinRules
+
+
+def mark_of(op: StateOp) -> room_state.Mark | None:
+    """Where the state event stands among its key's events (room_state.py); None for an
+    operation without an event id, which nothing orders."""
+    if not op.event_id:
+        return None
+    # Exact: the time was made from whole milliseconds (events.timestamp).
+    ts_ms = (op.ts - ev.EPOCH) // timedelta(milliseconds=1) if op.ts is not None else 0
+    return room_state.Mark(ts_ms, op.event_id)
 
 
 async def apply_operations(
@@ -84,6 +95,13 @@ def _room_agents(ops: Sequence[ev.Operation], known: lookup.Known) -> dict[str, 
     return rooms
 
 
+_STATE_TYPES: dict[type, str] = {
+    ev.PowerLevels: "m.room.power_levels",
+    ev.RoomName: "m.room.name",
+    ev.JoinRules: "m.room.join_rules",
+}
+
+
 class Applier:
     """One transaction's operations, applied in order (see apply_operations)."""
 
@@ -110,6 +128,9 @@ class Applier:
         self.room_agents = _room_agents(ops, known)  # room id -> agents it may mention
         # Where each operation (by id()) stands in the transaction.
         self.position = {id(op): i for i, op in enumerate(ops)}
+        # Whether each redaction (by id()) may remove others' messages, judged where it
+        # stands in the transaction (apply_batched).
+        self.redact_power: dict[int, bool] = {}
         # (agent, channel) -> [(position of the event in the transaction, when)]
         self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
 
@@ -142,8 +163,9 @@ class Applier:
         """The fast path: all new messages in one statement, then membership and room
         state in order (people's joins and leaves in runs of one statement), then all
         edits and all redactions in one statement each. Edits and redactions commute
-        (newest edit wins, redaction is final) and only need the rows to exist;
-        membership and state never depend on messages."""
+        (newest edit wins, redaction is final) and only need the rows to exist, once
+        each redaction's right is judged where it stands; membership and state never
+        depend on messages."""
         news = [op for op in ops if isinstance(op, ev.NewMessage)]
         await self.insert_messages(news)
         self.outcome.applied["NewMessage"] += len(news)
@@ -151,7 +173,12 @@ class Applier:
         # so roles follow power levels and announcements keep the events' order.
         people: list[ev.Membership] = []
         for op in ops:
-            if isinstance(op, ev.NewMessage | ev.EditMessage | ev.RedactMessage):
+            if isinstance(op, ev.RedactMessage):
+                # Applied with the others below, but judged by the power levels in
+                # force where it stands: a later demotion does not undo it.
+                self.redact_power[id(op)] = await self.may_redact_others(op)
+                continue
+            if isinstance(op, ev.NewMessage | ev.EditMessage):
                 continue
             if isinstance(op, ev.Membership) and self.is_person_change(op):
                 people.append(op)
@@ -181,27 +208,39 @@ class Applier:
         return len(changed)
 
     async def redact(self, redactions: Sequence[ev.RedactMessage]) -> int:
-        changed = await messages.redact_many(
-            self.conn, [await self.redaction_of(op) for op in redactions]
-        )
+        """Redactions of messages, then of edits: those that deleted no message may name
+        an edit ("Remove" on an edit in Element), whose message goes back a version."""
+        rows = [await self.redaction_of(op) for op in redactions]
+        changed = await messages.redact_many(self.conn, rows)
         by_cause = {op.event_id: op for op in redactions}
         for row in changed:
             channel = self.by_id[row.channel_id]
             self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
-        return len(changed)
+        done = {row.cause for row in changed}
+        rest = [r for r in rows if r.redaction_event_id not in done]
+        restored = await messages.remove_edits(self.conn, rest)
+        for row, preview in restored:
+            at = by_cause[row.cause].ts or datetime.now(UTC)
+            self.announcer.message_changed(self.by_id[row.channel_id], row, at, preview)
+        return len(changed) + len(restored)
 
     def author(self, room_id: str, sender: str) -> messages.Author:
         agent_id = self.agents.get(sender)
         user_id = None if agent_id is not None else self.users.get(sender)
-        return messages.Author(self.channels[room_id].id, user_id, agent_id)
+        return messages.Author(self.channels[room_id].id, user_id, agent_id, sender)
 
     def edit_of(self, op: ev.EditMessage) -> messages.Edit:
         author = self.author(op.room_id, op.sender)
         return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview, author)
 
-    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
+    async def may_redact_others(self, op: ev.RedactMessage) -> bool:
         power = await self.room_power(op.room_id)
-        others = may_redact_others(op.sender, power.power_levels, power.creators)
+        return may_redact_others(op.sender, power.power_levels, power.creators)
+
+    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
+        others = self.redact_power.pop(id(op), None)
+        if others is None:  # applied where it stands (the slow path): judged now
+            others = await self.may_redact_others(op)
         author = self.author(op.room_id, op.sender)
         return messages.Redaction(op.target_event_id, op.event_id, author, others)
 
@@ -301,6 +340,8 @@ class Applier:
             return await self.redact([op]) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
+        if isinstance(op, ev.PowerLevels | ev.RoomName | ev.JoinRules) and not await self.newer(op):
+            return False  # an older state event than the one applied: a replay
         if isinstance(op, ev.PowerLevels):
             await self.power_levels(op, channel)
             return True
@@ -314,6 +355,12 @@ class Applier:
                 self.channel_updated(channel, {"visibility": op.visibility}, op)
             return True
         return False
+
+    async def newer(self, op: ev.PowerLevels | ev.RoomName | ev.JoinRules) -> bool:
+        """Whether the room state event is newer than its key's last applied one."""
+        mark = mark_of(op)
+        etype = _STATE_TYPES[type(op)]
+        return mark is None or await room_state.newer(self.conn, op.room_id, etype, "", mark)
 
     def channel_updated(
         self, channel: channels.Channel, fields: dict[str, Any], op: ev.RoomName | ev.JoinRules
@@ -349,7 +396,10 @@ class Applier:
                 power = await self.room_power(op.room_id)
                 role = role_for(op.user_id, power.power_levels, power.creators)
             user_id = self.users[op.user_id]
-            changes.append(members.PersonChange(self.channels[op.room_id].id, user_id, role, op.ts))
+            mark = mark_of(op)
+            event = (op.room_id, op.user_id, mark) if mark is not None else None
+            channel_id = self.channels[op.room_id].id
+            changes.append(members.PersonChange(channel_id, user_id, role, op.ts, event))
         changed = await members.change_people(self.conn, changes)
         for op, change, did in zip(ops, changes, changed, strict=True):
             if did:
@@ -372,6 +422,11 @@ class Applier:
     ) -> bool:
         await self.record_activity(self.position.get(id(op)), (agent_id, channel.id))
         member = (AGENT, agent_id)
+        mark = mark_of(op)
+        if (op.membership == "join" or op.membership in LEFT) and mark is not None:
+            key = (op.room_id, room_state.MEMBER, op.user_id)
+            if not await room_state.newer(self.conn, *key, mark):
+                return False  # an older membership than the one applied: a replay
         if op.membership == "join":
             if await members.join_agent(self.conn, channel.id, agent_id, op.ts):
                 self.announce_member(bus.MEMBER_JOINED, channel, member, members.AGENT_ROLE, op)

@@ -4,6 +4,8 @@ invite: its microDAO, its row, its power levels and the members it has now."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
 
 from asyncpg import Connection
 
@@ -66,4 +68,32 @@ async def create_channel(
             joined = await members.join(conn, channel.id, people[mxid], role, now)
         if joined:
             announcer.member(bus.MEMBER_JOINED, channel, member, role, now, cause)
+    if not created:
+        await _close_the_absent(conn, channel, snap, people, agent_ids, announcer, now, cause)
     return channel
+
+
+async def _close_the_absent(
+    conn: Connection,
+    channel: channels.Channel,
+    snap: RoomSnapshot,
+    people: dict[str, UUID],
+    agent_ids: dict[str, UUID],
+    announcer: Announcer,
+    now: datetime,
+    cause: str,
+) -> None:
+    """The bot joins a channel again: who left while it was away is not in the room's
+    state any more, and leaves the channel too (else a ghost member, who would turn a
+    person's message to the channel's agent into a `direct` call)."""
+    present_people = [people[m] for m in snap.joined if m not in agent_ids]
+    present_agents = [agent_ids[m] for m in snap.joined if m in agent_ids]
+    gone = await members.leave_all_but(conn, channel.id, present_people, present_agents, now)
+    for user_id, agent_id in gone:
+        if agent_id is not None:
+            await sessions.close(conn, agent_id, channel.id)
+            member = (AGENT, agent_id)
+        else:
+            assert user_id is not None  # a member row is a person's or an agent's
+            member = (HUMAN, user_id)
+        announcer.member(bus.MEMBER_LEFT, channel, member, None, now, cause)

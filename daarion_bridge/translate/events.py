@@ -78,6 +78,8 @@ class Membership:
 class PowerLevels:
     room_id: str
     content: dict[str, Any]
+    event_id: str = field(default="", compare=False)
+    ts: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +271,7 @@ def _state(
     if state_key != "":
         return None
     if etype == "m.room.power_levels":
-        return PowerLevels(room_id, dict(content))
+        return PowerLevels(room_id, dict(content), event_id, _optional_ts(event))
     if etype == "m.room.name":
         name = content.get("name")
         name = storable(name) if isinstance(name, str) and name.strip() else None
