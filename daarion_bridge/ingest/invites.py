@@ -1,8 +1,10 @@
 """Invites of the bot or of an agent's puppet: accept or refuse, and map the room.
 
 A room the bot or an agent joins becomes a channel of a microDAO: the one whose linked
-space holds the room, else the agent's own, else bridge.default_microdao. With none,
-the invited user says why in the room and leaves; nothing is written.
+space holds the room (it lists the room, or accepts the room's m.space.parent: a parent
+set by someone without power in the space counts for nothing), else the agent's own,
+else bridge.default_microdao. With none, the invited user says why in the room and
+leaves; nothing is written.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..policy.invites import agent_invite_allowed, bot_invite_allowed
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
 from ..translate.rooms import RoomSnapshot, snapshot_from_state
+from ..translate.spaces import parent_is_valid
 from .channel_setup import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
@@ -134,11 +137,35 @@ class Invites:
         return ChannelSetup(snapshot, microdao, invite.inviter, self.config.bot_mxid)
 
     async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
-        """The microDAO of the room's space, else the fallback, else the default."""
-        found = await spaces.microdao_of(self.pool, snapshot.space_parents)
-        if found is None:
-            for space_id, microdao in (await spaces.all_linked(self.pool)).items():
-                if await self.bot.space_lists(space_id, snapshot.room_id):
-                    found = microdao
-                    break
-        return found or fallback or self.config.bridge.default_microdao
+        """The microDAO of the room's space, else the fallback, else the default. A parent
+        the room names counts only when its space accepts it (translate/spaces.py)."""
+        linked = await spaces.all_linked(self.pool)
+        for space_id in snapshot.space_parents:
+            microdao = linked.get(space_id)
+            if microdao is not None and await self._parent_holds(snapshot, space_id):
+                return microdao
+        for space_id, microdao in linked.items():
+            if await self.bot.space_lists(space_id, snapshot.room_id):
+                return microdao
+        return fallback or self.config.bridge.default_microdao
+
+    async def _parent_holds(self, snapshot: RoomSnapshot, space_id: str) -> bool:
+        sender = snapshot.parent_senders.get(space_id, "")
+        try:
+            space_state = await self.bot.room_state(space_id)
+        except MatrixRequestError as e:
+            # The bot cannot read the space (not in it): the claim cannot be checked.
+            log.info(
+                "Parent %s of %s not checked (%s): ignored", space_id, snapshot.room_id, e.errcode
+            )
+            return False
+        if parent_is_valid(snapshot.room_id, sender, space_state):
+            return True
+        log.info(
+            "Ignoring parent %s of %s: the space does not list the room and %s may not add "
+            "children to it",
+            space_id,
+            snapshot.room_id,
+            sender,
+        )
+        return False

@@ -33,7 +33,8 @@ def role_for_level(level: int) -> str:
     return "member"
 
 
-def _int(value: Any, default: int) -> int:
+def int_or(value: Any, default: int) -> int:
+    """A power level as the homeserver reads it: an int, or a string of one; else the default."""
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
@@ -46,12 +47,18 @@ def _int(value: Any, default: int) -> int:
     return default
 
 
+def has_via(content: Any) -> bool:
+    """A parent or child link is live only with a non-empty `via` (an empty one removes it)."""
+    via = content.get("via") if isinstance(content, dict) else None
+    return isinstance(via, list) and bool(via)
+
+
 def user_level(user_id: str, power_levels: Mapping[str, Any] | None) -> int:
     if not power_levels:
         return 0
     users = power_levels.get("users")
-    default = _int(power_levels.get("users_default"), 0)
-    return _int(users.get(user_id), default) if isinstance(users, dict) else default
+    default = int_or(power_levels.get("users_default"), 0)
+    return int_or(users.get(user_id), default) if isinstance(users, dict) else default
 
 
 def role_for(user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]) -> str:
@@ -67,7 +74,7 @@ def may_redact_others(
     room's `redact` level (50 by default). Redactions of one's own messages always do."""
     if user_id in creators:
         return True
-    redact = _int(power_levels.get("redact"), 50) if power_levels else 50
+    redact = int_or(power_levels.get("redact"), 50) if power_levels else 50
     return user_level(user_id, power_levels) >= redact
 
 
@@ -109,7 +116,10 @@ class RoomSnapshot:
     creators: tuple[str, ...]
     power_levels: dict[str, Any] | None
     joined: tuple[str, ...] = field(default=())
+    # Spaces the room names as parents (with a live `via`), in state order, and who named
+    # each: a claim to check against the space (translate/spaces.py), not yet a fact.
     space_parents: tuple[str, ...] = field(default=())
+    parent_senders: Mapping[str, str] = field(default_factory=dict)
     # A space (room type m.space) organises rooms; people do not chat in it.
     is_space: bool = False
 
@@ -117,7 +127,7 @@ class RoomSnapshot:
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     joined: list[str] = []
-    parents: list[str] = []
+    parents: dict[str, str] = {}
     for event in state:
         etype, key = event.get("type"), event.get("state_key")
         if not isinstance(etype, str) or not isinstance(key, str):
@@ -126,9 +136,9 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         event_content = event.get("content") or {}
         if etype == "m.room.member" and event_content.get("membership") == "join":
             joined.append(key)
-        via = event_content.get("via") if isinstance(event_content, dict) else None
-        if etype == "m.space.parent" and key and isinstance(via, list) and via:
-            parents.append(key)
+        if etype == "m.space.parent" and key and has_via(event_content):
+            sender = event.get("sender")
+            parents[key] = sender if isinstance(sender, str) else ""
 
     def content(etype: str) -> Mapping[str, Any]:
         return (by_key.get((etype, "")) or {}).get("content") or {}
@@ -150,5 +160,6 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         power_levels=power_levels,
         joined=tuple(joined),
         space_parents=tuple(parents),
+        parent_senders=parents,
         is_space=content("m.room.create").get("type") == "m.space",
     )

@@ -646,13 +646,15 @@ async def test_rooms_in_a_microdao_space_are_its_channels(e2e, bridge, people, d
             "SELECT external_id FROM microdaos WHERE id = $1", channel["microdao_id"]
         )
 
-    # The agent (whose own microDAO is ag-core) is invited into a room under the space.
+    # The agent (whose own microDAO is ag-core) is invited into a room under the space,
+    # its parent set by the space's owner (a parent set by someone without power in the
+    # space counts for nothing: tests/e2e/test_hostile_rooms.py).
     agent_room, _ = await agent_channel(
-        db, owner, SOFIA, "E2E space agent room", initial_state=parent([D])
+        db, space_owner, SOFIA, "E2E space agent room", initial_state=parent([D])
     )
     # The bot (whose fallback is the default microDAO) likewise.
     bot_room, _ = await open_channel(
-        db, owner, e2e.bot, "E2E space bot room", initial_state=parent([D])
+        db, space_owner, e2e.bot, "E2E space bot room", initial_state=parent([D])
     )
     # A room the space lists as its child, without a parent of its own (the bot is in the
     # public space since the start, so it can read the space's children).
@@ -661,7 +663,7 @@ async def test_rooms_in_a_microdao_space_are_its_channels(e2e, bridge, people, d
     await owner.invite(child_room, e2e.bot)
     # An m.space.parent without `via` is no link.
     unlinked_room, _ = await open_channel(
-        db, owner, e2e.bot, "E2E space no via", initial_state=parent([])
+        db, space_owner, e2e.bot, "E2E space no via", initial_state=parent([])
     )
 
     assert await microdao_of(agent_room) == SPACE_DAO
