@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,54 @@ SLUG_MAX = 64
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
+RESTRICTED_RULES = frozenset({"restricted", "knock_restricted"})
+
+
 def visibility_for(join_rule: Any) -> str:
+    """The channel's `visibility` column: how the room is joined, whatever room a
+    restricted rule names. Who may bring an agent asks `open_to` instead."""
     if join_rule == "public":
         return "public"
-    if join_rule in ("restricted", "knock_restricted"):
+    if join_rule in RESTRICTED_RULES:
+        return "microdao"
+    return "private"
+
+
+@dataclass(frozen=True)
+class Access:
+    """A room's join rule and, for a restricted rule, the rooms whose members may join."""
+
+    rule: str | None
+    allow_rooms: tuple[str, ...] = ()
+
+
+def access_from(content: Any) -> Access:
+    """From an m.room.join_rules content, as Synapse sends it (in state or stripped)."""
+    if not isinstance(content, Mapping):
+        return Access(None)
+    rule = content.get("join_rule")
+    allow = content.get("allow")
+    rooms = [
+        entry.get("room_id")
+        for entry in (allow if isinstance(allow, list) else [])
+        if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
+    ]
+    return Access(
+        rule if isinstance(rule, str) else None,
+        tuple(r for r in rooms if isinstance(r, str) and r),
+    )
+
+
+def open_to(access: Access | None, spaces: Collection[str]) -> str | None:
+    """How open the room is to the members of a microDAO whose space is among `spaces`:
+    `public`; `microdao` only when its rule is restricted to one of those spaces (a room
+    restricted to someone's private room is not open to the microDAO); else `private`.
+    None when the join rule is unknown."""
+    if access is None or access.rule is None:
+        return None
+    if access.rule == "public":
+        return "public"
+    if access.rule in RESTRICTED_RULES and any(r in spaces for r in access.allow_rooms):
         return "microdao"
     return "private"
 
@@ -78,6 +122,20 @@ def may_redact_others(
     return user_level(user_id, power_levels) >= redact
 
 
+def invite_level(power_levels: Mapping[str, Any] | None) -> int:
+    """The power the room asks of whoever invites (0 when it does not say)."""
+    return int_or(power_levels.get("invite"), 0) if power_levels else 0
+
+
+def may_invite(
+    user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]
+) -> bool:
+    """Whether the homeserver would let the user invite into the room."""
+    if user_id in creators:
+        return True
+    return user_level(user_id, power_levels) >= invite_level(power_levels)
+
+
 def creators_of(create_event: Mapping[str, Any] | None, has_power_levels: bool) -> tuple[str, ...]:
     """Users who hold top power without appearing in m.room.power_levels."""
     if not create_event:
@@ -122,6 +180,7 @@ class RoomSnapshot:
     parent_senders: Mapping[str, str] = field(default_factory=dict)
     # A space (room type m.space) organises rooms; people do not chat in it.
     is_space: bool = False
+    access: Access = field(default=Access(None))
 
 
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
@@ -155,6 +214,7 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         name=name or alias or room_id,
         slug=slugify(alias_localpart(alias) if alias else fallback),
         visibility=visibility_for(content("m.room.join_rules").get("join_rule")),
+        access=access_from(content("m.room.join_rules")),
         room_version=str(content("m.room.create").get("room_version", "1")),
         creators=creators_of(create, power_levels is not None),
         power_levels=power_levels,

@@ -358,10 +358,13 @@ INVITE_CASES = [
     (DAO_ADMIN, SOFIA, "private", True),  # admin of it: anywhere
     (DAO_MEMBER, SOFIA, "private", False),  # member: open rooms only
     (DAO_MEMBER, SOFIA, "public", True),
-    (DAO_MEMBER, SOFIA, "restricted", True),  # visibility microdao
+    # Restricted to ag-space's space, not to a space of sofia's microDAO (ag-core has
+    # none): not open to ag-core's members (tests/e2e/test_hostile_rooms.py has the case
+    # of a room restricted to the agent's microDAO's space).
+    (DAO_MEMBER, SOFIA, "restricted", False),
     (STRANGER, SOFIA, "public", False),  # not in the microDAO, not the owner
     (STRANGER2, CITY, "public", True),  # no owner, no microDAO: the city's agent
-    (STRANGER2, CITY, "restricted", True),
+    (STRANGER2, CITY, "restricted", True),  # restricted to a microDAO's space: open
     (STRANGER2, CITY, "private", False),
 ]
 VISIBILITY = {"private": "private", "public": "public", "restricted": "microdao"}

@@ -26,6 +26,7 @@ from tests.e2e.helpers import (
     running_bridge,
     wait_for,
 )
+from tests.e2e.test_bot_commands import ask
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -34,6 +35,7 @@ HX = "microdao:hx"  # has a space
 DEFAULT = "microdao:e2e"  # the session config's bridge.default_microdao
 SPACE_ADMIN, MOD, MEMBER, EVE = "hx.admin", "hx.mod", "hx.member", "hx.eve"
 CITY = f"@agent-hxcity:{D}"  # no owner, no microDAO: anyone may bring it into open rooms
+HELPER = f"@agent-hxhelper:{D}"  # of HX: its members may bring it into rooms open to HX
 
 
 def mxid(localpart: str) -> str:
@@ -77,6 +79,8 @@ async def stack(e2e, pg_server_url, people) -> Stack:
         cfg["agents"] = [
             {"external_id": "agent:hxcity", "name": "HX City", "kind": "system",
              "blueprint": "hx_bp"},
+            {"external_id": "agent:hxhelper", "name": "HX Helper", "kind": "assistant",
+             "blueprint": "hx_bp", "microdao": HX},
         ]  # fmt: skip
 
     index = await own_index(e2e, pg_server_url, "hostile", edit)
@@ -161,3 +165,84 @@ async def test_a_parent_the_space_accepts_maps_the_room(e2e, bridge, people, db,
     assert await microdao_of(db, by_admin) == HX
     assert await microdao_of(db, by_mod) == HX
     assert await microdao_of(db, listed) == HX
+
+
+# -- item 2: bringing an agent where the room's rules do not let you --------------------------
+
+
+def restricted_to(*rooms: str) -> list[dict[str, Any]]:
+    allow = [{"type": "m.room_membership", "room_id": r} for r in rooms]
+    return [
+        {
+            "type": "m.room.join_rules",
+            "state_key": "",
+            "content": {"join_rule": "restricted", "allow": allow},
+        }
+    ]
+
+
+async def test_the_command_needs_the_rooms_invite_level(e2e, bridge, people, db) -> None:
+    """The room's moderators raised `invite` to 50: a member of power 0 cannot bring an
+    agent in through the bot, though HX's rules would let them; the room's creator can."""
+    admin, member = await people(SPACE_ADMIN), await people(MEMBER)
+    room_id, _ = await open_channel(
+        db,
+        admin,
+        e2e.bot,
+        "E2E invite level",
+        preset="public_chat",
+        power_level_content_override={"invite": 50},
+    )
+    await member.join(room_id)
+    answer = await ask(e2e, member, room_id, "!daarion invite agent:hxhelper")
+    assert answer == (
+        "You may not invite HX Helper (agent:hxhelper) here: inviting into this room needs "
+        "power level 50."
+    )
+    assert await member.membership(room_id, HELPER) is None
+    answer = await ask(e2e, admin, room_id, "!daarion invite agent:hxhelper")
+    assert answer == "HX Helper (agent:hxhelper) joined this room."
+
+
+async def test_restricted_to_a_private_room_is_not_open_to_the_microdao(
+    e2e, bridge, people, db, stack
+) -> None:
+    """A member of HX may bring HX's agent into rooms open to HX through the bot. A room
+    restricted to a private room of the member's own is not open to HX; a room restricted
+    to HX's space is."""
+    member = await people(MEMBER)
+    mine = await member.create_room(name="E2E my private room")
+    by_command, _ = await open_channel(
+        db, member, e2e.bot, "E2E restricted to mine", initial_state=restricted_to(mine)
+    )
+    answer = await ask(e2e, member, by_command, "!daarion invite agent:hxhelper")
+    assert answer.startswith("You may not invite HX Helper (agent:hxhelper) here: ask its owner")
+    assert await member.membership(by_command, HELPER) is None
+
+    in_space, _ = await open_channel(
+        db,
+        member,
+        e2e.bot,
+        "E2E restricted to the space",
+        initial_state=restricted_to(stack.space_id),
+    )
+    answer = await ask(e2e, member, in_space, "!daarion invite agent:hxhelper")
+    assert answer == "HX Helper (agent:hxhelper) joined this room."
+
+
+async def test_the_agent_refuses_a_room_restricted_to_a_private_room(
+    e2e, bridge, people, db, stack
+) -> None:
+    """The puppet's own rules, for the member's direct invite: the same line."""
+    member = await people(MEMBER)
+    mine = await member.create_room(name="E2E my private room")
+    direct = await member.create_room(name="E2E direct", initial_state=restricted_to(mine))
+    await member.invite(direct, HELPER)
+    await wait_membership(member, direct, HELPER, "leave")
+    assert await channel_row(db, direct) is None
+
+    direct_ok = await member.create_room(
+        name="E2E direct in space", initial_state=restricted_to(mine, stack.space_id)
+    )
+    await member.invite(direct_ok, HELPER)
+    await wait_membership(member, direct_ok, HELPER, "join")
