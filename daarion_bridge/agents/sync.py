@@ -2,7 +2,8 @@
 
 Runs at start and on SIGHUP. The database side is one transaction: upserts by external
 id or code. An agent dropped from the config keeps its row (history points at it), its
-sessions close, and its puppet leaves its rooms.
+sessions close, and its puppet leaves its rooms. A microDAO membership the config gave
+and no longer lists is taken back (db/microdaos.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class SyncReport:
     agents: int = 0
     removed: list[str] = field(default_factory=list)
     sessions_closed: int = 0
+    # microDAO memberships the config gave and no longer lists, taken back.
+    roles_revoked: int = 0
     # Puppets of agents the config dropped, with the rooms each must still leave.
     leaving: list[tuple[str, list[str]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -61,12 +64,14 @@ async def apply_roster(
         await _join_space(bot, space_id, report)
     log.info(
         "Config applied: %d microDAO(s), %d blueprint(s), %d agent(s); "
-        "%d removed agent(s) to leave their rooms, %d session(s) closed",
+        "%d removed agent(s) to leave their rooms, %d session(s) closed, "
+        "%d microDAO membership(s) the config no longer lists taken back",
         report.microdaos,
         report.blueprints,
         report.agents,
         len(report.removed),
         report.sessions_closed,
+        report.roles_revoked,
     )
     for problem in report.problems:
         log.warning(problem)
@@ -82,7 +87,7 @@ async def write_roster(
     people = await users.ensure_users(conn, _people(roster))
     # Set-based throughout: ingest waits while this runs, so a config of a thousand agents
     # costs a handful of statements, not a few per entry.
-    microdao_ids = await microdaos.upsert_many(
+    microdao_ids, report.roles_revoked = await microdaos.upsert_many(
         conn,
         [
             microdaos.Declared(

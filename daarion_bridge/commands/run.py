@@ -32,12 +32,14 @@ from ..bus.publisher import Publisher
 from ..config import Config
 from ..db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
 from ..ingest.announce import Announcer
+from ..ingest.invites import agent_visibility
 from ..matrix.bot import UNREACHABLE, Bot
 from ..matrix.puppets import Puppets
 from ..policy.invites import bot_invite_allowed, command_invite_allowed
 from ..translate import bus
 from ..translate.agents import LiveDirectory
 from ..translate.events import NewMessage
+from ..translate.rooms import invite_level, may_invite, snapshot_from_state
 from . import parse as commands
 from .parse import AgentHere, Command, Refuse, Status
 
@@ -244,12 +246,23 @@ class CommandRunner:
                 if agent.microdao
                 else None
             )
-            visibility = await channels.visibility_of(conn, channel.room_id)
         if present:
             return f"{who} is already in this room."
+        # The room as it is now, not as the index last saw it: its power levels say who
+        # may invite, its join rule whom it is open to.
+        room = snapshot_from_state(msg.room_id, await self.bot.room_state(msg.room_id))
+        holds_level = may_invite(msg.sender, room.power_levels, room.creators)
+        visibility = await agent_visibility(self.pool, agent, room.access)
         ours = bot_invite_allowed(msg.sender, self.config.homeserver.domain, self.config.bridge)
-        if not command_invite_allowed(level, msg.sender, agent, role, visibility, ours):
+        if not command_invite_allowed(
+            level, msg.sender, agent, role, visibility, ours, holds_level
+        ):
             log.info("%s may not bring %s into %s", msg.sender, agent.external_id, msg.room_id)
+            if not holds_level:
+                return (
+                    f"You may not invite {who} here: inviting into this room needs power "
+                    f"level {invite_level(room.power_levels)}."
+                )
             return f"You may not invite {who} here: ask its owner or an admin of its microDAO."
         # The bot invites (the puppet's invite rules do not ask about the bot's invites:
         # translate/events.py), then the puppet joins.

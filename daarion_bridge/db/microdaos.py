@@ -1,4 +1,4 @@
-"""microdaos and microdao_members."""
+"""microdaos and microdao_members, and bridge_config_roles (the config's memberships)."""
 
 from __future__ import annotations
 
@@ -72,30 +72,87 @@ class Declared:
     members: dict[UUID, str]  # user -> role; the owner's own entry is ignored
 
 
-async def upsert_many(conn: Connection, declared: Sequence[Declared]) -> dict[str, UUID]:
-    """The microDAOs as declared, in two statements however many: each owner holds the
-    owner role, an owner the config replaced becomes a member, and each listed member
-    gets the listed role. Returns row ids by platform id."""
-    if not declared:
-        return {}
-    rows = await conn.fetch(
-        _UPSERT_MANY,
-        [d.external_id for d in declared],
-        [d.name for d in declared],
-        [d.owner_user_id for d in declared],
+async def upsert_many(
+    conn: Connection, declared: Sequence[Declared]
+) -> tuple[dict[str, UUID], int]:
+    """The microDAOs as declared: each owner holds the owner role and each listed member
+    the listed role. What the config gave before and lists no more is taken back: those
+    rows are deleted (a lower role is the listed one), as long as they still hold the role
+    the config gave (bridge_config_roles) and are not the owner of record. Rows others
+    wrote stay, except that an owner of record whom the config replaces becomes a member.
+    Returns row ids by platform id, and how many memberships were taken back."""
+    rows = (
+        await conn.fetch(
+            _UPSERT_MANY,
+            [d.external_id for d in declared],
+            [d.name for d in declared],
+            [d.owner_user_id for d in declared],
+        )
+        if declared
+        else []
     )
     found = {r["external_id"]: (r["id"], r["previous_owner"]) for r in rows}
-    roles: list[tuple[UUID, UUID, str]] = []
+    given = {
+        (r["microdao_id"], r["user_id"])
+        for r in await conn.fetch("SELECT microdao_id, user_id FROM bridge_config_roles")
+    }
+    listed: list[tuple[UUID, UUID, str]] = []
+    handed_over: list[tuple[UUID, UUID, str]] = []
     for d in declared:
         microdao_id, previous = found[d.external_id]
-        wanted: dict[UUID, str] = {}
-        if previous is not None and previous != d.owner_user_id:
-            wanted[previous] = "member"
-        wanted.update(d.members)
+        wanted = dict(d.members)
         wanted[d.owner_user_id] = "owner"
-        roles += [(microdao_id, user_id, role) for user_id, role in wanted.items()]
-    await _set_roles(conn, roles)
-    return {external_id: row_id for external_id, (row_id, _) in found.items()}
+        if previous is not None and previous not in wanted and (microdao_id, previous) not in given:
+            handed_over.append((microdao_id, previous, "member"))
+        listed += [(microdao_id, user_id, role) for user_id, role in wanted.items()]
+    await _set_roles(conn, listed + handed_over)
+    revoked = await _revoke(conn, listed)
+    await _record(conn, listed)
+    return {external_id: row_id for external_id, (row_id, _) in found.items()}, revoked
+
+
+# The config's earlier rows it no longer lists, still as it left them: anything else in
+# microdao_members is someone else's to change.
+_REVOKE = """
+WITH listed AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS l(microdao_id, user_id)
+)
+DELETE FROM microdao_members m
+USING bridge_config_roles c, microdaos d
+WHERE m.microdao_id = c.microdao_id AND m.user_id = c.user_id AND m.role = c.role
+  AND d.id = m.microdao_id AND d.owner_user_id <> m.user_id
+  AND NOT EXISTS (
+      SELECT 1 FROM listed l WHERE l.microdao_id = c.microdao_id AND l.user_id = c.user_id
+  )
+"""
+
+
+async def _revoke(conn: Connection, listed: Sequence[tuple[UUID, UUID, str]]) -> int:
+    status = await conn.execute(_REVOKE, [m for m, _, _ in listed], [u for _, u, _ in listed])
+    return int(status.split()[-1])
+
+
+async def _record(conn: Connection, listed: Sequence[tuple[UUID, UUID, str]]) -> None:
+    """bridge_config_roles becomes exactly what the config lists (unchanged rows stay)."""
+    microdao_ids = [m for m, _, _ in listed]
+    user_ids = [u for _, u, _ in listed]
+    roles = [r for _, _, r in listed]
+    await conn.execute(
+        "DELETE FROM bridge_config_roles c WHERE NOT EXISTS (SELECT 1 FROM "
+        "unnest($1::uuid[], $2::uuid[]) AS l(microdao_id, user_id) "
+        "WHERE l.microdao_id = c.microdao_id AND l.user_id = c.user_id)",
+        microdao_ids,
+        user_ids,
+    )
+    await conn.execute(
+        "INSERT INTO bridge_config_roles (microdao_id, user_id, role) "
+        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) "
+        "ON CONFLICT (microdao_id, user_id) DO UPDATE SET role = EXCLUDED.role "
+        "WHERE bridge_config_roles.role IS DISTINCT FROM EXCLUDED.role",
+        microdao_ids,
+        user_ids,
+        roles,
+    )
 
 
 async def set_roles(conn: Connection, microdao_id: UUID, roles: dict[UUID, str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from uuid import UUID
 
 from asyncpg import Connection, Pool
@@ -17,19 +16,6 @@ async def link(conn: Connection, space_room_id: str, microdao_id: UUID) -> None:
         space_room_id,
         microdao_id,
     )
-
-
-async def microdao_of(conn: Connection | Pool, space_room_ids: Collection[str]) -> str | None:
-    """The external id of the microDAO linked to the first of these spaces that has one."""
-    if not space_room_ids:
-        return None
-    rows = await conn.fetch(
-        "SELECT s.room_id, d.external_id FROM bridge_spaces s "
-        "JOIN microdaos d ON d.id = s.microdao_id WHERE s.room_id = ANY($1::text[])",
-        list(space_room_ids),
-    )
-    found = {r["room_id"]: r["external_id"] for r in rows}
-    return next((found[s] for s in space_room_ids if s in found), None)
 
 
 async def all_linked(conn: Connection | Pool) -> dict[str, str]:

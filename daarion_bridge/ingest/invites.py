@@ -1,8 +1,10 @@
 """Invites of the bot or of an agent's puppet: accept or refuse, and map the room.
 
 A room the bot or an agent joins becomes a channel of a microDAO: the one whose linked
-space holds the room, else the agent's own, else bridge.default_microdao. With none,
-the invited user says why in the room and leaves; nothing is written.
+space holds the room (it lists the room, or accepts the room's m.space.parent: a parent
+set by someone without power in the space counts for nothing), else the agent's own,
+else bridge.default_microdao. With none, the invited user says why in the room and
+leaves; nothing is written.
 """
 
 from __future__ import annotations
@@ -10,18 +12,21 @@ from __future__ import annotations
 import logging
 
 from asyncpg import Pool
+from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import RoomID
 
 from ..config import Config
+from ..config.roster import AgentSpec
 from ..db import channels, microdaos, spaces
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
 from ..matrix.puppets import Puppets
-from ..policy.invites import agent_invite_allowed, bot_invite_allowed
+from ..policy.invites import agent_invite_allowed, bot_invite_allowed, spaces_open_to
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
-from ..translate.rooms import RoomSnapshot, snapshot_from_state
+from ..translate.rooms import Access, RoomSnapshot, access_from, open_to, snapshot_from_state
+from ..translate.spaces import parent_is_valid
 from .channel_setup import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
@@ -30,6 +35,13 @@ NO_MICRODAO_NOTICE = (
     "This room cannot be bridged: no microDAO is mapped to it and the bridge has no "
     "default (bridge.default_microdao). Ask the bridge admin to set one, then invite me again."
 )
+
+
+async def agent_visibility(pool: Pool, agent: AgentSpec, access: Access | None) -> str | None:
+    """How open the room is where the agent's invite rules are concerned: `microdao`
+    only when restricted to the space of the agent's microDAO (any microDAO's for the
+    city's agents)."""
+    return open_to(access, spaces_open_to(agent, await spaces.all_linked(pool)))
 
 
 class Invites:
@@ -80,7 +92,8 @@ class Invites:
         if agent.microdao is not None:
             async with self.pool.acquire() as conn:
                 role = await microdaos.role_of(conn, agent.microdao, invite.inviter)
-        visibility = invite.visibility or await self._known_visibility(invite.room_id)
+        access = invite.access or await self._live_access(invite.room_id)
+        visibility = await agent_visibility(self.pool, agent, access)
         # The bot invites an agent only when asked by a trusted caller (the admin API),
         # who checked the request: its invites are honoured in any room.
         by_bot = invite.inviter == self.config.bot_mxid
@@ -104,9 +117,16 @@ class Invites:
         )
         return await self._join(intent, invite, fallback_microdao=agent.microdao)
 
-    async def _known_visibility(self, room_id: str) -> str | None:
-        async with self.pool.acquire() as conn:
-            return await channels.visibility_of(conn, room_id)
+    async def _live_access(self, room_id: str) -> Access | None:
+        """The room's join rule as the bot reads it, when the invite did not carry it;
+        None when the bot cannot read it (not in the room)."""
+        try:
+            content = await self.bot.intent.api.request(
+                Method.GET, Path.v3.rooms[room_id].state["m.room.join_rules"][""]
+            )
+        except MatrixRequestError:
+            return None
+        return access_from(content)
 
     async def _is_channel(self, room_id: str) -> bool:
         async with self.pool.acquire() as conn:
@@ -134,11 +154,35 @@ class Invites:
         return ChannelSetup(snapshot, microdao, invite.inviter, self.config.bot_mxid)
 
     async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
-        """The microDAO of the room's space, else the fallback, else the default."""
-        found = await spaces.microdao_of(self.pool, snapshot.space_parents)
-        if found is None:
-            for space_id, microdao in (await spaces.all_linked(self.pool)).items():
-                if await self.bot.space_lists(space_id, snapshot.room_id):
-                    found = microdao
-                    break
-        return found or fallback or self.config.bridge.default_microdao
+        """The microDAO of the room's space, else the fallback, else the default. A parent
+        the room names counts only when its space accepts it (translate/spaces.py)."""
+        linked = await spaces.all_linked(self.pool)
+        for space_id in snapshot.space_parents:
+            microdao = linked.get(space_id)
+            if microdao is not None and await self._parent_holds(snapshot, space_id):
+                return microdao
+        for space_id, microdao in linked.items():
+            if await self.bot.space_lists(space_id, snapshot.room_id):
+                return microdao
+        return fallback or self.config.bridge.default_microdao
+
+    async def _parent_holds(self, snapshot: RoomSnapshot, space_id: str) -> bool:
+        sender = snapshot.parent_senders.get(space_id, "")
+        try:
+            space_state = await self.bot.room_state(space_id)
+        except MatrixRequestError as e:
+            # The bot cannot read the space (not in it): the claim cannot be checked.
+            log.info(
+                "Parent %s of %s not checked (%s): ignored", space_id, snapshot.room_id, e.errcode
+            )
+            return False
+        if parent_is_valid(snapshot.room_id, sender, space_state):
+            return True
+        log.info(
+            "Ignoring parent %s of %s: the space does not list the room and %s may not add "
+            "children to it",
+            space_id,
+            snapshot.room_id,
+            sender,
+        )
+        return False

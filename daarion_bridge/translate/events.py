@@ -20,7 +20,7 @@ from .agents import AgentDirectory, PendingMentions
 from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
-from .rooms import visibility_for
+from .rooms import Access, access_from, visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
@@ -112,7 +112,7 @@ class AgentInvited:
     event_id: str
     agent_mxid: str
     inviter: str
-    visibility: str | None  # from the invite's room state; None when it does not say
+    access: Access | None  # from the invite's room state; None when it does not say
     ts: datetime | None = field(default=None, compare=False)
 
 
@@ -228,15 +228,15 @@ def _mention_source(etype: str, content: Mapping[str, Any]) -> Mapping[str, Any]
     return {"body": question[0] if question else "", "m.mentions": content.get("m.mentions")}
 
 
-def _invite_visibility(event: Mapping[str, Any]) -> str | None:
-    """The room's visibility by the stripped state the homeserver sends with an invite."""
+def _invite_access(event: Mapping[str, Any]) -> Access | None:
+    """The room's join rule by the stripped state the homeserver sends with an invite."""
     unsigned = event.get("unsigned")
     state = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
     for item in state if isinstance(state, list) else []:
         if isinstance(item, dict) and item.get("type") == "m.room.join_rules":
             content = item.get("content")
             if isinstance(content, dict):
-                return visibility_for(content.get("join_rule"))
+                return access_from(content)
     return None
 
 
@@ -263,9 +263,8 @@ def _state(
                 # rights the bridge checked; that command joins the puppet itself. Not an
                 # invite for the puppet to accept or refuse: membership news only.
                 return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
-            visibility = _invite_visibility(event)
             return AgentInvited(
-                room_id, event_id, state_key, inviter, visibility, _optional_ts(event)
+                room_id, event_id, state_key, inviter, _invite_access(event), _optional_ts(event)
             )
         return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
     if state_key != "":

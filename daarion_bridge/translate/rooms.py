@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,54 @@ SLUG_MAX = 64
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
+RESTRICTED_RULES = frozenset({"restricted", "knock_restricted"})
+
+
 def visibility_for(join_rule: Any) -> str:
+    """The channel's `visibility` column: how the room is joined, whatever room a
+    restricted rule names. Who may bring an agent asks `open_to` instead."""
     if join_rule == "public":
         return "public"
-    if join_rule in ("restricted", "knock_restricted"):
+    if join_rule in RESTRICTED_RULES:
+        return "microdao"
+    return "private"
+
+
+@dataclass(frozen=True)
+class Access:
+    """A room's join rule and, for a restricted rule, the rooms whose members may join."""
+
+    rule: str | None
+    allow_rooms: tuple[str, ...] = ()
+
+
+def access_from(content: Any) -> Access:
+    """From an m.room.join_rules content, as Synapse sends it (in state or stripped)."""
+    if not isinstance(content, Mapping):
+        return Access(None)
+    rule = content.get("join_rule")
+    allow = content.get("allow")
+    rooms = [
+        entry.get("room_id")
+        for entry in (allow if isinstance(allow, list) else [])
+        if isinstance(entry, dict) and entry.get("type") == "m.room_membership"
+    ]
+    return Access(
+        rule if isinstance(rule, str) else None,
+        tuple(r for r in rooms if isinstance(r, str) and r),
+    )
+
+
+def open_to(access: Access | None, spaces: Collection[str]) -> str | None:
+    """How open the room is to the members of a microDAO whose space is among `spaces`:
+    `public`; `microdao` only when its rule is restricted to one of those spaces (a room
+    restricted to someone's private room is not open to the microDAO); else `private`.
+    None when the join rule is unknown."""
+    if access is None or access.rule is None:
+        return None
+    if access.rule == "public":
+        return "public"
+    if access.rule in RESTRICTED_RULES and any(r in spaces for r in access.allow_rooms):
         return "microdao"
     return "private"
 
@@ -33,7 +77,8 @@ def role_for_level(level: int) -> str:
     return "member"
 
 
-def _int(value: Any, default: int) -> int:
+def int_or(value: Any, default: int) -> int:
+    """A power level as the homeserver reads it: an int, or a string of one; else the default."""
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
@@ -46,12 +91,18 @@ def _int(value: Any, default: int) -> int:
     return default
 
 
+def has_via(content: Any) -> bool:
+    """A parent or child link is live only with a non-empty `via` (an empty one removes it)."""
+    via = content.get("via") if isinstance(content, dict) else None
+    return isinstance(via, list) and bool(via)
+
+
 def user_level(user_id: str, power_levels: Mapping[str, Any] | None) -> int:
     if not power_levels:
         return 0
     users = power_levels.get("users")
-    default = _int(power_levels.get("users_default"), 0)
-    return _int(users.get(user_id), default) if isinstance(users, dict) else default
+    default = int_or(power_levels.get("users_default"), 0)
+    return int_or(users.get(user_id), default) if isinstance(users, dict) else default
 
 
 def role_for(user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]) -> str:
@@ -67,8 +118,22 @@ def may_redact_others(
     room's `redact` level (50 by default). Redactions of one's own messages always do."""
     if user_id in creators:
         return True
-    redact = _int(power_levels.get("redact"), 50) if power_levels else 50
+    redact = int_or(power_levels.get("redact"), 50) if power_levels else 50
     return user_level(user_id, power_levels) >= redact
+
+
+def invite_level(power_levels: Mapping[str, Any] | None) -> int:
+    """The power the room asks of whoever invites (0 when it does not say)."""
+    return int_or(power_levels.get("invite"), 0) if power_levels else 0
+
+
+def may_invite(
+    user_id: str, power_levels: Mapping[str, Any] | None, creators: Iterable[str]
+) -> bool:
+    """Whether the homeserver would let the user invite into the room."""
+    if user_id in creators:
+        return True
+    return user_level(user_id, power_levels) >= invite_level(power_levels)
 
 
 def creators_of(create_event: Mapping[str, Any] | None, has_power_levels: bool) -> tuple[str, ...]:
@@ -109,15 +174,19 @@ class RoomSnapshot:
     creators: tuple[str, ...]
     power_levels: dict[str, Any] | None
     joined: tuple[str, ...] = field(default=())
+    # Spaces the room names as parents (with a live `via`), in state order, and who named
+    # each: a claim to check against the space (translate/spaces.py), not yet a fact.
     space_parents: tuple[str, ...] = field(default=())
+    parent_senders: Mapping[str, str] = field(default_factory=dict)
     # A space (room type m.space) organises rooms; people do not chat in it.
     is_space: bool = False
+    access: Access = field(default=Access(None))
 
 
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     joined: list[str] = []
-    parents: list[str] = []
+    parents: dict[str, str] = {}
     for event in state:
         etype, key = event.get("type"), event.get("state_key")
         if not isinstance(etype, str) or not isinstance(key, str):
@@ -126,9 +195,9 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         event_content = event.get("content") or {}
         if etype == "m.room.member" and event_content.get("membership") == "join":
             joined.append(key)
-        via = event_content.get("via") if isinstance(event_content, dict) else None
-        if etype == "m.space.parent" and key and isinstance(via, list) and via:
-            parents.append(key)
+        if etype == "m.space.parent" and key and has_via(event_content):
+            sender = event.get("sender")
+            parents[key] = sender if isinstance(sender, str) else ""
 
     def content(etype: str) -> Mapping[str, Any]:
         return (by_key.get((etype, "")) or {}).get("content") or {}
@@ -145,10 +214,12 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         name=name or alias or room_id,
         slug=slugify(alias_localpart(alias) if alias else fallback),
         visibility=visibility_for(content("m.room.join_rules").get("join_rule")),
+        access=access_from(content("m.room.join_rules")),
         room_version=str(content("m.room.create").get("room_version", "1")),
         creators=creators_of(create, power_levels is not None),
         power_levels=power_levels,
         joined=tuple(joined),
         space_parents=tuple(parents),
+        parent_senders=parents,
         is_space=content("m.room.create").get("type") == "m.space",
     )

@@ -776,13 +776,14 @@ async def test_write_roster_twice_rewrites_no_row(pool: asyncpg.Pool) -> None:
     async def versions() -> dict[str, list[str]]:
         return {
             table: [r[0] for r in await pool.fetch(f"SELECT xmin::text FROM {table} ORDER BY 1")]
-            for table in ("microdaos", "microdao_members", "agents")
+            for table in ("microdaos", "microdao_members", "bridge_config_roles", "agents")
         }
 
     before = await versions()
     assert all(before.values())
-    await apply(pool, roster)
+    _, report = await apply(pool, roster)
     assert await versions() == before
+    assert report.roles_revoked == 0
 
 
 async def test_write_roster_upserts_by_external_id_and_code(pool: asyncpg.Pool) -> None:
@@ -820,12 +821,12 @@ async def test_write_roster_upserts_by_external_id_and_code(pool: asyncpg.Pool) 
 async def test_write_roster_member_roles(pool: asyncpg.Pool) -> None:
     await apply(pool, make_roster(raw_roster(members={BOB: "member", CAROL: "guest"})))
     # Bob is promoted; the owner listed with another role stays owner; Carol's line is
-    # removed, which keeps her (the config documents it).
+    # removed, which takes her role back (tests/db/test_config_roles.py).
     await apply(pool, make_roster(raw_roster(members={BOB: "admin", ALICE: "member"})))
     assert await microdaos.role_of(pool, DAO, BOB) == "admin"
     assert await microdaos.role_of(pool, DAO, ALICE) == "owner"
-    assert await microdaos.role_of(pool, DAO, CAROL) == "guest"
-    assert await pool.fetchval("SELECT count(*) FROM microdao_members") == 3
+    assert await microdaos.role_of(pool, DAO, CAROL) is None
+    assert await pool.fetchval("SELECT count(*) FROM microdao_members") == 2
 
 
 async def test_write_roster_new_owner_holds_the_owner_role(pool: asyncpg.Pool) -> None:
@@ -910,11 +911,10 @@ async def test_removed_agent_comes_back_under_the_same_row(pool: asyncpg.Pool) -
 
 async def test_write_roster_links_spaces(pool: asyncpg.Pool) -> None:
     await apply(pool, make_roster(), {DAO: "!space1:localhost"})
-    assert await spaces.microdao_of(pool, ["!other:localhost", "!space1:localhost"]) == DAO
+    assert await spaces.all_linked(pool) == {"!space1:localhost": DAO}
     # A new space for the microDAO replaces the old link.
     await apply(pool, make_roster(), {DAO: "!space2:localhost"})
     assert await spaces.all_linked(pool) == {"!space2:localhost": DAO}
-    assert await spaces.microdao_of(pool, ["!space1:localhost"]) is None
 
 
 async def test_edits_and_redactions_of_agent_messages(pool: asyncpg.Pool, feed: Feed) -> None:
@@ -976,11 +976,12 @@ async def test_changing_an_agents_localpart_moves_its_puppet_out(pool: asyncpg.P
     assert leaving == [(SOFIA, [ROOM])]
 
 
-async def test_a_replaced_owner_becomes_a_member(pool: asyncpg.Pool) -> None:
+async def test_a_replaced_owner_keeps_only_a_listed_role(pool: asyncpg.Pool) -> None:
     """The config is the truth about who owns a microDAO: the old owner may no longer
-    invite its agents everywhere."""
+    invite its agents everywhere (the config made them owner, so it takes that back;
+    tests/db/test_config_roles.py has an owner someone else made)."""
     await apply(pool, make_roster(raw_roster(owner=ALICE)))
-    await apply(pool, make_roster(raw_roster(owner=BOB)))
+    await apply(pool, make_roster(raw_roster(owner=BOB, members={ALICE: "member"})))
     async with pool.acquire() as conn:
         assert await microdaos.role_of(conn, DAO, BOB) == "owner"
         assert await microdaos.role_of(conn, DAO, ALICE) == "member"

@@ -64,7 +64,7 @@ async def test_a_ghost_no_longer_stops_a_direct_call(pool: asyncpg.Pool) -> None
 
     def setup_with(joined: list[str]) -> ChannelSetup:
         snapshot = snapshot_from_state(ROOM, announce.state(joined))
-        return ChannelSetup(snapshot, "microdao:core", ALICE)
+        return ChannelSetup(snapshot, "microdao:core", ALICE, BOT)
 
     await feed.send([], [setup_with([ALICE, BOB, BOT, SOFIA])])
     await feed.send([], [setup_with([ALICE, BOT, SOFIA])])
@@ -79,6 +79,6 @@ async def test_the_departures_are_announced(pool: asyncpg.Pool) -> None:
     for joined in ([ALICE, BOB], [ALICE]):
         snapshot = snapshot_from_state(ROOM, announce.state(joined))
         await announce.take(pool)
-        await feed.send([], [ChannelSetup(snapshot, "microdao:core", ALICE)])
+        await feed.send([], [ChannelSetup(snapshot, "microdao:core", ALICE, BOT)])
     found = await announce.take(pool)
     assert [(s, p["member_id"]) for s, p in found] == [("messaging.member.left", f"matrix:{BOB}")]

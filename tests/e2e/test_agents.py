@@ -358,10 +358,13 @@ INVITE_CASES = [
     (DAO_ADMIN, SOFIA, "private", True),  # admin of it: anywhere
     (DAO_MEMBER, SOFIA, "private", False),  # member: open rooms only
     (DAO_MEMBER, SOFIA, "public", True),
-    (DAO_MEMBER, SOFIA, "restricted", True),  # visibility microdao
+    # Restricted to ag-space's space, not to a space of sofia's microDAO (ag-core has
+    # none): not open to ag-core's members (tests/e2e/test_hostile_rooms.py has the case
+    # of a room restricted to the agent's microDAO's space).
+    (DAO_MEMBER, SOFIA, "restricted", False),
     (STRANGER, SOFIA, "public", False),  # not in the microDAO, not the owner
     (STRANGER2, CITY, "public", True),  # no owner, no microDAO: the city's agent
-    (STRANGER2, CITY, "restricted", True),
+    (STRANGER2, CITY, "restricted", True),  # restricted to a microDAO's space: open
     (STRANGER2, CITY, "private", False),
 ]
 VISIBILITY = {"private": "private", "public": "public", "restricted": "microdao"}
@@ -646,13 +649,15 @@ async def test_rooms_in_a_microdao_space_are_its_channels(e2e, bridge, people, d
             "SELECT external_id FROM microdaos WHERE id = $1", channel["microdao_id"]
         )
 
-    # The agent (whose own microDAO is ag-core) is invited into a room under the space.
+    # The agent (whose own microDAO is ag-core) is invited into a room under the space,
+    # its parent set by the space's owner (a parent set by someone without power in the
+    # space counts for nothing: tests/e2e/test_hostile_rooms.py).
     agent_room, _ = await agent_channel(
-        db, owner, SOFIA, "E2E space agent room", initial_state=parent([D])
+        db, space_owner, SOFIA, "E2E space agent room", initial_state=parent([D])
     )
     # The bot (whose fallback is the default microDAO) likewise.
     bot_room, _ = await open_channel(
-        db, owner, e2e.bot, "E2E space bot room", initial_state=parent([D])
+        db, space_owner, e2e.bot, "E2E space bot room", initial_state=parent([D])
     )
     # A room the space lists as its child, without a parent of its own (the bot is in the
     # public space since the start, so it can read the space's children).
@@ -661,7 +666,7 @@ async def test_rooms_in_a_microdao_space_are_its_channels(e2e, bridge, people, d
     await owner.invite(child_room, e2e.bot)
     # An m.space.parent without `via` is no link.
     unlinked_room, _ = await open_channel(
-        db, owner, e2e.bot, "E2E space no via", initial_state=parent([])
+        db, space_owner, e2e.bot, "E2E space no via", initial_state=parent([])
     )
 
     assert await microdao_of(agent_room) == SPACE_DAO

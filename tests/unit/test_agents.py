@@ -31,7 +31,7 @@ from daarion_bridge.translate.events import (
     translate_event,
 )
 from daarion_bridge.translate.preview import reply_fallback_sender
-from daarion_bridge.translate.rooms import snapshot_from_state
+from daarion_bridge.translate.rooms import Access, snapshot_from_state
 
 BOT = "@daarion:localhost"
 ROOM = "!core:localhost"
@@ -401,21 +401,31 @@ def translate(ev: dict[str, Any], agents: AgentDirectory | None = AGENTS) -> Any
     return translate_event(ev, bot_mxid=BOT, preview_length=100, agents=agents)
 
 
-def join_rules_state(rule: Any) -> dict[str, Any]:
+def join_rules_state(rule: Any, allow: Any = None) -> dict[str, Any]:
+    content = {"join_rule": rule} if allow is None else {"join_rule": rule, "allow": allow}
     return {"unsigned": {"invite_room_state": [
         {"type": "m.room.name", "state_key": "", "content": {"name": "Lobby"}},
-        {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": rule}},
+        {"type": "m.room.join_rules", "state_key": "", "content": content},
     ]}}  # fmt: skip
 
 
+SPACE_ALLOW = [{"type": "m.room_membership", "room_id": "!space:localhost"}]
+
+
 @pytest.mark.parametrize(
-    ("rule", "visibility"),
-    [("public", "public"), ("restricted", "microdao"), ("knock_restricted", "microdao"),
-     ("invite", "private"), ("knock", "private"), (None, "private")],
+    ("rule", "allow", "access"),
+    [("public", None, Access("public")),
+     ("restricted", SPACE_ALLOW, Access("restricted", ("!space:localhost",))),
+     ("knock_restricted", SPACE_ALLOW, Access("knock_restricted", ("!space:localhost",))),
+     ("restricted", None, Access("restricted")),
+     ("invite", None, Access("invite")), ("knock", None, Access("knock")),
+     (None, None, Access(None))],
 )  # fmt: skip
-def test_agent_invite_with_visibility_from_invite_room_state(rule: Any, visibility: str) -> None:
-    op = translate(invite(SOFIA, BOB, **join_rules_state(rule)))
-    assert op == AgentInvited(ROOM, "$ev", SOFIA, BOB, visibility)
+def test_agent_invite_with_access_from_invite_room_state(
+    rule: Any, allow: Any, access: Access
+) -> None:
+    op = translate(invite(SOFIA, BOB, **join_rules_state(rule, allow)))
+    assert op == AgentInvited(ROOM, "$ev", SOFIA, BOB, access)
 
 
 @pytest.mark.parametrize(
@@ -429,7 +439,7 @@ def test_agent_invite_with_visibility_from_invite_room_state(rule: Any, visibili
         {"invite_room_state": [{"type": "m.room.join_rules", "content": "public"}]},
     ],
 )
-def test_agent_invite_without_join_rules_has_no_visibility(unsigned: Any) -> None:
+def test_agent_invite_without_join_rules_has_no_access(unsigned: Any) -> None:
     extra = {} if unsigned is None else {"unsigned": unsigned}
     op = translate(invite(HELPER, **extra))
     assert op == AgentInvited(ROOM, "$ev", HELPER, ALICE, None)

@@ -309,7 +309,9 @@ def test_may_invite_is_the_users_own_right(
     ours: bool,
     allowed: bool,
 ) -> None:
-    assert command_invite_allowed(level, user, agent, role, visibility, ours) is allowed
+    assert command_invite_allowed(level, user, agent, role, visibility, ours, True) is allowed
+    # Whoever lacks the room's invite level may bring no one: the bot lends no power.
+    assert not command_invite_allowed(level, user, agent, role, visibility, ours, False)
 
 
 def test_stale_commands() -> None:

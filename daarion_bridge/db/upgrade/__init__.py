@@ -29,5 +29,6 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v03_outbox,
     v04_member_user_index,
     v05_outbox_cursor,
+    v06_config_roles,
     v07_state_order,
 )
