@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -26,28 +21,33 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from daarion_bridge.config import EXAMPLE_CONFIG, read_yaml, write_yaml_atomic
-from daarion_bridge.devtools import bridge_command
+from daarion_bridge.devtools.bridge import (  # the names tests import from here
+    BridgeProcess,
+    CliResult,
+    derive_config,
+    dump_yaml,
+    file_logging,
+    load_yaml,
+    run_cli,
+    write_bridge_config,
+)
 from daarion_bridge.devtools.nats import LocalNats
-from daarion_bridge.devtools.synapse import die_with_parent, tail_file
 from tests.conftest import create_database
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "BridgeProcess",
+    "CliResult",
+    "derive_config",
+    "dump_yaml",
+    "file_logging",
+    "load_yaml",
+    "run_cli",
+    "write_bridge_config",
+]
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
-
-
-def child_env() -> dict[str, str]:
-    """Environment for `python -m daarion_bridge`: importable from the checkout."""
-    env = dict(os.environ)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *parts])
-    # Environment overrides would silently change what the test configs say.
-    for key in list(env):
-        if key.startswith("DAARION_BRIDGE_"):
-            del env[key]
-    return env
 
 
 def ts_to_datetime(ts_ms: int) -> datetime:
@@ -81,223 +81,6 @@ async def wait_for(
                 f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}"
             )
         await asyncio.sleep(interval)
-
-
-# -- config -----------------------------------------------------------------------------------
-
-
-def load_yaml(path: Path) -> Any:
-    return read_yaml(path)
-
-
-def dump_yaml(data: Any, path: Path) -> None:
-    write_yaml_atomic(path, data)
-
-
-def file_logging(log_file: Path, level: str = "DEBUG") -> dict[str, Any]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {
-            "file": {
-                "class": "logging.FileHandler",
-                "formatter": "plain",
-                "filename": str(log_file),
-                "encoding": "utf-8",
-            }
-        },
-        "root": {"level": level, "handlers": ["file"]},
-        "loggers": {"aiohttp.access": {"level": "WARNING"}},
-    }
-
-
-def write_bridge_config(
-    path: Path,
-    *,
-    homeserver_url: str,
-    appservice_port: int,
-    database_url: str,
-    default_microdao: str | None,
-    log_file: Path,
-) -> Path:
-    """A copy of the example config pointed at the test Synapse and database."""
-    cfg = load_yaml(EXAMPLE_CONFIG)
-    cfg["homeserver"]["address"] = homeserver_url
-    cfg["homeserver"]["domain"] = "localhost"
-    cfg["homeserver"]["verify_ssl"] = False
-    cfg["homeserver"]["connect_timeout"] = 15
-    cfg["appservice"]["address"] = f"http://127.0.0.1:{appservice_port}"
-    cfg["appservice"]["hostname"] = "127.0.0.1"
-    cfg["appservice"]["port"] = appservice_port
-    cfg["database"]["url"] = database_url
-    cfg["bridge"]["default_microdao"] = default_microdao
-    cfg["logging"] = file_logging(log_file)
-    dump_yaml(cfg, path)
-    return path
-
-
-def derive_config(base: Path, path: Path, edit: Callable[[Any], None]) -> Path:
-    """Write a modified copy of the bridge config ``base`` (tokens included) to ``path``."""
-    cfg = copy.deepcopy(load_yaml(base))
-    edit(cfg)
-    dump_yaml(cfg, path)
-    return path
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-async def run_cli(*args: str, timeout: float = 90) -> CliResult:
-    """Run ``python -m daarion_bridge <args>`` to completion."""
-    t0 = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daarion_bridge",
-        *args,
-        cwd=REPO_ROOT,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
-        raise AssertionError(
-            f"`python -m daarion_bridge {' '.join(args)}` still running after {timeout} s\n"
-            f"stdout: {out.decode(errors='replace')[-3000:]}\n"
-            f"stderr: {err.decode(errors='replace')[-3000:]}"
-        ) from None
-    assert proc.returncode is not None
-    return CliResult(
-        proc.returncode,
-        out.decode("utf-8", "replace"),
-        err.decode("utf-8", "replace"),
-        time.monotonic() - t0,
-    )
-
-
-# -- the bridge process -----------------------------------------------------------------------
-
-
-class BridgeProcess:
-    """``python -m daarion_bridge -c cfg -r reg`` as a child process, output to a file."""
-
-    def __init__(
-        self, config: Path, registration: Path, port: int, output: Path, log_file: Path
-    ) -> None:
-        self.config = config
-        self.registration = registration
-        self.port = port
-        self.output = output
-        self.log_file = log_file
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.start_seconds: list[float] = []
-
-    @property
-    def ready_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/_matrix/mau/ready"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _spawn(self) -> None:
-        self.starts += 1
-        with self.output.open("ab") as out:
-            out.write(f"\n===== start #{self.starts} at {datetime.now(UTC)} =====\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                bridge_command(self.config, self.registration),
-                cwd=REPO_ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-
-    async def start(self, timeout: float = 30) -> None:
-        assert not self.running, "bridge already running"
-        t0 = time.monotonic()
-        self._spawn()
-        assert self.proc is not None
-        deadline = t0 + timeout
-        async with aiohttp.ClientSession() as session:
-            while True:
-                code = self.proc.poll()
-                if code is not None:
-                    raise AssertionError(
-                        f"bridge exited with code {code} during start\n{self.tail()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with session.get(
-                        self.ready_url, timeout=aiohttp.ClientTimeout(total=2)
-                    ) as resp:
-                        if resp.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise AssertionError(
-                        f"bridge not ready at {self.ready_url} after {timeout} s\n{self.tail()}"
-                    )
-                await asyncio.sleep(0.05)
-        self.start_seconds.append(time.monotonic() - t0)
-
-    def freeze(self) -> None:
-        """SIGSTOP: the bridge keeps its sockets but answers nothing, so a transaction
-        Synapse pushes now stays in flight until the process dies or thaws."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def kill(self) -> None:
-        """SIGKILL, no goodbye."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    async def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
-
-    async def restart(self, timeout: float = 30) -> None:
-        await self.stop()
-        await self.start(timeout)
-
-    def tail(self, lines: int = 60) -> str:
-        parts = []
-        for path in (self.output, self.log_file):
-            if path.exists():
-                parts.append(f"--- {path} ---\n{tail_file(path, lines)}")
-        return "\n".join(parts) or "(no bridge output)"
 
 
 # -- people acting as Element ----------------------------------------------------------------
