@@ -227,13 +227,14 @@ class ChildProcess:
         self.start_seconds = time.monotonic() - t0
         return self.start_seconds
 
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's group (its own) or to the child alone."""
+    def signal(self, sig: int, alone: bool = False) -> None:
+        """Send ``sig`` to the child's group (its own), or to the child alone (``alone``,
+        or when it has no group of its own), as `timeout` or a crash would."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         try:
-            if self.own_group:
+            if self.own_group and not alone:
                 os.killpg(proc.pid, sig)
             else:
                 proc.send_signal(sig)

@@ -64,6 +64,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def distinct_ports(n: int) -> list[int]:
+    """``n`` different ports that are free now."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers (aiohttp,
     Twisted) set it, so connections of a stopped server in TIME_WAIT do not count."""
