@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -158,7 +159,7 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.port}/_matrix/mau/ready"
 
     @property
-    def proc(self) -> Any:
+    def proc(self) -> subprocess.Popen[bytes] | None:
         """The running Popen, None once stopped."""
         return self.child.proc
 
