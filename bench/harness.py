@@ -1,7 +1,8 @@
 """The processes under test: PostgreSQL, Synapse (only to create channels) and the bridge.
 
-Reuses the end-to-end harness (``tests.e2e.helpers``: config writing, ``-g``, the bridge
-process, people acting over the client API) and ``LocalSynapse``.
+Reuses the harness of the dev mode and the end-to-end tests (``daarion_bridge.devtools``:
+config writing, ``-g``, the bridge process, people acting over the client API, scratch
+databases) and ``LocalSynapse``.
 """
 
 from __future__ import annotations
@@ -26,18 +27,17 @@ import psutil
 from yarl import URL
 
 from daarion_bridge.db.embedded import EmbeddedPostgres
-from daarion_bridge.devtools.synapse import LocalSynapse, free_port
-from tests.conftest import create_database
-from tests.e2e.helpers import (
+from daarion_bridge.devtools.bridge import (
     BridgeProcess,
-    Person,
     derive_config,
     file_logging,
     load_yaml,
-    open_channel,
     run_cli,
     write_bridge_config,
 )
+from daarion_bridge.devtools.database import create_database
+from daarion_bridge.devtools.people import Person, open_channel
+from daarion_bridge.devtools.synapse import LocalSynapse, distinct_ports
 
 SERVER_NAME = "localhost"
 BOT = f"@daarion:{SERVER_NAME}"
@@ -80,13 +80,6 @@ def bench_roster(agents: int) -> dict[str, Any]:
 
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def distinct_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return list(ports)
 
 
 class Postgres:

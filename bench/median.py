@@ -14,9 +14,11 @@ import argparse
 import json
 import signal
 import statistics
-import subprocess
-import sys
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from daarion_bridge.devtools.process import ChildProcess, python_module
 
 from .harness import say
 
@@ -75,21 +77,31 @@ def _stop(*_: Any) -> None:
 
 def run_once(bench_args: list[str], n: int, runs: int) -> dict[str, Any]:
     say(f"run {n}/{runs}: python -m bench.ingest {' '.join(bench_args)}")
-    with subprocess.Popen(
-        [sys.executable, "-m", "bench.ingest", *bench_args], stdout=subprocess.PIPE, text=True
-    ) as proc:
+    with tempfile.TemporaryDirectory(prefix="daarion-bench-median-") as tmp:
+        stdout = Path(tmp) / "stdout"
+        # Our process group: Ctrl-C reaches the run too; its progress (stderr) shows here.
+        run = ChildProcess(
+            f"run {n}",
+            python_module("bench.ingest", *bench_args),
+            output=stdout,
+            stderr_to_output=False,
+            own_group=False,
+        )
+        run.spawn()
+        assert run.proc is not None
         try:
-            stdout, _ = proc.communicate()
+            run.proc.wait()
         except Stopped:
-            proc.send_signal(signal.SIGTERM)  # the run stops and cleans up as on Ctrl-C
-            proc.wait()
+            run.signal(signal.SIGTERM)  # the run stops and cleans up as on Ctrl-C
+            run.proc.wait()
             raise
         except KeyboardInterrupt:
-            proc.wait()  # Ctrl-C reached the run too (one process group): it cleans up
+            run.proc.wait()  # Ctrl-C reached the run too (one process group): it cleans up
             raise
-    lines = stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench.median: run {n} failed (exit {proc.returncode})")
+        code = run.proc.returncode
+        lines = stdout.read_text(encoding="utf-8").strip().splitlines()
+    if code != 0 or not lines:
+        raise SystemExit(f"bench.median: run {n} failed (exit {code})")
     return json.loads(lines[-1])
 
 

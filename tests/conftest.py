@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
-from yarl import URL
 
 from daarion_bridge.db.embedded import ensure_runtime_dir
+from daarion_bridge.devtools.database import create_database
+
+__all__ = ["create_database"]  # imported from here by test modules
 
 
 @pytest.fixture(scope="session")
@@ -34,18 +34,6 @@ def pg_server_url() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
-
-
-async def create_database(server_url: str, prefix: str = "t") -> str:
-    """Create an empty database on the server and return its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = URL(server_url)
-    return str(url.with_path(f"/{name}").with_query(url.query))
 
 
 @pytest.fixture

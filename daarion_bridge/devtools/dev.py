@@ -18,15 +18,10 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-import daarion_bridge
 from daarion_bridge.config import (
     example_config_text,
     load_config,
@@ -35,15 +30,11 @@ from daarion_bridge.config import (
     write_yaml_atomic,
 )
 from daarion_bridge.db.embedded import ensure_runtime_dir
-from daarion_bridge.devtools import bridge_command
+from daarion_bridge.devtools.bridge import BridgeProcess, child_env
 from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
-from daarion_bridge.devtools.synapse import (
-    LocalSynapse,
-    die_with_parent,
-    free_port,
-    port_is_free,
-)
+from daarion_bridge.devtools.process import ChildFailed, run_to_end
+from daarion_bridge.devtools.synapse import LocalSynapse, free_port, port_is_free
 
 DEV_USER = "alice"
 DEFAULT_MICRODAO = "microdao:dev"
@@ -61,10 +52,6 @@ def say(msg: str) -> None:
 
 
 # -- config -----------------------------------------------------------------------------------
-
-
-def _repo_root() -> Path:
-    return Path(daarion_bridge.__file__).resolve().parent.parent
 
 
 def find_example_config() -> str:
@@ -176,81 +163,15 @@ def dev_credentials(workdir: Path) -> tuple[str, str]:
 # -- processes --------------------------------------------------------------------------------
 
 
-def child_env() -> dict[str, str]:
-    """Environment for children: make ``daarion_bridge`` importable from a plain checkout."""
-    env = dict(os.environ)
-    root = str(_repo_root())
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
-    return env
-
-
 async def generate_registration(config: Path, registration: Path) -> None:
     cmd = [sys.executable, "-m", "daarion_bridge", "-g", "-c", str(config), "-r", str(registration)]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=child_env(),
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        text = out.decode("utf-8", "replace").strip()
+    done = await run_to_end(cmd, env=child_env(), stderr_to_stdout=True, timeout=None)
+    if done.returncode != 0:
+        text = done.stdout.strip()
         raise DevError(
-            f"generating the registration failed (exit {proc.returncode}): {' '.join(cmd)}"
+            f"generating the registration failed (exit {done.returncode}): {' '.join(cmd)}"
             + (f"\n{text}" if text else "")
         )
-
-
-class BridgeProcess:
-    def __init__(self, config: Path, registration: Path) -> None:
-        self.config = config
-        self.registration = registration
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            bridge_command(self.config, self.registration),
-            stdin=subprocess.DEVNULL,
-            env=child_env(),
-            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-            preexec_fn=die_with_parent,
-        )
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc else None
-
-    async def wait_ready(self, url: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                code = self.returncode
-                if code is not None:
-                    raise DevError(f"the bridge exited with code {code} during start")
-                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                        if r.status == 200:
-                            return True
-                await asyncio.sleep(0.2)
-        return False
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + BRIDGE_STOP_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if proc.poll() is None:
-            say("the bridge did not stop after SIGTERM; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def embedded_postgres_hint(cfg: Any) -> str:
@@ -368,12 +289,17 @@ class DevSetup:
 
         asv = cfg.get("appservice") or {}
         bot = f"@{asv.get('bot_username') or 'daarion'}:{domain}"
-        self.bridge = BridgeProcess(cfg_path, registration)
+        # Output to the terminal, run from here, environment overrides apply: as by hand.
+        port = int(asv["port"])
+        self.bridge = BridgeProcess(cfg_path, registration, port, env=child_env(), cwd=None)
         say("starting the bridge")
-        self.bridge.start()
-        ready_url = f"http://127.0.0.1:{asv.get('port')}/_matrix/mau/ready"
-        if not await self.bridge.wait_ready(ready_url, BRIDGE_READY_TIMEOUT):
-            say(f"the bridge is running but {ready_url} is not answering 200 yet")
+        self.bridge.spawn()
+        try:
+            await self.bridge.wait_ready(BRIDGE_READY_TIMEOUT)
+        except ChildFailed as e:
+            if e.returncode is not None:
+                raise DevError(f"the bridge exited with code {e.returncode} during start") from e
+            say(f"the bridge is running but {self.bridge.ready_url} is not answering 200 yet")
         self.runtime = DemoRuntime(load_config(cfg_path))
         await self.runtime.start()
         say("the demo agent runtime answers mentions of the agents")
@@ -393,7 +319,10 @@ class DevSetup:
         if self.runtime is not None:
             await self.runtime.stop()
         if self.bridge is not None:
-            await self.bridge.stop()
+            await self.bridge.stop(
+                BRIDGE_STOP_TIMEOUT,
+                on_kill=lambda: say("the bridge did not stop after SIGTERM; killing it"),
+            )
             await asyncio.get_running_loop().run_in_executor(None, self.stop_orphan_postgres)
         if self.synapse is not None:
             await self.synapse.stop()

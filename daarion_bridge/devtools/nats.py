@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from .process import ChildProcess, port_open
 from .synapse import free_port
 
 
@@ -26,8 +24,20 @@ class LocalNats:
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "nats-server.log"
+        self.child = ChildProcess(
+            "nats-server",
+            [
+                nats_server_binary(),
+                "--addr", "127.0.0.1",
+                "--port", str(self.port),
+                "--jetstream",
+                "--store_dir", str(self.workdir / "jetstream"),
+                "--log", str(self.log_path),
+            ],
+            output=workdir / "nats-server.out",
+            logs=[self.log_path],
+        )  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -35,41 +45,10 @@ class LocalNats:
 
     async def start(self, timeout: float = 20) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            nats_server_binary(),
-            "--addr", "127.0.0.1",
-            "--port", str(self.port),
-            "--jetstream",
-            "--store_dir", str(self.workdir / "jetstream"),
-            "--log", str(self.log_path),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(  # noqa: ASYNC220 (a daemon; only its port is awaited)
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with {self.process.returncode}; see {self.log_path}"
-                )
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"nats-server did not listen on {self.port} within {timeout} s")
+        await self.child.start(port_open(self.port), timeout, f"listening on {self.port}")
 
     async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            await asyncio.to_thread(self.process.wait, 10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            await asyncio.to_thread(self.process.wait)
+        await self.child.stop(10)
 
     async def restart(self) -> None:
         await self.stop()

@@ -2,7 +2,7 @@
 
 ``LocalSynapse`` writes a small ``homeserver.yaml`` (SQLite, one client listener on
 127.0.0.1, relaxed rate limits, no federation, logs to a file) into a work directory,
-runs ``python -m synapse.app.homeserver`` as a child process in its own process group and
+runs ``python -m synapse.app.homeserver`` as a child process (``process.ChildProcess``) and
 registers users through the shared-secret admin API.
 
 Requires the ``dev`` extra (``matrix-synapse``) in the same interpreter.
@@ -10,18 +10,14 @@ Requires the ``dev`` extra (``matrix-synapse``) in the same interpreter.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +25,8 @@ from typing import Any
 
 import aiohttp
 from ruamel.yaml import YAML
+
+from .process import ChildProcess, http_ok
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +64,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def distinct_ports(n: int) -> list[int]:
+    """``n`` different ports that are free now."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers (aiohttp,
     Twisted) set it, so connections of a stopped server in TIME_WAIT do not count."""
@@ -85,27 +91,6 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _load_prctl() -> Any:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-# Looked up now, in the parent: the child of a fork must not import or load anything.
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """preexec_fn: have Linux SIGTERM the child when the thread that started it dies, so a
-    killed test run or dev session leaves no Synapse or bridge behind."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class LocalSynapse:
     """A Synapse homeserver bound to 127.0.0.1, configured and run from ``workdir``."""
 
@@ -123,8 +108,13 @@ class LocalSynapse:
         self.registrations = [Path(r).absolute() for r in registrations]
         self.registration_shared_secret: str | None = None
         self.start_seconds: float | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stdout: Any = None
+        self._child = ChildProcess(
+            "Synapse",
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            output=self.stdout_path,
+            logs=[self.log_path],
+            cwd=self.workdir,
+        )
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -146,15 +136,15 @@ class LocalSynapse:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._child.pid
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child.running
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc else None
+        return self._child.returncode
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -261,82 +251,18 @@ class LocalSynapse:
         """Start Synapse and wait until the client API answers."""
         if self.running:
             return
-        t0 = time.monotonic()
-        self._spawn()
-        assert self._proc is not None
-        url = f"{self.base_url}/_matrix/client/versions"
-        deadline = t0 + timeout
-        try:
-            async with aiohttp.ClientSession() as session:
-                while True:
-                    code = self._proc.poll()
-                    if code is not None:
-                        raise RuntimeError(
-                            f"Synapse exited with code {code} during start "
-                            f"(config {self.config_path}). Log tail:\n{self.log_tail()}"
-                        )
-                    with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                            if resp.status == 200:
-                                break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"Synapse did not answer {url} within {timeout:.0f} s. "
-                            f"Log tail:\n{self.log_tail()}"
-                        )
-                    await asyncio.sleep(0.05)
-        except BaseException:
-            await self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        log.info("Synapse up at %s in %.2f s", self.base_url, self.start_seconds)
-
-    def _spawn(self) -> None:
-        # Popen (not asyncio's subprocess) so the process is not tied to one event loop.
         self.write_config()
-        self._stdout = self.stdout_path.open("ab")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop() signals the whole group
-            preexec_fn=die_with_parent,
-        )
+        url = f"{self.base_url}/_matrix/client/versions"
+        self.start_seconds = await self._child.start(http_ok(url), timeout, f"answering {url}")
+        log.info("Synapse up at %s in %.2f s", self.base_url, self.start_seconds)
 
     async def stop(self) -> None:
         """SIGTERM the process group, wait up to 10 s, then SIGKILL."""
-        proc, self._proc = self._proc, None
-        try:
-            if proc is not None and proc.poll() is None:
-                self._signal(proc, signal.SIGTERM)
-                deadline = time.monotonic() + 10
-                while proc.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                if proc.poll() is None:
-                    self._signal(proc, signal.SIGKILL)
-                    while proc.poll() is None:
-                        await asyncio.sleep(0.05)
-        finally:
-            if self._stdout is not None:
-                self._stdout.close()
-                self._stdout = None
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            proc.send_signal(sig)
+        await self._child.stop(10)
 
     def kill_now(self) -> None:
         """Synchronous SIGKILL, for atexit/finalizers where no event loop runs."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._signal(self._proc, signal.SIGKILL)
-            self._proc.wait()
+        self._child.kill()
 
     async def __aenter__(self) -> LocalSynapse:
         await self.start()
@@ -351,15 +277,9 @@ class LocalSynapse:
         await self.stop()
 
     def log_tail(self, lines: int = 50) -> str:
-        """The last ``lines`` lines of the Synapse log (and of its stdout/stderr, where
-        start-up errors such as config problems end up)."""
-        parts = []
-        for path in (self.stdout_path, self.log_path):
-            if path.exists():
-                text = tail_file(path, lines)
-                if text.strip():
-                    parts.append(f"--- {path.name} ---\n{text}")
-        return "\n".join(parts) or "(no Synapse output)"
+        """The last ``lines`` lines of its stdout/stderr (where start-up errors such as
+        config problems end up) and of the Synapse log."""
+        return self._child.tail(lines)
 
     # -- users -----------------------------------------------------------------------------
 
@@ -424,12 +344,3 @@ class LocalSynapse:
                     raise RuntimeError(f"login of {localpart} failed: {resp.status} {body}")
                 return body["user_id"], body["access_token"]
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def tail_file(path: Path, lines: int) -> str:
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 256 * 1024))
-        data = f.read()
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

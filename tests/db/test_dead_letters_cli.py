@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +11,7 @@ from ruamel.yaml import YAML
 
 from daarion_bridge.config import EXAMPLE_CONFIG
 from daarion_bridge.db.bookkeeping import dead_letter
+from daarion_bridge.devtools.process import python_module, run_to_end
 from daarion_bridge.ingest.channel_setup import ChannelSetup
 from daarion_bridge.ingest.writer import write_transaction
 from daarion_bridge.translate.rooms import snapshot_from_state
@@ -23,13 +22,9 @@ ROOM = "!room:localhost"
 
 async def cli(config: Path, *args: str) -> str:
     """Runs the real command line; returns stdout, fails on a non-zero exit."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daarion_bridge", "-c", str(config), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    done = await run_to_end(python_module("daarion_bridge", "-c", str(config), *args))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 ALICE = "@alice:localhost"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
 
 from daarion_bridge.db.embedded import EmbeddedPostgres
+from daarion_bridge.devtools.process import ChildProcess, log_line
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -55,14 +54,17 @@ async def test_server_left_by_a_killed_process_is_reused_then_stopped(tmp_path: 
         "print('up', flush=True)\n"
         "time.sleep(60)\n"
     )
-    child = subprocess.Popen(  # noqa: ASYNC220 (a child to SIGKILL; nothing to await)
-        [sys.executable, "-c", script, str(data_dir)], stdout=subprocess.PIPE
-    )
+    out = tmp_path / "child.out"
+    # In our process group: SIGKILL reaches the child alone, not the server it starts.
+    child = ChildProcess(
+        "embedded starter", [sys.executable, "-c", script, str(data_dir)], output=out,
+        stderr_to_output=False, own_group=False,
+    )  # fmt: skip
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == b"up"
+        await child.start(log_line(out, "up"), timeout=120, what="up")
+        assert out.read_text().splitlines()[0] == "up"  # noqa: ASYNC240 (one line)
     finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        child.kill()
     orphan = postmaster_pid(data_dir)
     assert orphan is not None and alive(orphan)
 

@@ -17,21 +17,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tests.e2e.agents_helpers import open_session
 from tests.e2e.helpers import (
-    BridgeProcess,
     MatrixError,
     OwnIndex,
     Person,
     channel_row,
-    index_pool,
     member_row,
+    own_fixtures,
     own_index,
     q,
-    running_bridge,
     wait_for,
 )
 
@@ -75,16 +72,8 @@ async def stack(e2e, pg_server_url) -> OwnIndex:
     return await own_index(e2e, pg_server_url, "admin", with_admin)
 
 
-@pytest.fixture(scope="module")
-async def db(stack) -> AsyncIterator[asyncpg.Pool]:
-    async with index_pool(stack) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
-    async with running_bridge(e2e, "admin", stack) as proc:
-        yield proc
+own = own_fixtures("admin", index="stack")
+db, bridge = own.db, own.bridge
 
 
 class Client:

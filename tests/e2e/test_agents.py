@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tests.e2e.agents_helpers import (
@@ -38,17 +37,15 @@ from tests.e2e.agents_helpers import (
     wait_message,
 )
 from tests.e2e.helpers import (
-    BridgeProcess,
     Person,
     channel_row,
     derive_config,
-    index_pool,
     load_yaml,
     member_row,
     open_channel,
+    own_fixtures,
     own_index,
     q,
-    running_bridge,
     ts_to_datetime,
     user_row,
     wait_for,
@@ -191,19 +188,11 @@ async def stack(e2e, pg_server_url, people) -> AgentStack:
     )
 
 
-@pytest.fixture(scope="module")
-async def db(stack) -> AsyncIterator[asyncpg.Pool]:
-    """This module's index (not the session's)."""
-    async with index_pool(stack) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
-    """The bridge with agents, on the registration's port (the session's registration: the
-    template's regex covers every agent here)."""
-    async with running_bridge(e2e, "agents", stack) as proc:
-        yield proc
+# This module's index (not the session's), and the bridge with agents on the
+# registration's port (the session's registration: the template's regex covers every
+# agent here).
+own = own_fixtures("agents", index="stack")
+db, bridge = own.db, own.bridge
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from daarion_bridge.devtools.process import ChildProcess, log_line, python_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,45 +25,35 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def _stop_with_sigterm_once_postgres_runs(command: list[str]) -> None:
+async def _stop_with_sigterm_once_postgres_runs(command: list[str], tmp_path: Path) -> None:
     """Start `command`, SIGTERM it (it alone, as `timeout` does) once its run's embedded
     PostgreSQL is up, and check that it exits with 130 leaving nothing running."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *command],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    out = tmp_path / "bench.out"
+    run = ChildProcess("bench", python_module(*command), output=out, cwd=REPO)
     workdir = None
-    lines = []
     try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 120
-        for line in proc.stderr:
-            lines.append(line)
-            if found := re.search(r"work dir (\S+)", line):
-                workdir = found.group(1)
-            if "Synapse up" in line or time.monotonic() > deadline:
-                break  # the embedded PostgreSQL runs by now
-        assert workdir is not None, "".join(lines)
+        run.spawn()
+        # Synapse starts after the run's embedded PostgreSQL: that runs by now.
+        await run.wait_ready(log_line(out, "Synapse up"), timeout=120, what="Synapse up")
+        found = re.search(r"work dir (\S+)", out.read_text())  # noqa: ASYNC240 (small file)
+        workdir = found.group(1) if found else None
+        assert workdir is not None, run.tail()
         assert _processes_mentioning(workdir), "no PostgreSQL of the run was found running"
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=120)[1]
+        run.signal(signal.SIGTERM, alone=True)
+        code = await run.wait(timeout=120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, "".join(lines) + rest
+        run.kill()
+    assert code == 130, run.tail(200)
     assert not _processes_mentioning(workdir)
-    assert not Path(workdir).exists()
+    assert not Path(workdir).exists()  # noqa: ASYNC240 (once)
 
 
-def test_sigterm_stops_the_runs_postgres_and_removes_its_work_dir() -> None:
-    _stop_with_sigterm_once_postgres_runs(["bench.ingest", "--quick"])
+async def test_sigterm_stops_the_runs_postgres_and_removes_its_work_dir(tmp_path: Path) -> None:
+    await _stop_with_sigterm_once_postgres_runs(["bench.ingest", "--quick"], tmp_path)
 
 
-def test_sigterm_to_the_median_stops_its_run_under_way() -> None:
+async def test_sigterm_to_the_median_stops_its_run_under_way(tmp_path: Path) -> None:
     """The signal reaches bench.median only: it must pass it on to its bench.ingest."""
-    _stop_with_sigterm_once_postgres_runs(["bench.median", "--runs", "2", "--quick"])
+    await _stop_with_sigterm_once_postgres_runs(
+        ["bench.median", "--runs", "2", "--quick"], tmp_path
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.agents_helpers import AsPuppet, as_token_of, open_session, wait_membership
 from tests.e2e.helpers import (
-    BridgeProcess,
     Person,
     channel_row,
-    index_pool,
     member_row,
     open_channel,
+    own_fixtures,
     own_index,
-    running_bridge,
-    running_nats,
     wait_for,
 )
 from tests.e2e.test_log_hygiene import log_records
@@ -55,10 +50,8 @@ class Stack:
     base_url: str
 
 
-@pytest.fixture(scope="module")
-async def nats(e2e) -> AsyncIterator[LocalNats]:
-    async with running_nats(e2e, "commands") as server:
-        yield server
+own = own_fixtures("commands", index="stack")
+nats, db, bridge = own.nats, own.db, own.bridge
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +79,6 @@ async def stack(e2e, pg_server_url, nats) -> Stack:
         as_token_of(index.config),
         e2e.synapse.base_url,
     )
-
-
-@pytest.fixture(scope="module")
-async def db(stack) -> AsyncIterator[asyncpg.Pool]:
-    async with index_pool(stack) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, stack) -> AsyncIterator[BridgeProcess]:
-    async with running_bridge(e2e, "commands", stack) as proc:
-        yield proc
 
 
 @dataclass

@@ -29,13 +29,10 @@ from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.agents_helpers import wait_membership
 from tests.e2e.helpers import (
-    BridgeProcess,
     OwnIndex,
     Person,
-    index_pool,
+    own_fixtures,
     own_index,
-    running_bridge,
-    running_nats,
     wait_for,
 )
 
@@ -57,10 +54,8 @@ class Platform:
     port: int
 
 
-@pytest.fixture(scope="module")
-async def local_nats(e2e) -> AsyncIterator[LocalNats]:
-    async with running_nats(e2e, "platform") as server:
-        yield server
+own = own_fixtures("platform", index="index")
+local_nats, db, bridge = own.nats, own.db, own.bridge
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +81,6 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
 @pytest.fixture(scope="module")
 def platform(e2e, index, local_nats) -> Platform:
     return Platform(index.config, index.database_url, local_nats, e2e.appservice_port)
-
-
-@pytest.fixture(scope="module")
-async def db(index) -> AsyncIterator[asyncpg.Pool]:
-    async with index_pool(index) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, index) -> AsyncIterator[BridgeProcess]:
-    async with running_bridge(e2e, "platform", index) as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")
