@@ -9,6 +9,8 @@ import json
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -132,16 +134,27 @@ def _event_json(event: Any) -> str:
         return json.dumps({"unstorable": "event too deeply nested or not JSON"})
 
 
-async def dead_letter(conn: Connection, txn_id: str, event: Any, reason: str) -> None:
+# Stored once per event id, and only for rooms that are channels (or events that name no
+# room): the index has nothing to do with other rooms' events, however broken.
+_DEAD_LETTER = """
+INSERT INTO bridge_dead_letters (txn_id, event_id, room_id, event_type, reason, event)
+SELECT $1, $2, $3, $4, $5, $6::jsonb
+WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM channels WHERE matrix_room_id = $3)
+ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING
+"""
+
+
+async def dead_letter(conn: Connection, txn_id: str, event: Any, reason: str) -> bool:
+    """Set the event aside; False when it was not stored (its room is no channel, or a
+    letter for the event exists already)."""
     fields = event if isinstance(event, dict) else {}
 
     def text(key: str) -> str | None:
         value = fields.get(key)
         return storable(value) if isinstance(value, str) else None
 
-    await conn.execute(
-        "INSERT INTO bridge_dead_letters (txn_id, event_id, room_id, event_type, reason, event) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+    status = await conn.execute(
+        _DEAD_LETTER,
         storable(txn_id),
         text("event_id"),
         text("room_id"),
@@ -149,3 +162,51 @@ async def dead_letter(conn: Connection, txn_id: str, event: Any, reason: str) ->
         reason,
         _event_json(event),
     )
+    return status.endswith(" 1")
+
+
+# A redacted letter keeps what Element keeps of a redacted event: no content, and the
+# redaction in `unsigned`, so a replay indexes it as deleted.
+@dataclass(frozen=True, slots=True)
+class LetterRedaction:
+    target_event_id: str
+    redaction_event_id: str
+    room_id: str
+    sender: str
+    may_redact_others: bool
+
+
+async def redact_dead_letters(conn: Connection, redactions: Sequence[LetterRedaction]) -> int:
+    """Strip the content of dead letters these redactions name (by their sender, or by
+    someone with the power to redact others, in the same room); returns how many."""
+    if not redactions:
+        return 0
+    status = await conn.execute(
+        """
+        UPDATE bridge_dead_letters d
+        SET event = jsonb_set(d.event, '{content}', '{}'::jsonb)
+            || jsonb_build_object(
+                'unsigned',
+                COALESCE(d.event -> 'unsigned', '{}'::jsonb)
+                || jsonb_build_object('redacted_because', jsonb_build_object('event_id', r.cause))
+            )
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+            AS r(target, cause, room_id, sender, others)
+        WHERE d.event_id = r.target AND d.room_id = r.room_id
+          AND (r.others OR d.event ->> 'sender' = r.sender)
+          AND jsonb_typeof(d.event) = 'object'
+        """,
+        [r.target_event_id for r in redactions],
+        [r.redaction_event_id for r in redactions],
+        [r.room_id for r in redactions],
+        [r.sender for r in redactions],
+        [r.may_redact_others for r in redactions],
+    )
+    return int(status.split()[-1])
+
+
+async def prune_dead_letters(pool: Pool, retention: timedelta) -> int:
+    status = await pool.execute(
+        "DELETE FROM bridge_dead_letters WHERE created_at < now() - $1::interval", retention
+    )
+    return int(status.split()[-1])

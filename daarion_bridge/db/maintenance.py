@@ -8,13 +8,16 @@ from datetime import timedelta
 
 from asyncpg import Pool
 
-from . import outbox, sessions
+from . import bookkeeping, outbox, sessions
 
 log = logging.getLogger("daarion.maintenance")
 
 # Synapse only ever retries its oldest unsent transaction, so a week of ids is far more
 # than a replay can reach back.
 TRANSACTION_RETENTION = timedelta(days=7)
+# Long enough to notice, fix and replay (`daarion-bridge dead-letters`); the letters keep
+# message text, which must not outlive its use.
+DEAD_LETTER_RETENTION = timedelta(days=30)
 INTERVAL_SECONDS = 3600
 
 
@@ -33,6 +36,9 @@ async def run_forever(
             pruned = await prune_transactions(pool)
             if pruned:
                 log.info("Pruned %d transaction ids older than %s", pruned, TRANSACTION_RETENTION)
+            pruned = await bookkeeping.prune_dead_letters(pool, DEAD_LETTER_RETENTION)
+            if pruned:
+                log.info("Pruned %d dead letters older than %s", pruned, DEAD_LETTER_RETENTION)
             if outbox_retention is not None:
                 retention = timedelta(seconds=outbox_retention)
                 pruned = await outbox.prune(pool, retention)
@@ -40,7 +46,7 @@ async def run_forever(
                     log.info("Pruned %d published events older than %s", pruned, retention)
         except Exception:
             # The next round tries again; ingest does not depend on this.
-            log.warning("Pruning transaction ids failed", exc_info=True)
+            log.warning("Pruning the bridge's own tables failed", exc_info=True)
         await asyncio.sleep(interval)
 
 

@@ -113,6 +113,7 @@ class Applier:
         *,
         isolate: bool,
     ) -> None:
+        self.write = write
         self.conn = write.conn
         self.txn_id = write.txn_id
         self.outcome = write.outcome
@@ -222,6 +223,17 @@ class Applier:
         for row, preview in restored:
             at = by_cause[row.cause].ts or datetime.now(UTC)
             self.announcer.message_changed(self.by_id[row.channel_id], row, at, preview)
+        done |= {row.cause for row, _ in restored}
+        # What names no message may name an event set aside: its text goes too.
+        letters = [
+            bookkeeping.LetterRedaction(
+                r.target_event_id, r.redaction_event_id, by_cause[r.redaction_event_id].room_id,
+                by_cause[r.redaction_event_id].sender, r.may_redact_others,
+            )
+            for r in rows
+            if r.redaction_event_id not in done
+        ]  # fmt: skip
+        await bookkeeping.redact_dead_letters(self.conn, letters)
         return len(changed) + len(restored)
 
     def author(self, room_id: str, sender: str) -> messages.Author:
@@ -318,8 +330,7 @@ class Applier:
             self.power.pop(op.room_id, None)  # may hold what the savepoint rolled back
             code = getattr(e, "sqlstate", None) or "encoding"
             reason = f"database rejected the row: {type(e).__name__} ({code})"
-            await bookkeeping.dead_letter(self.conn, self.txn_id, raw, reason)
-            self.outcome.dead_letters += 1
+            await self.write.set_aside(raw, reason)
             return False
 
     async def room_power(self, room_id: str) -> rooms.RoomPower:

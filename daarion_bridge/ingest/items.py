@@ -9,7 +9,7 @@ from typing import Any
 
 from asyncpg import Connection
 
-from ..db import channels
+from ..db import bookkeeping, channels
 from ..translate import events as ev
 from .announce import Announcer
 
@@ -56,6 +56,14 @@ class Writing:
     txn_id: str
     announcer: Announcer
     outcome: Outcome
+
+    async def set_aside(self, event: Any, reason: str) -> None:
+        """Dead-letter an event that can never be written; one of a room that is no
+        channel, or one set aside before, is only counted as ignored."""
+        if await bookkeeping.dead_letter(self.conn, self.txn_id, event, reason):
+            self.outcome.dead_letters += 1
+        else:
+            self.outcome.ignored["Rejected"] += 1
 
     @classmethod
     def begin(cls, conn: Connection, txn_id: str, announce: Announce | None) -> Writing:

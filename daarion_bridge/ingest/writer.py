@@ -107,16 +107,15 @@ async def _write_claimed(
     raw = events if events is not None else [None] * len(items)
     pairs = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
     ops = [op for _, op in pairs]
-    for item in items:
-        if isinstance(item, Rejected):
-            await bookkeeping.dead_letter(write.conn, write.txn_id, item.event, item.reason)
-            outcome.dead_letters += 1
     for setup in setups:
         channel = await create_channel(write.conn, setup, write.announcer)
         # The bot and an agent invited into one room in one transaction: two setups, one
         # channel.
         if all(c.id != channel.id for c in outcome.new_channels):
             outcome.new_channels.append(channel)
+    for item in items:  # after the set-ups: a letter is kept only for a channel's event
+        if isinstance(item, Rejected):
+            await write.set_aside(item.event, item.reason)
     known = claimed.known
     wanted = wanted_by_operations(ops)
     if ops and (setups or not covers(claimed.looked_up, wanted)):
