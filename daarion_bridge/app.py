@@ -38,6 +38,7 @@ from .ingest.catchup import CatchUp
 from .ingest.ingestor import Ingestor
 from .ingest.invites import Invites
 from .ingest.recovery import DatabaseRecovery
+from .ingest.upgrades import Upgrades
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
 from .matrix.reach import homeserver_problem, watch_homeserver
@@ -45,6 +46,7 @@ from .matrix.registration import check_registration
 from .process import freeze_long_lived_objects
 from .redact import redact_url
 from .translate.agents import LiveDirectory
+from .translate.events import RoomTombstoned
 from .web.admin_api import AdminApi
 from .web.agents_api import AgentsApi
 from .web.appservice import AppserviceApi
@@ -65,6 +67,7 @@ class Services:
     recovery: DatabaseRecovery
     ingestor: Ingestor
     catch_up: CatchUp
+    upgrades: Upgrades
     commands: CommandRunner
     publisher: PublisherProcess | None  # NATS on
     app: web.Application  # the appservice API, with the agents' and the admin's
@@ -209,6 +212,9 @@ class Bridge:
         def homeserver_reset(sign: str, skipped: Sequence[str]) -> None:
             catch_up.homeserver_sign(sign, skipped)  # made below, from the ingestor
 
+        def follow_upgrades(tombstones: Sequence[RoomTombstoned]) -> None:
+            upgrades.submit(tombstones)  # likewise
+
         ingestor = Ingestor(
             pool,
             Invites(pool, bot, puppets, cfg, self.directory),
@@ -217,8 +223,10 @@ class Bridge:
             on_homeserver_reset=homeserver_reset,
             on_announced=publisher.wake if publisher is not None else _nothing,
             on_commands=commands.submit,
+            on_upgrades=follow_upgrades,
         )
         catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
+        upgrades = Upgrades(pool, bot, puppets, ingestor, cfg.bot_mxid)
         web_api = AppserviceApi(
             cfg, ingestor, recovery.database_failed, self.is_ready, self.query_user
         )
@@ -237,7 +245,17 @@ class Bridge:
                 web_api.app
             )
         return Services(
-            pool, http, bot, puppets, recovery, ingestor, catch_up, commands, publisher, web_api.app
+            pool,
+            http,
+            bot,
+            puppets,
+            recovery,
+            ingestor,
+            catch_up,
+            upgrades,
+            commands,
+            publisher,
+            web_api.app,
         )
 
     async def _listen(self, services: Services) -> None:
@@ -246,6 +264,7 @@ class Bridge:
         entrance = self._entrance
         entrance.push_async_callback(services.commands.stop)
         entrance.push_async_callback(services.catch_up.stop)
+        entrance.push_async_callback(services.upgrades.stop)
         entrance.push_async_callback(services.recovery.stop)
         runner = web.AppRunner(services.app, access_log=None)
         await runner.setup()

@@ -39,6 +39,12 @@ async def by_rooms(conn: Connection, room_ids: Collection[str]) -> dict[str, Cha
     }
 
 
+async def move_to_room(conn: Connection, channel_id: UUID, room_id: str) -> None:
+    """The channel's room was upgraded: the same channel (id, slug, microDAO, history)
+    lives in the new room."""
+    await conn.execute("UPDATE channels SET matrix_room_id = $2 WHERE id = $1", channel_id, room_id)
+
+
 async def free_slug(conn: Connection, microdao_id: UUID, slug: str) -> str:
     """The slug, or slug-2, slug-3 ... whichever is still free in the microDAO."""
     taken = {

@@ -59,6 +59,15 @@ async def close(conn: Connection, agent_id: UUID, channel_id: UUID | None = None
     return int(status.split()[-1])
 
 
+async def close_in_channel(conn: Connection, channel_id: UUID) -> int:
+    """Close every open session in the channel (its room is closed for good)."""
+    status = await conn.execute(
+        "UPDATE agent_sessions SET status = 'closed' WHERE channel_id = $1 AND status <> 'closed'",
+        channel_id,
+    )
+    return int(status.split()[-1])
+
+
 async def close_all(conn: Connection, agent_ids: Sequence[UUID]) -> int:
     """Close every open session of these agents."""
     status = await conn.execute(

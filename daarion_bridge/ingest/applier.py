@@ -6,6 +6,7 @@ ignored."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from ..translate.rooms import may_redact_others, role_for
 from . import lookup
 from .items import Writing
 from .wanted import actors_of
+
+log = logging.getLogger("daarion.ingest")
 
 LEFT = frozenset({"leave", "ban"})
 StateOp = ev.Membership | ev.PowerLevels | ev.RoomName | ev.JoinRules
@@ -365,7 +368,20 @@ class Applier:
             if await channels.set_visibility(conn, channel.id, op.visibility):
                 self.channel_updated(channel, {"visibility": op.visibility}, op)
             return True
+        if isinstance(op, ev.RoomTombstoned):
+            return await self.tombstone(op, channel)
         return False
+
+    async def tombstone(self, op: ev.RoomTombstoned, channel: channels.Channel) -> bool:
+        """An upgrade is followed after the commit (joining the new room is the
+        homeserver's business); a room closed for good closes its agents' sessions."""
+        if op.replacement is not None:
+            if op.replacement != op.room_id:
+                self.outcome.upgrades.append(op)
+            return True
+        closed = await sessions.close_in_channel(self.conn, channel.id)
+        log.info("Room %s was closed for good: %d agent session(s) closed", op.room_id, closed)
+        return True
 
     async def newer(self, op: ev.PowerLevels | ev.RoomName | ev.JoinRules) -> bool:
         """Whether the room state event is newer than its key's last applied one."""

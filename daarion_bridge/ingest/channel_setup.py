@@ -28,6 +28,9 @@ class ChannelSetup:
     # every room the admin API creates for it.
     new_microdao_owner: str
     invite_event_id: str = ""
+    # The channel's old room, when this room replaced it (an upgrade): the channel moves
+    # here instead of a new one being made.
+    replaces_room: str | None = None
 
 
 async def create_channel(
@@ -42,6 +45,8 @@ async def create_channel(
     microdao_id = await microdaos.ensure(
         conn, setup.microdao_external_id, people[setup.new_microdao_owner]
     )
+    if setup.replaces_room is not None:
+        await _move_from(conn, setup, announcer)
     channel, created = await channels.create(
         conn,
         room_id=snap.room_id,
@@ -71,6 +76,21 @@ async def create_channel(
     if not created:
         await _close_the_absent(conn, channel, snap, people, agent_ids, announcer, now, cause)
     return channel
+
+
+async def _move_from(conn: Connection, setup: ChannelSetup, announcer: Announcer) -> None:
+    """An upgraded room's channel moves to the new room, unless the new room is a
+    channel already (then the old one stays where it was)."""
+    assert setup.replaces_room is not None
+    old, new = setup.replaces_room, setup.snapshot.room_id
+    found = await channels.by_rooms(conn, [old, new])
+    if old not in found or new in found:
+        return
+    await channels.move_to_room(conn, found[old].id, new)
+    moved = (await channels.by_rooms(conn, [new]))[new]
+    fields = {"matrix_room_id": new, "previous_matrix_room_id": old}
+    now = await conn.fetchval("SELECT now()")
+    announcer.channel(bus.CHANNEL_UPDATED, moved, fields, now, setup.invite_event_id or new)
 
 
 async def _close_the_absent(

@@ -17,7 +17,13 @@ from ..config import Config
 from ..db import bookkeeping
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import LiveDirectory
-from ..translate.events import AgentInvited, BotInvited, NewMessage, translate_event
+from ..translate.events import (
+    AgentInvited,
+    BotInvited,
+    NewMessage,
+    RoomTombstoned,
+    translate_event,
+)
 from ..translate.preview import BadEvent
 from .channel_setup import ChannelSetup
 from .invites import Invites
@@ -48,6 +54,10 @@ def _no_sign(sign: str, skipped: Sequence[str]) -> None:
     return None
 
 
+def _no_upgrades(_: Sequence[RoomTombstoned]) -> None:
+    return None
+
+
 def _no_commands(_: Sequence[NewMessage]) -> None:
     return None
 
@@ -63,12 +73,14 @@ class Ingestor:
         on_homeserver_reset: Callable[[str, Sequence[str]], None] = _no_sign,
         on_announced: Callable[[], None] = _nothing,
         on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
+        on_upgrades: Callable[[Sequence[RoomTombstoned]], None] = _no_upgrades,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
         _note_sequence): what was seen, and the transaction ids it skipped (to be looked
         for among the committed ones: another bridge on this database may have had them).
         `on_announced`: outbox rows were committed (NATS on).
-        `on_commands`: people's `!daarion` commands, handed over after the commit."""
+        `on_commands`: people's `!daarion` commands, handed over after the commit.
+        `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit."""
         self.pool = pool
         self.invites = invites
         self.directory = directory
@@ -85,6 +97,7 @@ class Ingestor:
         self.announce = Announce(config.bot_mxid) if config.nats.enabled else None
         self.on_announced = on_announced
         self.on_commands = on_commands
+        self.on_upgrades = on_upgrades
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -116,6 +129,8 @@ class Ingestor:
             self.on_announced()
         if outcome.commands:
             self.on_commands(outcome.commands)  # never awaited: the transaction answers now
+        if outcome.upgrades:
+            self.on_upgrades(outcome.upgrades)  # likewise
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
         return outcome

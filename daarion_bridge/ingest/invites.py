@@ -10,22 +10,30 @@ leaves; nothing is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
-from mautrix.types import RoomID
+from mautrix.types import RoomID, UserID
 
 from ..config import Config
 from ..config.roster import AgentSpec
-from ..db import channels, microdaos, spaces
+from ..db import channels, members, microdaos, spaces
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
 from ..matrix.puppets import Puppets
 from ..policy.invites import agent_invite_allowed, bot_invite_allowed, spaces_open_to
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
-from ..translate.rooms import Access, RoomSnapshot, access_from, open_to, snapshot_from_state
+from ..translate.rooms import (
+    Access,
+    RoomSnapshot,
+    access_from,
+    open_to,
+    replacement_of,
+    snapshot_from_state,
+)
 from ..translate.spaces import parent_is_valid
 from .channel_setup import ChannelSetup
 
@@ -42,6 +50,20 @@ async def agent_visibility(pool: Pool, agent: AgentSpec, access: Access | None) 
     only when restricted to the space of the agent's microDAO (any microDAO's for the
     city's agents)."""
     return open_to(access, spaces_open_to(agent, await spaces.all_linked(pool)))
+
+
+async def bring_agents(bot: Bot, puppets: Puppets, agents: Sequence[str], room_id: str) -> None:
+    """Agents join a channel's upgraded room: invited by the bot where the room needs
+    it. One that cannot is left out (and said so): the room's members decide."""
+    for agent in agents:
+        try:
+            await bot.intent.invite_user(RoomID(room_id), UserID(agent))
+        except MatrixRequestError:
+            pass  # invited by a person already, or the room lets the agent join
+        try:
+            await puppets.intent(agent).join_room(RoomID(room_id), max_retries=0)
+        except MatrixRequestError as e:
+            log.warning("%s could not join the upgraded room %s (%s)", agent, room_id, e.errcode)
 
 
 class Invites:
@@ -145,6 +167,24 @@ class Invites:
             if isinstance(invite, AgentInvited):
                 await intent.leave_room(RoomID(invite.room_id), reason="A space is not a chat")
             return None
+        replaced = await self.upgraded_channel(snapshot)
+        if replaced is not None:
+            if isinstance(invite, BotInvited):
+                # The channel's agents come along first, so they stay members, sessions
+                # and all.
+                async with self.pool.acquire() as conn:
+                    agents = await members.agents_in_room(conn, replaced.room_id)
+                await bring_agents(self.bot, self.puppets, agents, invite.room_id)
+                state = await room_state(intent, invite.room_id)
+                snapshot = snapshot_from_state(invite.room_id, state)
+            return ChannelSetup(
+                snapshot,
+                replaced.microdao,
+                invite.inviter,
+                self.config.bot_mxid,
+                invite.event_id,
+                replaces_room=replaced.room_id,
+            )
         microdao = await self.microdao_for(snapshot, fallback_microdao)
         if microdao is None:
             log.info("Leaving %s: no microDAO to map it to", invite.room_id)
@@ -152,6 +192,33 @@ class Invites:
             await intent.leave_room(RoomID(invite.room_id), reason="No microDAO for this room")
             return None
         return ChannelSetup(snapshot, microdao, invite.inviter, self.config.bot_mxid)
+
+    async def upgraded_channel(self, snapshot: RoomSnapshot) -> channels.Channel | None:
+        """The channel this room replaces: its m.room.create names a channel's room as
+        predecessor, and that room's tombstone (which only its moderators can send)
+        names this room back. Anyone can create a room claiming a predecessor."""
+        old = snapshot.predecessor
+        if old is None:
+            return None
+        async with self.pool.acquire() as conn:
+            channel = (await channels.by_rooms(conn, [old])).get(old)
+        if channel is None:
+            return None
+        try:
+            tombstone = await self.bot.intent.api.request(
+                Method.GET, Path.v3.rooms[old].state["m.room.tombstone"][""]
+            )
+        except MatrixRequestError:
+            tombstone = {}
+        if replacement_of(tombstone) == snapshot.room_id:
+            return channel
+        log.info(
+            "%s names %s as its predecessor, whose tombstone does not name it back: "
+            "not an upgrade of that channel",
+            snapshot.room_id,
+            old,
+        )
+        return None
 
     async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
         """The microDAO of the room's space, else the fallback, else the default. A parent

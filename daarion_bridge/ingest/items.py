@@ -44,6 +44,8 @@ class Outcome:
     # People's `!daarion` commands in channels, newly indexed by this commit (a replay
     # has none): the caller runs them after the commit.
     commands: list[ev.NewMessage] = field(default_factory=list)
+    # Channels' rooms upgraded by this commit: the caller follows them after it.
+    upgrades: list[ev.RoomTombstoned] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from .agents import AgentDirectory, PendingMentions
 from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
-from .rooms import Access, access_from, visibility_for
+from .rooms import Access, access_from, replacement_of, visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
@@ -100,6 +100,17 @@ class JoinRules:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomTombstoned:
+    """The room was upgraded (to `replacement`) or closed for good (no replacement)."""
+
+    room_id: str
+    event_id: str
+    sender: str
+    replacement: str | None
+    ts: datetime | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class BotInvited:
     room_id: str
     event_id: str
@@ -125,6 +136,7 @@ Operation = (
     | PowerLevels
     | RoomName
     | JoinRules
+    | RoomTombstoned
     | BotInvited
     | AgentInvited
 )
@@ -278,6 +290,10 @@ def _state(
     if etype == "m.room.join_rules":
         visibility = visibility_for(content.get("join_rule"))
         return JoinRules(room_id, visibility, event_id, _optional_ts(event))
+    if etype == "m.room.tombstone":
+        replacement = replacement_of(content)
+        sender = _str(event, "sender")
+        return RoomTombstoned(room_id, event_id, sender, replacement, _optional_ts(event))
     return None
 
 

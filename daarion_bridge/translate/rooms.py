@@ -6,9 +6,9 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
-from .preview import storable
+from .preview import has_unstorable, storable
 
 # Room versions where the creators hold implicit top power (MSC4289), not listed in
 # m.room.power_levels. Synapse creates version 12 rooms by default.
@@ -181,6 +181,11 @@ class RoomSnapshot:
     # A space (room type m.space) organises rooms; people do not chat in it.
     is_space: bool = False
     access: Access = field(default=Access(None))
+    # The room this one replaces (m.room.create's predecessor): a claim, true only when
+    # that room's tombstone names this one back.
+    predecessor: str | None = None
+    # The room that replaces this one (m.room.tombstone's replacement_room).
+    replacement: str | None = None
 
 
 def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
@@ -222,4 +227,23 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         space_parents=tuple(parents),
         parent_senders=parents,
         is_space=content("m.room.create").get("type") == "m.space",
+        predecessor=predecessor_of(content("m.room.create")),
+        replacement=replacement_of(content("m.room.tombstone")),
     )
+
+
+def predecessor_of(create: Mapping[str, Any]) -> str | None:
+    """The room an upgrade replaced, from the new room's m.room.create."""
+    predecessor = create.get("predecessor")
+    room_id = predecessor.get("room_id") if isinstance(predecessor, Mapping) else None
+    return room_id if is_room_id(room_id) else None
+
+
+def replacement_of(tombstone: Mapping[str, Any]) -> str | None:
+    """The room an upgrade made, from the old room's m.room.tombstone."""
+    room_id = tombstone.get("replacement_room")
+    return room_id if is_room_id(room_id) else None
+
+
+def is_room_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and value.startswith("!") and not has_unstorable(value)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daarion_bridge.translate.events import NewMessage, translate_event
+from daarion_bridge.translate.events import NewMessage, RoomTombstoned, translate_event
 from daarion_bridge.translate.preview import BadEvent, render_preview
 
 from .test_agents import AGENTS, HELPER, SOFIA
@@ -221,3 +221,28 @@ def test_an_edited_emote_keeps_the_form() -> None:
 def test_a_long_emote_is_cut_to_the_limit_with_its_name_first() -> None:
     found = render_preview("m.room.message", {"msgtype": "m.emote", "body": "x" * 600}, 20, ALICE)
     assert found.startswith("* ") and len(found) == 20
+
+
+# --- room upgrades ---------------------------------------------------------------
+
+
+def tombstone(content: dict[str, Any]) -> dict[str, Any]:
+    return {**event("m.room.tombstone", content), "state_key": ""}
+
+
+def test_a_tombstone_names_the_replacement() -> None:
+    found = translate(tombstone({"body": "upgraded", "replacement_room": "!new:localhost"}))
+    assert found == RoomTombstoned(ROOM, "$e", ALICE, "!new:localhost")
+
+
+@pytest.mark.parametrize("replacement", ["", "#alias:localhost", None, 5])
+def test_a_tombstone_without_a_room_closes_the_room(replacement: Any) -> None:
+    content: dict[str, Any] = {"body": "closed"}
+    if replacement is not None:
+        content["replacement_room"] = replacement
+    assert translate(tombstone(content)) == RoomTombstoned(ROOM, "$e", ALICE, None)
+
+
+def test_a_tombstone_with_a_state_key_means_nothing() -> None:
+    odd = {**event("m.room.tombstone", {"replacement_room": "!new:localhost"}), "state_key": "x"}
+    assert translate(odd) is None

@@ -400,3 +400,30 @@ def test_invite_allowed(inviter: str, federated: bool, allowed: bool) -> None:
         agent_session_idle_after=1800,
     )
     assert bot_invite_allowed(inviter, "localhost", bridge) is allowed
+
+
+# --- upgrades --------------------------------------------------------------------------
+
+OLD = "!OldRoom:localhost"
+
+
+@pytest.mark.parametrize(
+    ("predecessor", "expected"),
+    [
+        ({"room_id": OLD, "event_id": "$last"}, OLD),  # before room version 12
+        ({"room_id": OLD}, OLD),  # room version 12 drops the event id
+        ({"room_id": "#alias:localhost"}, None),
+        ({"room_id": 7}, None),
+        ("!NotAnObject:localhost", None),
+        (None, None),
+    ],
+)
+def test_the_predecessor_comes_from_the_create_event(predecessor: Any, expected: Any) -> None:
+    extra = {} if predecessor is None else {"predecessor": predecessor}
+    assert snapshot_from_state(ROOM, [create(**extra)]).predecessor == expected
+
+
+def test_the_replacement_comes_from_the_tombstone() -> None:
+    tombstone = state("m.room.tombstone", {"body": "moved", "replacement_room": "!New:localhost"})
+    assert snapshot_from_state(ROOM, [create(), tombstone]).replacement == "!New:localhost"
+    assert snapshot_from_state(ROOM, [create()]).replacement is None
