@@ -16,6 +16,7 @@ from ..db.channels import Channel
 from ..db.messages import Changed, NewRow
 from ..db.outbox import AGENT, HUMAN, Emitter, NoEmitter, Resolve
 from ..translate import bus
+from ..translate import events as ev
 
 DIRECT, CHANNEL_MESSAGE = "direct", "channel_message"
 
@@ -102,13 +103,15 @@ class Announcer:
         self,
         channel: Channel,
         message_id: UUID,
-        event_id: str,
-        sender: str,
+        op: ev.NewMessage,
         mentioned_agents: tuple[UUID, ...],
     ) -> None:
-        # The bot's answers (bot commands, notices) never call an agent either.
-        if self.enabled and sender != self.bot_mxid:
-            message = HumanMessage(channel, message_id, event_id, sender, mentioned_agents)
+        """A person's message, which may call agents. The bot's answers never do, and
+        neither does a notice (m.notice): the spec reserves it for automated senders and
+        says it must not be answered automatically, or two bots may answer each other
+        forever."""
+        if self.enabled and op.sender != self.bot_mxid and not op.notice:
+            message = HumanMessage(channel, message_id, op.event_id, op.sender, mentioned_agents)
             self.human_messages.append(message)
 
     async def flush(self, conn: Connection) -> int:

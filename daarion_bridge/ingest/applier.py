@@ -232,7 +232,7 @@ class Applier:
                 continue
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)
-            self.announcer.human_message(channel, message_id, op.event_id, op.sender, mentioned)
+            self.announcer.human_message(channel, message_id, op, mentioned)
 
     def mentioned(self, op: ev.NewMessage, row: messages.NewRow) -> tuple[UUID, ...]:
         """The agents of its room a person's message mentions; none for an agent's

@@ -39,6 +39,9 @@ class NewMessage:
     # A person's message that may call agents (not a command): searched once its room's
     # agents are known. Out of repr and comparison: it holds the message's content.
     may_mention: PendingMentions | None = field(default=None, repr=False, compare=False)
+    # An m.notice: the spec's automated message, never answered automatically. Its
+    # mentions still count as the agents' activity; it calls none of them.
+    notice: bool = False
 
     @property
     def mentions(self) -> tuple[str, ...]:
@@ -206,7 +209,8 @@ def _message(
         # the bridge, not for the agents it names.
         calls = not machine and command is None and bool(agents.agents)
         may_mention = PendingMentions(agents, _mention_source(etype, content)) if calls else None
-        return NewMessage(room_id, event_id, sender, ts, preview, command, may_mention)
+        notice = content.get("msgtype") == "m.notice"
+        return NewMessage(room_id, event_id, sender, ts, preview, command, may_mention, notice)
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:

@@ -271,3 +271,31 @@ async def test_inviting_an_agent_into_a_channel_is_announced(
     assert [(s, p["member_id"], p["member_type"]) for s, p in found] == [
         ("messaging.member.invited", "agent:sofia", "agent")
     ]
+
+
+async def test_a_notice_naming_an_agent_calls_nobody_but_counts_as_activity(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """m.notice is for automated senders, never answered automatically (issue 17, item
+    6): a third-party bot's notice that names Sofia invokes nobody, in a channel or in a
+    room where its sender is alone with her, but still moves her session."""
+    await feed.send(
+        [],
+        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE, BOT)],
+    )
+    await feed.send([member(SOFIA, "join")])
+    await take(pool)
+    before = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+
+    notice = text("Sofia, build finished", BOB, msgtype="m.notice")
+    await feed.send([notice])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    after = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+    assert after > before
+
+    await feed.send([member(BOB, "leave")])  # ALICE alone with Sofia: a direct room
+    await take(pool)
+    await feed.send([text("any plans?", ALICE, msgtype="m.notice")])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    await feed.send([text("any plans?", ALICE)])  # the same words as text do call her
+    assert "router.invoke.agent" in [s for s, _ in await take(pool)]
