@@ -35,9 +35,11 @@ def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
 
 
 class Announcer:
-    def __init__(self, enabled: bool, bot_mxid: str) -> None:
+    def __init__(self, enabled: bool, bot_mxid: str, *, invoke_agents: bool = True) -> None:
         self.enabled = enabled
         self.bot_mxid = bot_mxid
+        # nats.invoke_agents: false leaves invoking agents to the platform's own router.
+        self.invoke_agents = enabled and invoke_agents
         self.emitter = Emitter() if enabled else NoEmitter()
         self.human_messages: list[HumanMessage] = []
 
@@ -110,7 +112,7 @@ class Announcer:
         neither does a notice (m.notice): the spec reserves it for automated senders and
         says it must not be answered automatically, or two bots may answer each other
         forever."""
-        if self.enabled and op.sender != self.bot_mxid and not op.notice:
+        if self.invoke_agents and op.sender != self.bot_mxid and not op.notice:
             message = HumanMessage(channel, message_id, op.event_id, op.sender, mentioned_agents)
             self.human_messages.append(message)
 

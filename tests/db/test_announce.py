@@ -61,9 +61,10 @@ def state(joined: list[str]) -> list[dict]:
 
 
 class Feed:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, invoke_agents: bool = True) -> None:
         self.pool = pool
         self.n = itertools.count(1)
+        self.invoke_agents = invoke_agents
 
     async def send(self, events: list[dict], setups: list[ChannelSetup] = ()) -> Any:
         items = []
@@ -79,7 +80,7 @@ class Feed:
                 events_digest(events),
                 items,
                 setups,
-                announce=Announce(BOT),
+                announce=Announce(BOT, self.invoke_agents),
             )
 
 
@@ -299,3 +300,25 @@ async def test_a_notice_naming_an_agent_calls_nobody_but_counts_as_activity(
     assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
     await feed.send([text("any plans?", ALICE)])  # the same words as text do call her
     assert "router.invoke.agent" in [s for s, _ in await take(pool)]
+
+
+async def test_with_invoke_agents_off_nothing_is_invoked_and_sessions_still_move(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """nats.invoke_agents false (issue 17, item 5): the platform's own router invokes
+    agents; the bridge publishes every other event and keeps sessions as before."""
+    off = Feed(pool, invoke_agents=False)
+    await off.send(
+        [],
+        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE, BOT)],
+    )
+    await off.send([member(SOFIA, "join")])
+    await take(pool)
+    before = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+    await off.send([text("Sofia, what's on today?", BOB)])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    assert await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions") > before
+    await off.send([member(BOB, "leave")])
+    await take(pool)
+    await off.send([text("any plans?", ALICE)])  # alone with Sofia: still no call
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
