@@ -64,6 +64,11 @@ UPDATE messages SET content_preview = $2
 WHERE matrix_event_id = $1 AND EXISTS (SELECT 1 FROM done)
 RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $7::text AS cause
 """
+# The ERD has no column for it: a bridge table, one row per message in a thread.
+_THREAD = """
+INSERT INTO bridge_message_threads (matrix_event_id, thread_root) VALUES ($1, $2)
+ON CONFLICT (matrix_event_id) DO NOTHING
+"""
 _EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7))
 _REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5))
 
@@ -103,6 +108,7 @@ class NewRow:
     sender_agent_id: UUID | None
     preview: str
     created_at: datetime
+    thread_root: str | None = None  # the root event of the thread it is in
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,11 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUI
         [r.preview for r in rows],
         [r.created_at for r in rows],
     )
-    return {r[0]: r[1] for r in inserted}
+    new = {r[0]: r[1] for r in inserted}
+    threads = [(r.event_id, r.thread_root) for r in rows if r.thread_root and r.event_id in new]
+    if threads:
+        await conn.executemany(_THREAD, threads)
+    return new
 
 
 async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
@@ -163,6 +173,16 @@ async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list
         for r in redactions
     ]
     return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]
+
+
+async def thread_roots(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
+    """The thread root of each of these messages that is in a thread."""
+    rows = await conn.fetch(
+        "SELECT matrix_event_id, thread_root FROM bridge_message_threads "
+        "WHERE matrix_event_id = ANY($1::text[])",
+        list(event_ids),
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:

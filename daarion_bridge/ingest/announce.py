@@ -28,6 +28,8 @@ class HumanMessage:
     event_id: str
     sender: str  # Matrix id
     mentioned_agents: tuple[UUID, ...]
+    thread_root: str | None = None
+    reply_to: str | None = None
 
 
 def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
@@ -55,7 +57,13 @@ class Announcer:
 
         def build(resolve: Resolve) -> bus.BusEvent:
             return bus.message_created(
-                ref, message_id, row.event_id, resolve(*who), row.created_at, row.preview
+                ref,
+                message_id,
+                row.event_id,
+                resolve(*who),
+                row.created_at,
+                row.preview,
+                row.thread_root,
             )
 
         self.emitter.add(build, who)
@@ -113,7 +121,15 @@ class Announcer:
         says it must not be answered automatically, or two bots may answer each other
         forever."""
         if self.invoke_agents and op.sender != self.bot_mxid and not op.notice:
-            message = HumanMessage(channel, message_id, op.event_id, op.sender, mentioned_agents)
+            message = HumanMessage(
+                channel,
+                message_id,
+                op.event_id,
+                op.sender,
+                mentioned_agents,
+                op.thread_root,
+                op.reply_to,
+            )
             self.human_messages.append(message)
 
     async def flush(self, conn: Connection) -> int:
@@ -141,6 +157,8 @@ class Announcer:
 
         def build(resolve: Resolve) -> bus.BusEvent:
             agent = resolve(AGENT, agent_id).platform_id
-            return bus.invoke_agent(agent, entrypoint, ref, m.message_id, m.event_id)
+            return bus.invoke_agent(
+                agent, entrypoint, ref, m.message_id, m.event_id, m.thread_root, m.reply_to
+            )
 
         self.emitter.add(build, (AGENT, agent_id))

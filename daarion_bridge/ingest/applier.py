@@ -267,7 +267,9 @@ class Applier:
         channel = self.channels[op.room_id]
         agent_id = self.agents.get(op.sender)
         user_id = None if agent_id is not None else self.users[op.sender]
-        return messages.NewRow(channel.id, op.event_id, user_id, agent_id, op.preview, op.ts)
+        return messages.NewRow(
+            channel.id, op.event_id, user_id, agent_id, op.preview, op.ts, op.thread_root
+        )
 
     async def apply_isolated(self, raw: Any, op: ev.Operation) -> bool:
         try:

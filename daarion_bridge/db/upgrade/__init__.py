@@ -29,4 +29,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v03_outbox,
     v04_member_user_index,
     v05_outbox_cursor,
+    v08_message_threads,
 )
