@@ -8,7 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -16,10 +16,11 @@ from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError, MLimitExceeded
 
-from ..db import agents, channels, members
+from ..db import agents, channels, members, messages
 from ..matrix.bot import UNREACHABLE, HomeserverUnavailable
 from ..matrix.puppets import Puppets, send_message
 from ..translate.agents import LiveDirectory
+from ..translate.relations import reply_relation, thread_relation
 
 log = logging.getLogger("daarion.speak")
 
@@ -38,6 +39,8 @@ class Post:
     text: str
     html: str | None = None
     reply_to: str | None = None
+    # The thread to answer in; found from `reply_to` when that names a message in one.
+    thread_root: str | None = None
     # The only users the post notifies. Always sent, so that clients do not guess
     # mentions from the text: an agent's output must not ping people by name or @room.
     mentions: tuple[str, ...] = ()
@@ -51,7 +54,10 @@ class Post:
         if self.html is not None:
             content |= {"format": "org.matrix.custom.html", "formatted_body": self.html}
         if self.reply_to is not None:
-            content["m.relates_to"] = {"m.in_reply_to": {"event_id": self.reply_to}}
+            content["m.relates_to"] = reply_relation(self.reply_to, self.thread_root)
+        elif self.thread_root is not None:
+            # Nothing in particular answered: the root stands in for the thread's latest.
+            content["m.relates_to"] = thread_relation(self.thread_root, self.thread_root)
         return content
 
 
@@ -105,6 +111,10 @@ class Speaker:
                 raise PostError(404, f"unknown channel {channel_ref}")
             present = await members.agent_present(conn, channel.id, agent.id)
             visibility = await channels.visibility_of(conn, channel.room_id)
+            if post.reply_to is not None and post.thread_root is None:
+                # An answer to a message in a thread goes into that thread.
+                roots = await messages.thread_roots(conn, [post.reply_to])
+                post = replace(post, thread_root=roots.get(post.reply_to))
         lock = self._locks.setdefault(agent.id, asyncio.Lock())
         async with lock:  # a burst of posts is counted one by one
             wait = self.limiter.retry_after(agent.id)

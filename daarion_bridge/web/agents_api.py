@@ -60,7 +60,13 @@ class AgentsApi:
         message_id, event_id = await self.speaker.post(
             request.match_info["agent_id"],
             body.channel_id,
-            Post(body.text, body.html, body.reply_to, tuple(body.mentions or ())),
+            Post(
+                body.text,
+                html=body.html,
+                reply_to=body.reply_to,
+                thread_root=body.thread_root,
+                mentions=tuple(body.mentions or ()),
+            ),
         )
         return web.json_response(
             {"message_id": str(message_id) if message_id else None, "matrix_event_id": event_id}

@@ -194,12 +194,20 @@ class AgentPost(Body):
     shapes = {
         "text": "a non-empty string",
         "reply_to": "a Matrix event id ($...)",
+        "thread_root": "a Matrix event id ($...)",
         "mentions": f"a list of at most {MAX_MENTIONS} Matrix user ids",
     }
 
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_not_blank), Stored]
     html: Annotated[str, StringConstraints(max_length=4 * MAX_TEXT), Stored] | None = None
     reply_to: Annotated[str, StringConstraints(pattern=r"^\$"), Stored] | None = None
+    thread_root: (
+        Annotated[str, StringConstraints(max_length=255, pattern=r"^\$"), Stored] | None
+    ) = Field(
+        default=None,
+        description="The thread to answer in (its root event); by default the thread of "
+        "`reply_to`, if that message is in one",
+    )
     mentions: (
         Annotated[
             list[
