@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +25,7 @@ from ..translate.relations import reply_relation, thread_relation
 log = logging.getLogger("daarion.speak")
 
 HOUR = 3600.0
+REMEMBERED_TXNS = 10_000  # runtimes' transaction ids kept, newest; the homeserver keeps its own
 
 
 class PostError(Exception):
@@ -44,6 +45,8 @@ class Post:
     # The only users the post notifies. Always sent, so that clients do not guess
     # mentions from the text: an agent's output must not ping people by name or @room.
     mentions: tuple[str, ...] = ()
+    # The runtime's id for this post: a retry with the same one posts nothing new.
+    txn_id: str | None = None
 
     def content(self) -> dict[str, Any]:
         content: dict[str, Any] = {
@@ -99,9 +102,13 @@ class Speaker:
         self.limiter = limiter
         self.index_event = index_event
         self._locks: dict[UUID, asyncio.Lock] = {}
+        # (agent, the runtime's txn_id) -> the event sent for it: a retry gets it back,
+        # neither sent nor counted again.
+        self._sent: OrderedDict[tuple[UUID, str], str] = OrderedDict()
 
-    async def post(self, agent_ref: str, channel_ref: str, post: Post) -> tuple[UUID, str]:
-        """Send as the agent; returns (message row id, Matrix event id) once indexed."""
+    async def post(self, agent_ref: str, channel_ref: str, post: Post) -> tuple[UUID | None, str]:
+        """Send as the agent; returns (message row id, Matrix event id) once indexed, or
+        (None, event id) when the message was sent but could not be indexed at once."""
         async with self.pool.acquire() as conn:
             agent = await agents.by_ref(conn, agent_ref)
             channel = await channels.by_ref(conn, channel_ref)
@@ -116,28 +123,61 @@ class Speaker:
                 roots = await messages.thread_roots(conn, [post.reply_to])
                 post = replace(post, thread_root=roots.get(post.reply_to))
         lock = self._locks.setdefault(agent.id, asyncio.Lock())
+        key = (agent.id, post.txn_id) if post.txn_id is not None else None
         async with lock:  # a burst of posts is counted one by one
-            wait = self.limiter.retry_after(agent.id)
-            if wait > 0:
-                raise PostError(429, "agent rate limit reached", retry_after_ms=int(wait * 1000))
-            intent = self.puppets.intent(agent.matrix_id)
-            try:
-                if not present:
-                    await self._join(intent, agent, channel, visibility)
-                event_id = await self._send(intent, channel.room_id, post)
-                self.limiter.record(agent.id)
-                event = await intent.api.request(
-                    Method.GET, Path.v3.rooms[channel.room_id].event[event_id]
-                )
-            except UNREACHABLE as e:
-                raise HomeserverUnavailable(str(e) or type(e).__name__) from e
-        await self.index_event(f"post-{event_id}", event)
-        async with self.pool.acquire() as conn:
-            message_id = await conn.fetchval(
-                "SELECT id FROM messages WHERE matrix_event_id = $1", event_id
-            )
+            event_id = self._sent.get(key) if key is not None else None
+            if event_id is None:
+                event_id = await self._send_new(agent, channel, present, visibility, post)
+                if key is not None:
+                    self._remember(key, event_id)
+        message_id = await self._index(agent, channel.room_id, event_id)
         log.info("%s posted %s in %s", agent.external_id, event_id, channel.room_id)
         return message_id, event_id
+
+    async def _send_new(
+        self, agent: agents.Agent, channel: Any, present: bool, visibility: Any, post: Post
+    ) -> str:
+        """Join where needed and send, within the hourly limit, which counts this post."""
+        wait = self.limiter.retry_after(agent.id)
+        if wait > 0:
+            raise PostError(429, "agent rate limit reached", retry_after_ms=int(wait * 1000))
+        intent = self.puppets.intent(agent.matrix_id)
+        # The homeserver keeps a transaction id per path and appservice, not per user:
+        # the agent's id keeps two agents' ids apart.
+        txn_id = f"daarion-{agent.id.hex}-{post.txn_id}" if post.txn_id is not None else None
+        try:
+            if not present:
+                await self._join(intent, agent, channel, visibility)
+            event_id = await self._send(intent, channel.room_id, post, txn_id)
+        except UNREACHABLE as e:
+            raise HomeserverUnavailable(str(e) or type(e).__name__) from e
+        self.limiter.record(agent.id)
+        return event_id
+
+    def _remember(self, key: tuple[UUID, str], event_id: str) -> None:
+        self._sent[key] = event_id
+        while len(self._sent) > REMEMBERED_TXNS:
+            self._sent.popitem(last=False)
+
+    async def _index(self, agent: agents.Agent, room_id: str, event_id: str) -> UUID | None:
+        """Index the sent message now, so the caller's next read finds it. The message is
+        in the room whatever happens here: a failure answers success all the same (a
+        retry would post it twice), and the homeserver's push indexes it later."""
+        try:
+            intent = self.puppets.intent(agent.matrix_id)
+            event = await intent.api.request(Method.GET, Path.v3.rooms[room_id].event[event_id])
+            await self.index_event(f"post-{event_id}", event)
+            async with self.pool.acquire() as conn:
+                return await messages.row_id(conn, event_id)
+        except Exception as e:  # noqa: BLE001 (any failure: the post itself succeeded)
+            log.warning(
+                "%s posted %s in %s; indexing it at once failed (%s), the homeserver's push will",
+                agent.external_id,
+                event_id,
+                room_id,
+                type(e).__name__,
+            )
+            return None
 
     async def _join(self, intent: Any, agent: agents.Agent, channel: Any, visibility: Any) -> None:
         """An agent not in the channel joins where it may: public rooms, and its own
@@ -152,10 +192,10 @@ class Speaker:
         except MatrixRequestError as e:
             raise PostError(403, f"agent may not join this channel ({e.errcode})") from None
 
-    async def _send(self, intent: Any, room_id: str, post: Post) -> str:
+    async def _send(self, intent: Any, room_id: str, post: Post, txn_id: str | None) -> str:
         """Send, waiting out the homeserver's own rate limit as it asks."""
         try:
-            return await send_message(intent, room_id, post.content())
+            return await send_message(intent, room_id, post.content(), txn_id=txn_id)
         except MLimitExceeded:
             raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None
         except MatrixRequestError as e:

@@ -175,6 +175,10 @@ async def redact_many(conn: Connection, redactions: Sequence[Redaction]) -> list
     return [Changed(*r) for r in await conn.fetchmany(_REDACT, args)]
 
 
+async def row_id(conn: Connection, event_id: str) -> UUID | None:
+    return await conn.fetchval("SELECT id FROM messages WHERE matrix_event_id = $1", event_id)
+
+
 async def thread_roots(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
     """The thread root of each of these messages that is in a thread."""
     rows = await conn.fetch(
@@ -230,3 +234,42 @@ async def page(
     else:
         rows = await conn.fetch(_NEXT_PAGE, channel_id, before[0], before[1], limit)
     return [Listed(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """A message's row as a runtime's context shows it."""
+
+    id: UUID
+    matrix_event_id: str
+    sender_type: str
+    sender_id: str | None  # platform id (users.external_id / agents.external_id)
+
+
+_INDEXED = """
+SELECT m.id, m.matrix_event_id, m.sender_type, COALESCE(a.external_id, u.external_id)
+FROM messages m
+LEFT JOIN users u ON u.id = m.sender_user_id
+LEFT JOIN agents a ON a.id = m.sender_agent_id
+WHERE m.channel_id = $1 AND {where}
+"""
+_BY_EVENTS = _INDEXED.format(where="m.matrix_event_id = ANY($2::text[])")
+_BY_ID = _INDEXED.format(where="m.id = $2")
+
+
+async def indexed(
+    conn: Connection, channel_id: UUID, event_ids: Sequence[str]
+) -> dict[str, Indexed]:
+    """The rows of these events in the channel, by event id (those indexed)."""
+    rows = await conn.fetch(_BY_EVENTS, channel_id, list(event_ids))
+    return {r[1]: Indexed(*r) for r in rows}
+
+
+async def find(conn: Connection, channel_id: UUID, ref: str) -> Indexed | None:
+    """A message of the channel by its row uuid or Matrix event id."""
+    try:
+        row_id = UUID(ref)
+    except ValueError:
+        return (await indexed(conn, channel_id, [ref])).get(ref)
+    row = await conn.fetchrow(_BY_ID, channel_id, row_id)
+    return Indexed(*row) if row else None
