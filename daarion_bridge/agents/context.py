@@ -116,6 +116,7 @@ class ContextReader:
             "message_id": str(row.id) if row is not None else None,
             "matrix_event_id": v.event_id,
             "sender_id": sender_id,
+            "sender_matrix_id": v.sender,
             "sender_type": sender_type,
             "sender_name": names.get(v.sender) or v.sender[1:].split(":", 1)[0],
             "created_at": iso(EPOCH + timedelta(milliseconds=v.ts_ms)),

@@ -391,6 +391,7 @@ class ContextMessage(TypedDict):
     message_id: Annotated[Uuid | None, _described("Its row; null if not indexed (yet)")]
     matrix_event_id: str
     sender_id: Annotated[str, _described("Platform id of the sender")]
+    sender_matrix_id: Annotated[str, _described("Matrix id: whom to name in `mentions`")]
     sender_type: Annotated[str, _one_of("human", "agent")]
     sender_name: Annotated[str, _described("Display name in the room, else the localpart")]
     created_at: Time

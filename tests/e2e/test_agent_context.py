@@ -7,6 +7,10 @@ JetStream and the bridge process.
 - A question in a thread is answered in that thread (read back from /relations).
 - A notice naming an agent calls nobody.
 - A retried post with the same txn_id is one message.
+- The reference runtime takes the question from the context endpoint (a 3,000-character
+  question reaches it whole), answers in the thread, names only the asker in m.mentions,
+  and with --openai-url sends the conversation to an OpenAI-compatible server (a
+  stand-in here) and posts the model's answer.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from daarion_bridge.config import load_config
+from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.helpers import (
     BridgeProcess,
@@ -100,6 +108,18 @@ async def invocation_of(nats_server: LocalNats, event_id: str) -> dict[str, Any]
     return await wait_for(found, what=f"router.invoke.agent of {event_id}")
 
 
+async def send_in_thread(person: Person, room_id: str, root: str, body: str) -> str:
+    """A message in the thread of `root`, as Element sends it."""
+    in_thread = {
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root},
+    }
+    content = {"msgtype": "m.text", "body": body, "m.relates_to": in_thread}
+    return await person.send(room_id, "m.room.message", content)
+
+
 async def test_a_long_question_reaches_the_agent_whole(e2e, alice, bridge, db, local_nats) -> None:
     room_id = await room_with(alice, SOFIA)
     question = "Sofia, please read all of this.\n\n" + "".join(
@@ -158,17 +178,7 @@ async def test_a_question_in_a_thread_is_answered_in_that_thread(
 ) -> None:
     room_id = await room_with(alice, SOFIA)
     root = await alice.send_text(room_id, "lunch plans")
-    in_thread = {
-        "rel_type": "m.thread",
-        "event_id": root,
-        "is_falling_back": True,
-        "m.in_reply_to": {"event_id": root},
-    }
-    asked = await alice.send(
-        room_id,
-        "m.room.message",
-        {"msgtype": "m.text", "body": "Sofia, where?", "m.relates_to": in_thread},
-    )
+    asked = await send_in_thread(alice, room_id, root, "Sofia, where?")
     payload = (await invocation_of(local_nats, asked))["payload"]
     assert (payload["thread_root"], payload["reply_to"]) == (root, None)
     created = [
@@ -231,6 +241,73 @@ async def test_a_retried_post_with_one_txn_id_is_one_message(e2e, alice, bridge,
         if e["sender"] == QUIET and "body" in e.get("content", {})
     ]
     assert [e["content"]["body"] for e in sent] == ["once only"]
+
+
+# -- the reference runtime (issue 17, item 7) ---------------------------------------------
+
+
+async def sofias_answer(alice: Person, room_id: str, asked: str) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        for e in await alice.history(room_id):
+            relates = e.get("content", {}).get("m.relates_to", {})
+            if e["sender"] == SOFIA and relates.get("m.in_reply_to", {}).get("event_id") == asked:
+                return e
+        return None
+
+    return await wait_for(found, timeout=20, what="Sofia's answer")
+
+
+async def test_a_long_question_reaches_the_runtime_whole(alice, bridge, index, db) -> None:
+    runtime = DemoRuntime(load_config(index.config))
+    await runtime.start()
+    try:
+        room_id = await room_with(alice, SOFIA)
+        question = "Sofia, read this.\n" + " ".join(f"item{i} of the list" for i in range(200))
+        assert len(question) >= 3000
+        asked = await alice.send_text(room_id, question)
+        reply = await sofias_answer(alice, room_id, asked)
+    finally:
+        await runtime.stop()
+    assert reply["content"]["body"] == f"You asked: {question}"  # not a 500-char preview
+    assert reply["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
+
+
+async def test_a_question_in_a_thread_is_answered_there_by_a_model(
+    alice, bridge, index, db
+) -> None:
+    asked_model: list[dict[str, Any]] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        asked_model.append(await request.json())
+        return web.json_response({"choices": [{"message": {"content": "At noon."}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    model_server = TestServer(app, host="127.0.0.1")
+    await model_server.start_server()
+    url = str(model_server.make_url("/v1"))
+    runtime = DemoRuntime(load_config(index.config), openai_url=url, model="local-model")
+    await runtime.start()
+    try:
+        room_id = await room_with(alice, SOFIA, QUIET)  # not a direct room: only a mention calls
+        root = await alice.send_text(room_id, "Lunch on Friday?")
+        asked = await send_in_thread(alice, room_id, root, "Sofia, when?")
+        reply = await sofias_answer(alice, room_id, asked)
+    finally:
+        await runtime.stop()
+        await model_server.close()
+    assert reply["content"]["body"] == "At noon."
+    assert reply["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
+    path = f"/v1/rooms/{q(room_id)}/relations/{q(root)}/m.thread"
+    thread = [e["event_id"] for e in (await alice.request("GET", path))["chunk"]]
+    assert reply["event_id"] in thread
+    (request,) = asked_model
+    assert request["model"] == "local-model"
+    said = [m["content"] for m in request["messages"] if m["role"] == "user"]
+    assert said[-2:] == ["ctx.alice: Lunch on Friday?", "ctx.alice: Sofia, when?"]
+
+
+# -- the context endpoint's errors (last: Synapse restarts) -------------------------------
 
 
 async def test_context_endpoint_errors(e2e, alice, bridge, db) -> None:
