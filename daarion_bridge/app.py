@@ -25,6 +25,7 @@ from mautrix.util.async_db import Database
 
 from . import metrics
 from .admin.service import Admin
+from .agents.context import ContextReader
 from .agents.speak import RateLimiter, Speaker
 from .agents.sync import apply_roster, retire_puppets
 from .bus.process import PublisherProcess
@@ -237,7 +238,8 @@ class Bridge:
 
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
             speaker = Speaker(pool, puppets, self.directory, limiter, index_event)
-            api = AgentsApi(cfg.api.service_token, speaker, cfg.appservice.body_timeout)
+            reader = ContextReader(pool, puppets, self.directory)
+            api = AgentsApi(cfg.api.service_token, speaker, reader, cfg.appservice.body_timeout)
             api.add_routes(web_api.app)
         if cfg.api.admin_token:
             admin = Admin(pool, bot, puppets, self.directory, cfg, ingestor)

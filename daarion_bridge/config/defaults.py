@@ -50,6 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "subject_prefix": "",
         "duplicate_window": "2h",
         "outbox_retention": "7d",
+        "invoke_agents": True,
     },
     "api": {
         "service_token": None,

@@ -79,6 +79,10 @@ class NatsConfig:
     subject_prefix: str
     duplicate_window: float
     outbox_retention: float
+    # False: never publish router.invoke.agent, for a platform whose own agent-filter and
+    # router invoke agents from messaging.message.created (else every mention is
+    # answered twice). Sessions and activity are kept either way.
+    invoke_agents: bool = True
 
     @property
     def enabled(self) -> bool:

@@ -159,6 +159,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         else "",
         duplicate_window=n.duration("duplicate_window", 1, 30 * 86400),
         outbox_retention=n.duration("outbox_retention", 60, 365 * 86400),
+        invoke_agents=n.bool("invoke_agents"),
     )
     api_reader = SectionReader(path, raw, "api")
     api = ApiConfig(

@@ -116,6 +116,11 @@ RETURNING m.id, m.channel_id, m.sender_user_id, m.sender_agent_id, m.matrix_even
 _EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7, m=8))
 _REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5, m=8))
 _REMOVE_EDIT = _REMOVE_EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=3, a=4, m=7))
+# The ERD has no column for it: a bridge table, one row per message in a thread.
+_THREAD = """
+INSERT INTO bridge_message_threads (matrix_event_id, thread_root) VALUES ($1, $2)
+ON CONFLICT (matrix_event_id) DO NOTHING
+"""
 
 
 def new_id() -> uuid_utils.UUID:
@@ -154,6 +159,7 @@ class NewRow:
     sender_agent_id: UUID | None
     preview: str
     created_at: datetime
+    thread_root: str | None = None  # the root event of the thread it is in
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +190,11 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUI
         [r.preview for r in rows],
         [r.created_at for r in rows],
     )
-    return {r[0]: r[1] for r in inserted}
+    new = {r[0]: r[1] for r in inserted}
+    threads = [(r.event_id, r.thread_root) for r in rows if r.thread_root and r.event_id in new]
+    if threads:
+        await conn.executemany(_THREAD, threads)
+    return new
 
 
 async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
@@ -251,6 +261,20 @@ async def remove_edits(
     return [(Changed(*r[:6]), r[6]) for r in await conn.fetchmany(_REMOVE_EDIT, args)]
 
 
+async def row_id(conn: Connection, event_id: str) -> UUID | None:
+    return await conn.fetchval("SELECT id FROM messages WHERE matrix_event_id = $1", event_id)
+
+
+async def thread_roots(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
+    """The thread root of each of these messages that is in a thread."""
+    rows = await conn.fetch(
+        "SELECT matrix_event_id, thread_root FROM bridge_message_threads "
+        "WHERE matrix_event_id = ANY($1::text[])",
+        list(event_ids),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 def _author(author: Author) -> tuple[UUID, UUID | None, UUID | None]:
     return author.channel_id, author.user_id, author.agent_id
 
@@ -296,3 +320,42 @@ async def page(
     else:
         rows = await conn.fetch(_NEXT_PAGE, channel_id, before[0], before[1], limit)
     return [Listed(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """A message's row as a runtime's context shows it."""
+
+    id: UUID
+    matrix_event_id: str
+    sender_type: str
+    sender_id: str | None  # platform id (users.external_id / agents.external_id)
+
+
+_INDEXED = """
+SELECT m.id, m.matrix_event_id, m.sender_type, COALESCE(a.external_id, u.external_id)
+FROM messages m
+LEFT JOIN users u ON u.id = m.sender_user_id
+LEFT JOIN agents a ON a.id = m.sender_agent_id
+WHERE m.channel_id = $1 AND {where}
+"""
+_BY_EVENTS = _INDEXED.format(where="m.matrix_event_id = ANY($2::text[])")
+_BY_ID = _INDEXED.format(where="m.id = $2")
+
+
+async def indexed(
+    conn: Connection, channel_id: UUID, event_ids: Sequence[str]
+) -> dict[str, Indexed]:
+    """The rows of these events in the channel, by event id (those indexed)."""
+    rows = await conn.fetch(_BY_EVENTS, channel_id, list(event_ids))
+    return {r[1]: Indexed(*r) for r in rows}
+
+
+async def find(conn: Connection, channel_id: UUID, ref: str) -> Indexed | None:
+    """A message of the channel by its row uuid or Matrix event id."""
+    try:
+        row_id = UUID(ref)
+    except ValueError:
+        return (await indexed(conn, channel_id, [ref])).get(ref)
+    row = await conn.fetchrow(_BY_ID, channel_id, row_id)
+    return Indexed(*row) if row else None

@@ -16,6 +16,7 @@ from ..db.channels import Channel
 from ..db.messages import Changed, NewRow
 from ..db.outbox import AGENT, HUMAN, Emitter, NoEmitter, Resolve
 from ..translate import bus
+from ..translate import events as ev
 
 DIRECT, CHANNEL_MESSAGE = "direct", "channel_message"
 
@@ -27,6 +28,8 @@ class HumanMessage:
     event_id: str
     sender: str  # Matrix id
     mentioned_agents: tuple[UUID, ...]
+    thread_root: str | None = None
+    reply_to: str | None = None
 
 
 def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
@@ -34,9 +37,11 @@ def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
 
 
 class Announcer:
-    def __init__(self, enabled: bool, bot_mxid: str) -> None:
+    def __init__(self, enabled: bool, bot_mxid: str, *, invoke_agents: bool = True) -> None:
         self.enabled = enabled
         self.bot_mxid = bot_mxid
+        # nats.invoke_agents: false leaves invoking agents to the platform's own router.
+        self.invoke_agents = enabled and invoke_agents
         self.emitter = Emitter() if enabled else NoEmitter()
         self.human_messages: list[HumanMessage] = []
 
@@ -52,7 +57,13 @@ class Announcer:
 
         def build(resolve: Resolve) -> bus.BusEvent:
             return bus.message_created(
-                ref, message_id, row.event_id, resolve(*who), row.created_at, row.preview
+                ref,
+                message_id,
+                row.event_id,
+                resolve(*who),
+                row.created_at,
+                row.preview,
+                row.thread_root,
             )
 
         self.emitter.add(build, who)
@@ -102,13 +113,23 @@ class Announcer:
         self,
         channel: Channel,
         message_id: UUID,
-        event_id: str,
-        sender: str,
+        op: ev.NewMessage,
         mentioned_agents: tuple[UUID, ...],
     ) -> None:
-        # The bot's answers (bot commands, notices) never call an agent either.
-        if self.enabled and sender != self.bot_mxid:
-            message = HumanMessage(channel, message_id, event_id, sender, mentioned_agents)
+        """A person's message, which may call agents. The bot's answers never do, and
+        neither does a notice (m.notice): the spec reserves it for automated senders and
+        says it must not be answered automatically, or two bots may answer each other
+        forever."""
+        if self.invoke_agents and op.sender != self.bot_mxid and not op.notice:
+            message = HumanMessage(
+                channel,
+                message_id,
+                op.event_id,
+                op.sender,
+                mentioned_agents,
+                op.thread_root,
+                op.reply_to,
+            )
             self.human_messages.append(message)
 
     async def flush(self, conn: Connection) -> int:
@@ -136,6 +157,8 @@ class Announcer:
 
         def build(resolve: Resolve) -> bus.BusEvent:
             agent = resolve(AGENT, agent_id).platform_id
-            return bus.invoke_agent(agent, entrypoint, ref, m.message_id, m.event_id)
+            return bus.invoke_agent(
+                agent, entrypoint, ref, m.message_id, m.event_id, m.thread_root, m.reply_to
+            )
 
         self.emitter.add(build, (AGENT, agent_id))

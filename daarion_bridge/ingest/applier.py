@@ -286,7 +286,7 @@ class Applier:
                 continue
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)
-            self.announcer.human_message(channel, message_id, op.event_id, op.sender, mentioned)
+            self.announcer.human_message(channel, message_id, op, mentioned)
 
     def mentioned(self, op: ev.NewMessage, row: messages.NewRow) -> tuple[UUID, ...]:
         """The agents of its room a person's message mentions; none for an agent's
@@ -321,7 +321,9 @@ class Applier:
         channel = self.channels[op.room_id]
         agent_id = self.agents.get(op.sender)
         user_id = None if agent_id is not None else self.users[op.sender]
-        return messages.NewRow(channel.id, op.event_id, user_id, agent_id, op.preview, op.ts)
+        return messages.NewRow(
+            channel.id, op.event_id, user_id, agent_id, op.preview, op.ts, op.thread_root
+        )
 
     async def apply_isolated(self, raw: Any, op: ev.Operation) -> bool:
         try:

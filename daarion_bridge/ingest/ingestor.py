@@ -94,7 +94,9 @@ class Ingestor:
         self._last_numeric_id = -1
         self.on_homeserver_reset = on_homeserver_reset
         # With NATS on, every change also goes to the outbox; the publisher is told.
-        self.announce = Announce(config.bot_mxid) if config.nats.enabled else None
+        self.announce = (
+            Announce(config.bot_mxid, config.nats.invoke_agents) if config.nats.enabled else None
+        )
         self.on_announced = on_announced
         self.on_commands = on_commands
         self.on_upgrades = on_upgrades

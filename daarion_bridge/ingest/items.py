@@ -19,6 +19,7 @@ class Announce:
     """Write the platform's events to the outbox (NATS is on)."""
 
     bot_mxid: str
+    invoke_agents: bool = True  # nats.invoke_agents: publish router.invoke.agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,5 +70,9 @@ class Writing:
 
     @classmethod
     def begin(cls, conn: Connection, txn_id: str, announce: Announce | None) -> Writing:
-        announcer = Announcer(announce is not None, announce.bot_mxid if announce else "")
+        announcer = Announcer(
+            announce is not None,
+            announce.bot_mxid if announce else "",
+            invoke_agents=announce is not None and announce.invoke_agents,
+        )
         return cls(conn, txn_id, announcer, Outcome())

@@ -83,16 +83,22 @@ class Puppets:
 
 
 async def send_message(
-    intent: IntentAPI, room_id: str, content: dict[str, Any], attempts: int = 4
+    intent: IntentAPI,
+    room_id: str,
+    content: dict[str, Any],
+    attempts: int = 4,
+    txn_id: str | None = None,
 ) -> str:
     """Send an m.room.message as this user; returns the event id.
 
     The homeserver's 429 is retried after the `retry_after_ms` it asks for (mautrix's
     errors drop that figure, so this one request is made here). One transaction id for
-    every attempt: a retry after a lost answer never sends twice."""
+    every attempt: a retry after a lost answer never sends twice. The caller's `txn_id`
+    makes a later call with the same one get the same event back (the homeserver
+    remembers it for a while: Synapse, 30 minutes)."""
     api = intent.api
     url = api.base_url / "_matrix" / "client" / "v3" / "rooms" / room_id / "send"
-    url = url / "m.room.message" / uuid.uuid4().hex
+    url = url / "m.room.message" / (txn_id or uuid.uuid4().hex)
     headers = {"Authorization": f"Bearer {api.token}"}
     params = {"user_id": intent.mxid}
     for attempt in range(attempts):

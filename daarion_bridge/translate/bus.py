@@ -80,9 +80,15 @@ def message_created(
     sender: Sender,
     created_at: datetime,
     preview: str,
+    thread_root: str | None = None,
 ) -> BusEvent:
+    """`thread_root`: the root event of the thread the message is in; null outside."""
     payload = _message(channel, message_id, event_id, sender)
-    payload |= {"created_at": iso(created_at), "content_preview": preview}
+    payload |= {
+        "created_at": iso(created_at),
+        "content_preview": preview,
+        "thread_root": thread_root,
+    }
     return BusEvent(MESSAGE_CREATED, f"{MESSAGE_CREATED}:{event_id}", payload)
 
 
@@ -153,8 +159,16 @@ def channel_changed(
 
 
 def invoke_agent(
-    agent: str, entrypoint: str, channel: ChannelRef, message_id: UUID, event_id: str
+    agent: str,
+    entrypoint: str,
+    channel: ChannelRef,
+    message_id: UUID,
+    event_id: str,
+    thread_root: str | None = None,
+    reply_to: str | None = None,
 ) -> BusEvent:
+    """Small on purpose: the runtime reads the text through the context endpoint.
+    `thread_root` and `reply_to` (null when none) let it answer in place."""
     payload = {
         "agent_id": agent,
         "entrypoint": entrypoint,
@@ -164,6 +178,8 @@ def invoke_agent(
             "matrix_event_id": event_id,
             "matrix_room_id": channel.room_id,
             "microdao_id": channel.microdao,
+            "thread_root": thread_root,
+            "reply_to": reply_to,
         },
     }
     return BusEvent(INVOKE_AGENT, f"{INVOKE_AGENT}:{agent}:{event_id}", payload)

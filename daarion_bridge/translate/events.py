@@ -20,6 +20,7 @@ from .agents import AgentDirectory, PendingMentions
 from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
+from .relations import relations_of
 from .rooms import Access, access_from, replacement_of, visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
@@ -39,6 +40,12 @@ class NewMessage:
     # A person's message that may call agents (not a command): searched once its room's
     # agents are known. Out of repr and comparison: it holds the message's content.
     may_mention: PendingMentions | None = field(default=None, repr=False, compare=False)
+    # An m.notice: the spec's automated message, never answered automatically. Its
+    # mentions still count as the agents' activity; it calls none of them.
+    notice: bool = False
+    # The thread it is in (its root event) and the message it really replies to.
+    thread_root: str | None = None
+    reply_to: str | None = None
 
     @property
     def mentions(self) -> tuple[str, ...]:
@@ -220,7 +227,20 @@ def _message(
         # the bridge, not for the agents it names.
         calls = not machine and command is None and bool(agents.agents)
         may_mention = PendingMentions(agents, _mention_source(etype, content)) if calls else None
-        return NewMessage(room_id, event_id, sender, ts, preview, command, may_mention)
+        notice = content.get("msgtype") == "m.notice"
+        rel = relations_of(content)
+        return NewMessage(
+            room_id,
+            event_id,
+            sender,
+            ts,
+            preview,
+            command,
+            may_mention,
+            notice,
+            rel.thread_root,
+            rel.reply_to,
+        )
     if etype == "m.room.encrypted":
         new_content: Mapping[str, Any] = content
     else:

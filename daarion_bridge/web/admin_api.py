@@ -26,6 +26,7 @@ from .http import (
     add_route,
     bearer_token,
     problem_shape,
+    query_limit,
     read_json,
     token_matches,
 )
@@ -199,15 +200,7 @@ class AdminApi:
         return web.json_response(invite_json(invited), status=201 if invited.changed else 200)
 
     async def list_messages(self, request: web.Request, _: None) -> web.Response:
-        raw_limit = request.query.get("limit")
-        limit = DEFAULT_LIMIT
-        if raw_limit is not None:
-            # Beyond a few digits it is out of range anyway; int() refuses thousands.
-            if not raw_limit.isascii() or not raw_limit.isdigit() or len(raw_limit) > 9:
-                raise bad("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-            limit = int(raw_limit)
-            if not 1 <= limit <= MAX_LIMIT:
-                raise bad("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
         page = await self.admin.messages(
             request.match_info["channel"], limit, request.query.get("cursor")
         )

@@ -1,4 +1,7 @@
-"""POST /internal/agents/{agent_id}/post-to-channel: the agent runtime speaks.
+"""The agent runtime's endpoints. POST /internal/agents/{agent_id}/post-to-channel: it
+speaks. GET /internal/agents/{agent_id}/context: it reads the message it was asked and the
+conversation before it (200 AgentContext; 400 bad query; 403 not a member; 404 unknown
+agent, channel or message; 503 homeserver unavailable).
 
 Authenticated with `X-Internal-Service-Token` (api.service_token). Answers JSON:
 200 {"message_id", "matrix_event_id"} once the row is indexed; 400 bad body;
@@ -13,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..agents.context import DEFAULT_LIMIT, MAX_LIMIT, ContextReader
 from ..agents.speak import Post, PostError, Speaker
-from .http import HttpError, Surface, add_route, read_json, token_matches
+from .http import HttpError, Surface, add_route, query_limit, read_json, token_matches
 from .models import AgentPost, parse
 
 TOKEN_HEADER = "X-Internal-Service-Token"
@@ -38,14 +42,19 @@ SURFACE = Surface(_shape, known=_known)
 
 
 class AgentsApi:
-    def __init__(self, service_token: str, speaker: Speaker, body_timeout: float) -> None:
+    def __init__(
+        self, service_token: str, speaker: Speaker, reader: ContextReader, body_timeout: float
+    ) -> None:
         self._token = service_token.encode()
         self.speaker = speaker
+        self.reader = reader
         self.body_timeout = body_timeout
 
     def add_routes(self, app: web.Application) -> None:
         path = "/internal/agents/{agent_id}/post-to-channel"
         add_route(app, SURFACE, "POST", path, self.post, guard=self._auth)
+        path = "/internal/agents/{agent_id}/context"
+        add_route(app, SURFACE, "GET", path, self.context, guard=self._auth)
 
     def _auth(self, request: web.Request) -> None:
         """401 without a token, 403 with a wrong one."""
@@ -60,8 +69,26 @@ class AgentsApi:
         message_id, event_id = await self.speaker.post(
             request.match_info["agent_id"],
             body.channel_id,
-            Post(body.text, body.html, body.reply_to, tuple(body.mentions or ())),
+            Post(
+                body.text,
+                html=body.html,
+                reply_to=body.reply_to,
+                thread_root=body.thread_root,
+                mentions=tuple(body.mentions or ()),
+                txn_id=body.txn_id,
+            ),
         )
         return web.json_response(
             {"message_id": str(message_id) if message_id else None, "matrix_event_id": event_id}
         )
+
+    async def context(self, request: web.Request) -> web.Response:
+        query = request.query
+        for name in ("channel_id", "message_id"):
+            if not query.get(name):
+                raise HttpError(400, f"{name} is required", field=name)
+        limit = query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
+        body = await self.reader.read(
+            request.match_info["agent_id"], query["channel_id"], query["message_id"], limit
+        )
+        return web.json_response(body)

@@ -255,3 +255,18 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
     if len(raw) > limit:
         raise too_large
     return bytes(raw)
+
+
+# -- query arguments -----------------------------------------------------------------------
+
+
+def query_limit(request: web.Request, default: int, maximum: int) -> int:
+    """The `limit` query argument: a whole number from 1 to `maximum`; 400 otherwise."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    problem = f"limit must be a whole number from 1 to {maximum}"
+    # Beyond a few digits it is out of range anyway; int() refuses thousands.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= maximum:
+        raise HttpError(400, problem, field="limit")
+    return int(raw)

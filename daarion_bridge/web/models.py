@@ -33,6 +33,7 @@ from .http import HttpError
 
 MAX_TEXT = 10_000  # the platform's cap on a message
 MAX_MENTIONS = 50  # users one agent post may notify
+MAX_TXN_ID = 64  # characters of a runtime's transaction id
 VISIBILITIES = ("public", "microdao", "private")
 
 
@@ -194,12 +195,21 @@ class AgentPost(Body):
     shapes = {
         "text": "a non-empty string",
         "reply_to": "a Matrix event id ($...)",
+        "thread_root": "a Matrix event id ($...)",
+        "txn_id": f"1 to {MAX_TXN_ID} letters, digits, '.', '_', '~' or '-'",
         "mentions": f"a list of at most {MAX_MENTIONS} Matrix user ids",
     }
 
     text: Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_not_blank), Stored]
     html: Annotated[str, StringConstraints(max_length=4 * MAX_TEXT), Stored] | None = None
     reply_to: Annotated[str, StringConstraints(pattern=r"^\$"), Stored] | None = None
+    thread_root: (
+        Annotated[str, StringConstraints(max_length=255, pattern=r"^\$"), Stored] | None
+    ) = Field(
+        default=None,
+        description="The thread to answer in (its root event); by default the thread of "
+        "`reply_to`, if that message is in one",
+    )
     mentions: (
         Annotated[
             list[
@@ -211,6 +221,14 @@ class AgentPost(Body):
     ) = None
     channel_id: Annotated[str, StringConstraints(min_length=1), Stored] = Field(
         description="The channel's uuid or Matrix room id"
+    )
+    txn_id: (
+        Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9._~-]{{1,{MAX_TXN_ID}}}$"), Stored]
+        | None
+    ) = Field(
+        default=None,
+        description="The runtime's id for this post: a retry with the same one gets the "
+        "same event back, neither sent nor counted again",
     )
 
 
@@ -364,3 +382,42 @@ class Agent(TypedDict):
 @with_config(ConfigDict(extra="forbid"))
 class AgentList(TypedDict):
     agents: list[Agent]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ContextMessage(TypedDict):
+    """A message as a runtime reads it, from the homeserver as the agent's puppet."""
+
+    message_id: Annotated[Uuid | None, _described("Its row; null if not indexed (yet)")]
+    matrix_event_id: str
+    sender_id: Annotated[str, _described("Platform id of the sender")]
+    sender_matrix_id: Annotated[str, _described("Matrix id: whom to name in `mentions`")]
+    sender_type: Annotated[str, _one_of("human", "agent")]
+    sender_name: Annotated[str, _described("Display name in the room, else the localpart")]
+    created_at: Time
+    text: Annotated[
+        str | None,
+        _described(
+            f"The full current text: edits applied, reply fallback removed, at most "
+            f"{MAX_TEXT} characters; media as their label and name; null when deleted"
+        ),
+    ]
+    html: Annotated[str | None, _described("The formatted body, if any")]
+    truncated: Annotated[bool, _described(f"The text was cut at {MAX_TEXT} characters")]
+    reply_to: Annotated[str | None, _described("The event it replies to")]
+    thread_root: Annotated[str | None, _described("The root of its thread; null outside")]
+    edited: bool
+    deleted: Annotated[bool, _described("Redacted: no text")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class AgentContext(TypedDict):
+    agent_id: Annotated[str, _matching(ids.AGENT_ID)]
+    channel_id: Uuid
+    matrix_room_id: str
+    microdao_id: Annotated[str, _matching(ids.MICRODAO_ID)]
+    message: ContextMessage
+    history: Annotated[
+        list[ContextMessage],
+        _described("The messages before it, oldest first, ending just before it"),
+    ]

@@ -61,9 +61,10 @@ def state(joined: list[str]) -> list[dict]:
 
 
 class Feed:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, invoke_agents: bool = True) -> None:
         self.pool = pool
         self.n = itertools.count(1)
+        self.invoke_agents = invoke_agents
 
     async def send(self, events: list[dict], setups: list[ChannelSetup] = ()) -> Any:
         items = []
@@ -79,7 +80,7 @@ class Feed:
                 events_digest(events),
                 items,
                 setups,
-                announce=Announce(BOT),
+                announce=Announce(BOT, self.invoke_agents),
             )
 
 
@@ -99,6 +100,17 @@ async def open_channel(pool: asyncpg.Pool, feed: Feed) -> None:
     await feed.send(
         [], [ChannelSetup(snapshot_from_state(ROOM, state([ALICE])), "microdao:core", ALICE, BOT)]
     )
+    await take(pool)
+
+
+async def channel_with_sofia(pool: asyncpg.Pool, feed: Feed) -> None:
+    """ROOM becomes a channel with Alice and Bob in it, then Sofia joins; the
+    announcements so far are taken away."""
+    await feed.send(
+        [],
+        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE, BOT)],
+    )
+    await feed.send([member(SOFIA, "join")])
     await take(pool)
 
 
@@ -169,12 +181,7 @@ async def test_message_edit_and_redaction_events(pool: asyncpg.Pool, feed: Feed)
 async def test_mentions_and_direct_rooms_invoke_agents_but_agents_never_do(
     pool: asyncpg.Pool, feed: Feed
 ) -> None:
-    await feed.send(
-        [],
-        [ChannelSetup(snapshot_from_state(ROOM, state([ALICE, BOB])), "microdao:core", ALICE, BOT)],
-    )
-    await feed.send([member(SOFIA, "join")])
-    await take(pool)
+    await channel_with_sofia(pool, feed)
 
     await feed.send([text("Sofia, what's on today?", BOB), text("nobody is called here", BOB)])
     invokes = [p for s, p in await take(pool) if s == "router.invoke.agent"]
@@ -271,3 +278,73 @@ async def test_inviting_an_agent_into_a_channel_is_announced(
     assert [(s, p["member_id"], p["member_type"]) for s, p in found] == [
         ("messaging.member.invited", "agent:sofia", "agent")
     ]
+
+
+async def test_a_notice_naming_an_agent_calls_nobody_but_counts_as_activity(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """m.notice is for automated senders, never answered automatically (issue 17, item
+    6): a third-party bot's notice that names Sofia invokes nobody, in a channel or in a
+    room where its sender is alone with her, but still moves her session."""
+    await channel_with_sofia(pool, feed)
+    before = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+
+    notice = text("Sofia, build finished", BOB, msgtype="m.notice")
+    await feed.send([notice])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    after = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+    assert after > before
+
+    await feed.send([member(BOB, "leave")])  # ALICE alone with Sofia: a direct room
+    await take(pool)
+    await feed.send([text("any plans?", ALICE, msgtype="m.notice")])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    await feed.send([text("any plans?", ALICE)])  # the same words as text do call her
+    assert "router.invoke.agent" in [s for s, _ in await take(pool)]
+
+
+async def test_with_invoke_agents_off_nothing_is_invoked_and_sessions_still_move(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """nats.invoke_agents false (issue 17, item 5): the platform's own router invokes
+    agents; the bridge publishes every other event and keeps sessions as before."""
+    off = Feed(pool, invoke_agents=False)
+    await channel_with_sofia(pool, off)
+    before = await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions")
+    await off.send([text("Sofia, what's on today?", BOB)])
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+    assert await pool.fetchval("SELECT max(last_activity_at) FROM agent_sessions") > before
+    await off.send([member(BOB, "leave")])
+    await take(pool)
+    await off.send([text("any plans?", ALICE)])  # alone with Sofia: still no call
+    assert [s for s, _ in await take(pool)] == ["messaging.message.created"]
+
+
+async def test_a_question_in_a_thread_is_indexed_and_announced_with_its_thread(
+    pool: asyncpg.Pool, feed: Feed
+) -> None:
+    """Threads in the index, ERD untouched (issue 17, items 2 and 4)."""
+    await channel_with_sofia(pool, feed)
+    root = text("lunch plans")
+    await feed.send([root])
+    in_thread = {
+        "rel_type": "m.thread",
+        "event_id": root["event_id"],
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root["event_id"]},
+    }
+    question = text("Sofia, where?", BOB, **{"m.relates_to": in_thread})
+    await feed.send([question])
+    found = dict(await take(pool))
+    assert found["messaging.message.created"]["thread_root"] == root["event_id"]
+    invoked = found["router.invoke.agent"]["payload"]
+    assert (invoked["thread_root"], invoked["reply_to"]) == (root["event_id"], None)
+    rows = await pool.fetch("SELECT matrix_event_id, thread_root FROM bridge_message_threads")
+    assert [tuple(r) for r in rows] == [(question["event_id"], root["event_id"])]
+
+    reply = text("Sofia?", BOB, **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}})
+    await feed.send([reply])
+    found = dict(await take(pool))
+    assert found["messaging.message.created"]["thread_root"] is None
+    invoked = found["router.invoke.agent"]["payload"]
+    assert (invoked["thread_root"], invoked["reply_to"]) == (None, "$x")

@@ -162,7 +162,8 @@ async def test_mention_gets_sofias_answer_indexed_as_agent(alice, platform, runt
     reply = await wait_for(answer, timeout=15, what="Sofia's answer in the room")
     seen_after = time.monotonic() - started
     assert reply["content"]["msgtype"] == "m.notice"
-    assert reply["content"]["m.mentions"] == {"user_ids": []}  # an agent pings nobody unasked
+    # The reference runtime names the asker only (issue 17, item 7).
+    assert reply["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
     assert "Sofia" in reply["content"]["body"] and "agent:sofia" in reply["content"]["body"]
     row = await db.fetchrow(
         "SELECT m.sender_type, m.sender_user_id, a.external_id FROM messages m "

@@ -229,7 +229,8 @@ def test_encrypted_edit_is_edit_message_with_marker() -> None:
 def test_reply_is_a_new_message_not_an_edit() -> None:
     ev = msg("> <@bob:localhost> question\n\nanswer")
     ev["content"]["m.relates_to"] = {"m.in_reply_to": {"event_id": "$parent"}}
-    assert translate(ev) == NewMessage(ROOM, "$ev1", ALICE, TS_DT, "answer")
+    expected = NewMessage(ROOM, "$ev1", ALICE, TS_DT, "answer", reply_to="$parent")
+    assert translate(ev) == expected
 
 
 # --- redactions --------------------------------------------------------------------

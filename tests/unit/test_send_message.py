@@ -84,3 +84,23 @@ def test_an_agent_post_notifies_exactly_whom_it_names() -> None:
     named = Post("done", reply_to="$q", mentions=("@alice:localhost",)).content()
     assert named["m.mentions"] == {"user_ids": ["@alice:localhost"]}
     assert named["m.relates_to"] == {"m.in_reply_to": {"event_id": "$q"}}
+
+
+def test_an_agent_post_in_a_thread_relates_as_element_sends_it() -> None:
+    """Issue 17, item 3: a reply in a thread carries m.thread with the real reply."""
+    from daarion_bridge.agents.speak import Post
+
+    reply = Post("done", reply_to="$q", thread_root="$root").content()
+    assert reply["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": "$root",
+        "is_falling_back": False,
+        "m.in_reply_to": {"event_id": "$q"},
+    }
+    in_thread = Post("done", thread_root="$root").content()
+    assert in_thread["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": "$root",
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": "$root"},
+    }

@@ -81,6 +81,11 @@ def test_strings_are_trimmed_and_null_is_left_out() -> None:
         "reply_to",
         "reply_to must be a Matrix event id ($...)",
     )
+    assert refusal(AgentPost, {"channel_id": "c", "text": "t", "thread_root": "r"}) == (
+        "thread_root",
+        "thread_root must be a Matrix event id ($...)",
+    )
+    assert parse(AgentPost, {"channel_id": "c", "text": "t", "thread_root": "$r"}).thread_root
 
 
 def test_an_agent_post_names_whom_it_notifies() -> None:

@@ -319,7 +319,7 @@ async def surfaces() -> AsyncIterator[str]:
 
     # Nothing past the token check runs here: no ingestor, speaker nor admin service.
     api = AppserviceApi(config, None, lambda: None, lambda: True, nobody)  # type: ignore[arg-type]
-    AgentsApi(TOKEN, None, 1.0).add_routes(api.app)  # type: ignore[arg-type]
+    AgentsApi(TOKEN, None, None, 1.0).add_routes(api.app)  # type: ignore[arg-type]
     AdminApi(TOKEN, None).add_routes(api.app)  # type: ignore[arg-type]
     server = TestServer(api.app, host="127.0.0.1")
     await server.start_server()
@@ -334,6 +334,7 @@ async def surfaces() -> AsyncIterator[str]:
     [
         (b"PUT /_matrix/app/v1/transactions/1", b"Authorization: Bearer ", b"M_FORBIDDEN"),
         (b"POST /internal/agents/agent:a/post-to-channel", b"X-Internal-Service-Token: ", None),
+        (b"GET /internal/agents/agent:a/context", b"X-Internal-Service-Token: ", None),
         (b"GET /_daarion/v1/agents", b"Authorization: Bearer ", None),
     ],
 )

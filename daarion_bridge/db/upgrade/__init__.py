@@ -31,5 +31,6 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v05_outbox_cursor,
     v06_config_roles,
     v07_state_order,
+    v08_message_threads,
     v10_dead_letters_once,
 )
