@@ -39,6 +39,12 @@ class NewMessage:
     # A person's message that may call agents (not a command): searched once its room's
     # agents are known. Out of repr and comparison: it holds the message's content.
     may_mention: PendingMentions | None = field(default=None, repr=False, compare=False)
+    # Decrypted after it was indexed as [encrypted]: its row exists, what depends on its
+    # text (mentions, invocations, commands) runs now.
+    late: bool = False
+    # Still encrypted, its key yet to come: its text is unknown, so it calls no agent
+    # (not even in a room alone with one); it may once decrypted (`late`).
+    sealed: bool = False
 
     @property
     def mentions(self) -> tuple[str, ...]:
