@@ -31,6 +31,7 @@ from .agents.sync import apply_roster, retire_puppets
 from .bus.process import PublisherProcess
 from .commands.run import CommandRunner
 from .config import Config, load_config
+from .crypto import Crypto, open_crypto
 from .db import maintenance
 from .db.database import open_database
 from .db.embedded import EmbeddedPostgres
@@ -112,6 +113,7 @@ class Bridge:
         self.registration_path = registration_path
         self.directory = LiveDirectory(config.roster)
         self.services: Services | None = None  # once the database is open
+        self.crypto: Crypto | None = None  # bridge.encryption on, once the database is open
         self.background = Background()
         self.reloading: asyncio.Task[bool] | None = None
         self.started = False
@@ -145,6 +147,7 @@ class Bridge:
         http = aiohttp.ClientSession(connector=connector)
         stack.push_async_callback(http.close)
         pool: asyncpg.Pool = db.pool  # type: ignore[attr-defined]
+        self.crypto = await self._open_crypto(db_url, db, http)
         services = self.services = self._prepare(db_url, pool, state_db, http)
 
         # Listen before talking to the homeserver: its ping calls us back.
@@ -158,6 +161,7 @@ class Bridge:
         await self._check_homeserver(services.bot)
         stack.push_async_callback(self.background.stop)  # the roster's may start one
         await self._apply_roster(cfg)
+        await self._ensure_devices(cfg)
         if services.publisher is not None:
             services.publisher.start()
             stack.push_async_callback(services.publisher.stop)
@@ -225,6 +229,7 @@ class Bridge:
             on_announced=publisher.wake if publisher is not None else _nothing,
             on_commands=commands.submit,
             on_upgrades=follow_upgrades,
+            crypto=self.crypto,
         )
         catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
         upgrades = Upgrades(pool, bot, puppets, ingestor, cfg.bot_mxid)
@@ -329,6 +334,25 @@ class Bridge:
                 f"bot setup failed ({e.errcode}: {e.message})"
             ) from None
 
+    async def _open_crypto(
+        self, db_url: str, db: Database, http: aiohttp.ClientSession
+    ) -> Crypto | None:
+        encryption = self.config.bridge.encryption
+        if not encryption.enabled:
+            if encryption.allow:
+                log.warning(
+                    "Encryption is off: bridge.encryption.pickle_key is not set "
+                    "(set it to generate and run -g)"
+                )
+            return None
+        return await open_crypto(db_url, db, self.config, http)
+
+    async def _ensure_devices(self, config: Config) -> None:
+        """A device of its own for the bot and each agent (new ones after a reload)."""
+        if self.crypto is not None:
+            users = [config.bot_mxid] + [a.matrix_id for a in config.roster.agents]
+            await self.crypto.ensure_devices(users)
+
     async def _apply_roster(self, config: Config) -> None:
         services = self.services
         assert services is not None
@@ -393,6 +417,10 @@ class Bridge:
             log.error("Config reload failed: %s", e or type(e).__name__)
             return False
         self.config = dataclasses.replace(self.config, roster=new.roster)
+        try:
+            await self._ensure_devices(self.config)
+        except Exception as e:  # the agents work; encryption for new ones at the next reload
+            log.error("Devices of new agents not set up: %s", e or type(e).__name__)
         freeze_long_lived_objects()  # the new roster in, the old one collected
         return True
 

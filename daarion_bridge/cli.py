@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import GENERATE, TOKEN_KEYS, Config, generate_tokens, load_config
+from .config import GENERATE, TOKEN_KEYS, Config, generate_tokens, load_config, token_value
 from .errors import OperatorError
 from .matrix.registration import PLACEHOLDER_TOKEN, check_registration, write_registration
 from .process import configure_logging, event_loop_factory
@@ -56,7 +56,7 @@ def generate(config_path: Path, registration_path: Path) -> None:
 
 def check_tokens(config: Config) -> None:
     for section, key in TOKEN_KEYS:
-        value = getattr(getattr(config, section), key)
+        value = token_value(config, section, key)
         if value == GENERATE:
             raise OperatorError(
                 f"{config.path}: {section}.{key} is still `generate`; run daarion-bridge -g first"

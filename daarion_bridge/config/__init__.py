@@ -19,12 +19,13 @@ from .model import (
     BridgeConfig,
     Config,
     DatabaseConfig,
+    EncryptionConfig,
     HomeserverConfig,
     MetricsConfig,
     NatsConfig,
 )
 from .parse import ENV_PREFIX, env_name, load_config, parse_config
-from .tokens import TOKEN_KEYS, generate_tokens
+from .tokens import TOKEN_KEYS, generate_tokens, token_value
 from .yaml_io import read_yaml, round_trip_yaml, write_yaml_atomic
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "BridgeConfig",
     "Config",
     "DatabaseConfig",
+    "EncryptionConfig",
     "HomeserverConfig",
     "MetricsConfig",
     "NatsConfig",
@@ -52,5 +54,6 @@ __all__ = [
     "parse_config",
     "read_yaml",
     "round_trip_yaml",
+    "token_value",
     "write_yaml_atomic",
 ]

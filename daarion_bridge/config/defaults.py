@@ -43,6 +43,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # null: the homeserver's own domain -> user (see parse.permissions)
         "permissions": None,
     },
+    # A sub-section: `bridge.encryption.allow` in the file, under `bridge:`.
+    "bridge.encryption": {
+        "allow": True,
+        "plaintext_previews": False,
+        # None: no crypto store secrets can be kept, so encryption stays off.
+        "pickle_key": None,
+    },
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
     "nats": {
         "url": "",
@@ -63,6 +70,15 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "homeserver": ("address", "domain"),
     "appservice": ("address", "as_token", "hs_token"),
 }
+
+
+def section_of(raw: dict[str, Any], section: str) -> Any:
+    """The raw mapping of a section; a dotted one (`bridge.encryption`) is nested in the
+    file. None when left out."""
+    value: Any = raw
+    for part in section.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def section_keys() -> list[tuple[str, str]]:

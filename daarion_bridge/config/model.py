@@ -54,6 +54,19 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    allow: bool = DEFAULTS["bridge.encryption"]["allow"]
+    # False: the index and NATS keep `[encrypted]` for encrypted rooms' messages.
+    plaintext_previews: bool = DEFAULTS["bridge.encryption"]["plaintext_previews"]
+    # Encrypts the crypto store's secrets at rest; None: encryption cannot be on.
+    pickle_key: str | None = DEFAULTS["bridge.encryption"]["pickle_key"]
+
+    @property
+    def enabled(self) -> bool:
+        return self.allow and self.pickle_key not in (None, GENERATE)
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     preview_length: int
     default_microdao: str | None
@@ -63,6 +76,7 @@ class BridgeConfig:
     agent_session_idle_after: float
     # Who may use the bot's commands: Matrix id, domain or `*` -> `admin` | `user`.
     permissions: Mapping[str, str] = field(default_factory=dict)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .model import (
     BridgeConfig,
     Config,
     DatabaseConfig,
+    EncryptionConfig,
     HomeserverConfig,
     MetricsConfig,
     NatsConfig,
@@ -48,7 +49,7 @@ NATS_SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.$")
 
 def env_name(section: str, key: str) -> str:
     """The environment variable that overrides `section.key`."""
-    return f"{ENV_PREFIX}{section}_{key}".upper()
+    return f"{ENV_PREFIX}{section.replace('.', '_')}_{key}".upper()
 
 
 def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -67,10 +68,23 @@ def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> No
             parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
         except (YAMLError, ValueError):
             raise ConfigError(f"{path}: environment {name} is not a valid value") from None
-        section_map = raw.get(section)
-        if not isinstance(section_map, dict):
-            raw[section] = section_map = {}
-        section_map[key] = parsed
+        parent = raw
+        for part in section.split("."):
+            child = parent.get(part)
+            if not isinstance(child, dict):
+                parent[part] = child = {}
+            else:
+                parent[part] = child = dict(child)  # never the caller's own mapping
+            parent = child
+        parent[key] = parsed
+
+
+def encryption(e: SectionReader) -> EncryptionConfig:
+    return EncryptionConfig(
+        allow=e.bool("allow"),
+        plaintext_previews=e.bool("plaintext_previews"),
+        pickle_key=e.text("pickle_key", optional=True),
+    )
 
 
 def permissions(b: SectionReader, domain: str) -> dict[str, str]:
@@ -141,6 +155,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
         agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
         permissions=permissions(b, homeserver.domain),
+        encryption=encryption(SectionReader(path, raw, "bridge.encryption")),
     )
     m = SectionReader(path, raw, "metrics")
     host, _, port = m.text("listen").rpartition(":")
@@ -180,6 +195,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
             "appservice.hs_token": appservice.hs_token,
             "api.service_token": api.service_token,
             "api.admin_token": api.admin_token,
+            "bridge.encryption.pickle_key": bridge.encryption.pickle_key,
         }
     )
     if weak is not None:

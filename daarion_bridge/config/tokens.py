@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
-from .defaults import GENERATE
+from .defaults import GENERATE, section_of
 from .yaml_io import existing_mode, read_yaml, write_yaml_atomic
 
 TOKEN_KEYS = (
@@ -14,6 +15,7 @@ TOKEN_KEYS = (
     ("appservice", "hs_token"),
     ("api", "service_token"),
     ("api", "admin_token"),
+    ("bridge.encryption", "pickle_key"),
 )
 
 
@@ -39,6 +41,13 @@ def token_problem(tokens: dict[str, str | None]) -> tuple[str, str] | None:
     return None
 
 
+def token_value(config: Any, section: str, key: str) -> Any:
+    """The parsed value of a TOKEN_KEYS entry: `bridge.encryption` is config.bridge.encryption."""
+    for part in section.split("."):
+        config = getattr(config, part)
+    return getattr(config, key)
+
+
 def generate_tokens(path: Path) -> bool:
     """Replace `generate` tokens with random ones in the file itself, comments kept.
 
@@ -49,7 +58,7 @@ def generate_tokens(path: Path) -> bool:
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
     changed = False
     for section, key in TOKEN_KEYS:
-        values = raw.get(section)
+        values = section_of(raw, section)
         if isinstance(values, dict) and values.get(key) == GENERATE:
             values[key] = secrets.token_urlsafe(48)
             changed = True

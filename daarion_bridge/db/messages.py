@@ -197,6 +197,17 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUI
     return new
 
 
+async def ids_of(conn: Connection, event_ids: Sequence[str]) -> dict[str, UUID]:
+    """Event id -> row id of the messages already indexed."""
+    if not event_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT matrix_event_id, id FROM messages WHERE matrix_event_id = ANY($1::text[])",
+        list(event_ids),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
     """Show each edit's text on its original row, in order; returns the rows changed."""
     if not edits:

@@ -91,6 +91,13 @@ def _yaml() -> YAML:
     return yaml
 
 
+# What homeserver.yaml needs for the bridge's encryption (MSC2409 to-device, MSC3202).
+ENCRYPTION_FEATURES = {
+    "msc2409_to_device_messages_enabled": True,
+    "msc3202_transaction_extensions": True,
+}
+
+
 class LocalSynapse:
     """A Synapse homeserver bound to 127.0.0.1, configured and run from ``workdir``."""
 
@@ -178,6 +185,12 @@ class LocalSynapse:
         ]
         config["public_baseurl"] = self.base_url + "/"
         config["app_service_config_files"] = [str(p) for p in self.registrations]
+        # The bridge's encryption reads to-device messages, key counts and device lists
+        # from its transactions (docs/operations.md, encrypted rooms).
+        config["experimental_features"] = {
+            **(config.get("experimental_features") or {}),
+            **ENCRYPTION_FEATURES,
+        }
         self.registration_shared_secret = str(config["registration_shared_secret"])
         tmp = self.config_path.with_suffix(".yaml.tmp")
         with tmp.open("w", encoding="utf-8") as f:

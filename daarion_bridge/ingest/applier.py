@@ -271,18 +271,23 @@ class Applier:
             calls = [self.mentioned(op, row) for op, row in zip(news, rows, strict=True)]
         finally:
             inserted = await insert
+        # Decrypted late: indexed as [encrypted] before, their text acts now.
+        late = await messages.ids_of(self.conn, [op.event_id for op in news if op.late])
         for op, row, mentioned in zip(news, rows, calls, strict=True):
-            message_id = inserted.get(op.event_id)
+            message_id = inserted.get(op.event_id) or late.get(op.event_id)
             if message_id is None:
                 continue
             channel = self.channels[op.room_id]
-            self.announcer.message_created(channel, row, message_id)
+            if op.event_id in inserted:
+                self.announcer.message_created(channel, row, message_id)
             if row.sender_agent_id is not None:
                 self.note_activity(row.sender_agent_id, row.channel_id, op)
                 continue
             if op.command is not None:
                 # For the bridge: it invokes no agent and counts as no agent's activity.
                 self.outcome.commands.append(op)
+                continue
+            if op.sealed:
                 continue
             for agent_id in mentioned:
                 self.note_activity(agent_id, row.channel_id, op)

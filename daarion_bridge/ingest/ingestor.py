@@ -4,9 +4,10 @@ invites, those act on the homeserver first and the write starts over after them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -14,13 +15,17 @@ from asyncpg import Pool
 
 from .. import metrics
 from ..config import Config
+from ..crypto import Crypto
+from ..crypto.service import DECRYPTED
 from ..db import bookkeeping
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import (
     AgentInvited,
     BotInvited,
+    EditMessage,
     NewMessage,
+    Operation,
     RoomTombstoned,
     translate_event,
 )
@@ -32,6 +37,7 @@ from .writer import write_transaction, write_while_translating
 
 log = logging.getLogger("daarion.ingest")
 
+ENCRYPTED = "[encrypted]"
 # Events translated between two turns of the loop: about a round trip's worth of work.
 TRANSLATE_SLICE = 20
 # Skipped transaction ids looked for among the committed ones; a wider gap is a sign as is.
@@ -74,6 +80,7 @@ class Ingestor:
         on_announced: Callable[[], None] = _nothing,
         on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
         on_upgrades: Callable[[Sequence[RoomTombstoned]], None] = _no_upgrades,
+        crypto: Crypto | None = None,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
         _note_sequence): what was seen, and the transaction ids it skipped (to be looked
@@ -100,41 +107,113 @@ class Ingestor:
         self.on_announced = on_announced
         self.on_commands = on_commands
         self.on_upgrades = on_upgrades
+        # Encryption on: encrypted messages are decrypted with the agents' devices.
+        self.crypto = crypto
+        self.plaintext_previews = config.bridge.encryption.plaintext_previews
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
         agents = self.directory.current
         for event in events:
             try:
-                items.append(
-                    translate_event(
-                        event,
-                        bot_mxid=self.bot_mxid,
-                        preview_length=self.preview_length,
-                        agents=agents,
-                    )
+                item = translate_event(
+                    event,
+                    bot_mxid=self.bot_mxid,
+                    preview_length=self.preview_length,
+                    agents=agents,
                 )
+                items.append(self._encryption_aware(event, item))
             except BadEvent as e:
                 items.append(Rejected(event, str(e)))
         return items
 
-    async def handle_transaction(
-        self, txn_id: str, events: Sequence[Any], ephemeral: Sequence[Any] = ()
-    ) -> Outcome:
-        started = time.perf_counter()
-        digest = bookkeeping.events_digest(events)
-        async with self._lock:
-            items, outcome = await self._write_while_translating(txn_id, digest, events)
-            if outcome is None:
-                outcome = await self._write_with_invites(txn_id, digest, events, items)
+    def _encryption_aware(self, event: Any, item: Operation | None) -> Operation | None:
+        """A decrypted message keeps `[encrypted]` in the index unless plaintext previews
+        are on, while its text (in memory) finds mentions and commands; one still
+        encrypted calls no agent (its key may come later, see _decrypted_late)."""
+        if self.crypto is None or not isinstance(event, dict):
+            return item
+        mark = event.get(DECRYPTED)
+        if mark is None:
+            if isinstance(item, NewMessage) and event.get("type") == "m.room.encrypted":
+                return dataclasses.replace(item, may_mention=None, sealed=True)
+            return item
+        if isinstance(item, NewMessage | EditMessage) and not self.plaintext_previews:
+            item = dataclasses.replace(item, preview=ENCRYPTED)
+        if isinstance(item, NewMessage) and mark == "late":
+            item = dataclasses.replace(item, late=True)
+        return item
+
+    async def _open(self, events: Sequence[Any]) -> list[Any]:
+        """The transaction's events, those whose key is here decrypted; the others wait
+        for theirs (bridge_encrypted_waiting) and are indexed as `[encrypted]`."""
+        assert self.crypto is not None
+        opened = []
+        for event in events:
+            if (
+                isinstance(event, dict)
+                and event.get("type") == "m.room.encrypted"
+                and "state_key" not in event
+            ):
+                decrypted = await self.crypto.decrypt(event)
+                if decrypted is not None:
+                    opened.append({**decrypted, DECRYPTED: "now"})
+                    continue
+                await self.crypto.wait_for_key(event)
+            opened.append(event)
+        return opened
+
+    async def _decrypted_late(self) -> None:
+        """Messages indexed as `[encrypted]` whose key has come: each decrypted and
+        written as a transaction of its own (`decrypted:<event id>`), so its mentions,
+        invocations and commands run once, whatever is retried."""
+        assert self.crypto is not None
+        readable = await self.crypto.now_readable()
+        for event_id, event in readable:
+            late = {**event, DECRYPTED: "late"}
+            txn_id = f"decrypted:{event_id}"
+            digest = bookkeeping.events_digest([late])
+            async with self._lock:
+                _, outcome = await self._write_while_translating(txn_id, digest, [late])
+            if outcome is not None:
+                self._after_write(outcome)
+        await self.crypto.done_waiting([event_id for event_id, _ in readable])
+
+    def _after_write(self, outcome: Outcome) -> None:
         if outcome.announced:
             self.on_announced()
         if outcome.commands:
             self.on_commands(outcome.commands)  # never awaited: the transaction answers now
         if outcome.upgrades:
             self.on_upgrades(outcome.upgrades)  # likewise
+
+    async def handle_transaction(
+        self,
+        txn_id: str,
+        events: Sequence[Any],
+        ephemeral: Sequence[Any] = (),
+        extras: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """`extras`: the rest of Synapse's transaction body, where the crypto part is
+        (to-device messages, key counts, device lists)."""
+        started = time.perf_counter()
+        digest = bookkeeping.events_digest(events)
+        keys_came = False
+        if self.crypto is not None:
+            # Committed first and on its own: a retry of this transaction comes without it.
+            keys_came = await self.crypto.absorb(extras or {})
+            events = await self._open(events)
+        async with self._lock:
+            items, outcome = await self._write_while_translating(txn_id, digest, events)
+            if outcome is None:
+                outcome = await self._write_with_invites(txn_id, digest, events, items)
+        self._after_write(outcome)
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
+        if self.crypto is not None and (keys_came or self.crypto.recheck):
+            self.crypto.recheck = True  # until they are all through: a failure retries
+            await self._decrypted_late()
+            self.crypto.recheck = False
         return outcome
 
     async def _write_while_translating(

@@ -70,7 +70,10 @@ def uncovered_users(config: Config, registration: Any) -> list[str]:
 
 def build_registration(config: Config) -> dict[str, Any]:
     a = config.appservice
-    return {
+    encryption = config.bridge.encryption.allow
+    # To-device messages (room keys) come with the ephemeral events (MSC2409).
+    ephemeral = a.ephemeral_events or encryption
+    registration: dict[str, Any] = {
         "id": a.id,
         "url": a.address,
         "as_token": a.as_token,
@@ -87,9 +90,14 @@ def build_registration(config: Config) -> dict[str, Any]:
         },
         # Synapse throttles puppets when this key is missing.
         "rate_limited": False,
-        "receive_ephemeral": a.ephemeral_events,
-        "de.sorunome.msc2409.push_ephemeral": a.ephemeral_events,
+        "receive_ephemeral": ephemeral,
+        "de.sorunome.msc2409.push_ephemeral": ephemeral,
     }
+    if encryption:
+        # MSC3202: one-time-key counts, fallback keys and device-list changes of the
+        # puppets' devices come in transactions (an appservice user cannot /sync).
+        registration["org.matrix.msc3202"] = True
+    return registration
 
 
 def write_registration(config: Config, path: Path) -> dict[str, Any]:

@@ -46,6 +46,12 @@ class NewMessage:
     # The thread it is in (its root event) and the message it really replies to.
     thread_root: str | None = None
     reply_to: str | None = None
+    # Decrypted after it was indexed as [encrypted]: its row exists, what depends on its
+    # text (mentions, invocations, commands) runs now.
+    late: bool = False
+    # Still encrypted, its key yet to come: its text is unknown, so it calls no agent
+    # (not even in a room alone with one); it may once decrypted (`late`).
+    sealed: bool = False
 
     @property
     def mentions(self) -> tuple[str, ...]:

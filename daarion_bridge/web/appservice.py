@@ -110,7 +110,7 @@ class AppserviceApi:
         ephemeral = ephemeral if isinstance(ephemeral, list) else []
         # Whatever fails here is answered 5xx by the surface, nothing committed: the
         # homeserver sends the transaction again.
-        await self.ingestor.handle_transaction(txn_id, body.get("events", []), ephemeral)
+        await self.ingestor.handle_transaction(txn_id, body.get("events", []), ephemeral, body)
         return web.json_response({})
 
     async def query_user(self, request: web.Request) -> web.Response:

@@ -55,6 +55,7 @@ def with_tokens(path: Path, as_token: str = AS_TOKEN, hs_token: str = HS_TOKEN) 
         path, "  service_token: generate\n", "  service_token: service-secret-0123456789\n"
     )
     replace_once(path, "  admin_token: generate\n", "  admin_token: admin-secret-0123456789\n")
+    replace_once(path, "    pickle_key: generate\n", "    pickle_key: pickle-secret-0123456789\n")
     return replace_once(path, "  hs_token: generate\n", f"  hs_token: {hs_token}\n")
 
 
@@ -316,13 +317,15 @@ def test_generate_tokens(tmp_path: Path) -> None:
     as_token = data_after["appservice"].pop("as_token")
     hs_token = data_after["appservice"].pop("hs_token")
     api_tokens = [data_after["api"].pop(k) for k in ("service_token", "admin_token")]
-    tokens = [as_token, hs_token, *api_tokens]
+    pickle_key = data_after["bridge"]["encryption"].pop("pickle_key")
+    tokens = [as_token, hs_token, *api_tokens, pickle_key]
     assert all(isinstance(t, str) and len(t) >= 32 for t in tokens)
-    assert len(set(tokens)) == 4
+    assert len(set(tokens)) == 5
     assert "generate" not in tokens
     assert not any(t in before for t in tokens)
     del data_before["appservice"]["as_token"], data_before["appservice"]["hs_token"]
     del data_before["api"]["service_token"], data_before["api"]["admin_token"]
+    del data_before["bridge"]["encryption"]["pickle_key"]
     assert data_after == data_before
     assert comment_lines(after) == comment_lines(before)
     assert len(comment_lines(before)) > 20  # the example really is commented
@@ -330,6 +333,8 @@ def test_generate_tokens(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     assert (config.appservice.as_token, config.appservice.hs_token) == (as_token, hs_token)
     assert config.appservice.tokens_generated
+    assert config.bridge.encryption.pickle_key == pickle_key
+    assert config.bridge.encryption.enabled
 
 
 def test_generate_tokens_is_random(tmp_path: Path) -> None:
@@ -408,9 +413,38 @@ def test_build_registration(tmp_path: Path) -> None:
 def test_build_registration_follows_ephemeral_events(tmp_path: Path) -> None:
     path = with_tokens(copy_example(tmp_path))
     replace_once(path, "  ephemeral_events: true\n", "  ephemeral_events: false\n")
+    replace_once(path, "    allow: true\n", "    allow: false\n")
     reg = build_registration(load_config(path, environ={}))
     assert reg["receive_ephemeral"] is False
     assert reg["de.sorunome.msc2409.push_ephemeral"] is False
+    assert "org.matrix.msc3202" not in reg
+
+
+def test_build_registration_asks_for_what_encryption_needs(tmp_path: Path) -> None:
+    """Room keys come as to-device messages with the ephemeral events (MSC2409), key
+    counts and device lists with MSC3202: encryption turns both on."""
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, "  ephemeral_events: true\n", "  ephemeral_events: false\n")
+    reg = build_registration(load_config(path, environ={}))
+    assert reg["receive_ephemeral"] is True
+    assert reg["org.matrix.msc3202"] is True
+
+
+def test_encryption_keys_from_the_environment(tmp_path: Path) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    env = {
+        "DAARION_BRIDGE_BRIDGE_ENCRYPTION_ALLOW": "false",
+        "DAARION_BRIDGE_BRIDGE_ENCRYPTION_PLAINTEXT_PREVIEWS": "true",
+    }
+    encryption = load_config(path, environ=env).bridge.encryption
+    assert (encryption.allow, encryption.plaintext_previews) == (False, True)
+    assert not encryption.enabled
+
+
+def test_weak_pickle_key_is_refused(tmp_path: Path) -> None:
+    path = with_tokens(copy_example(tmp_path))
+    replace_once(path, "    pickle_key: pickle-secret-0123456789\n", "    pickle_key: short\n")
+    assert "bridge.encryption.pickle_key must be at least" in config_error(path)
 
 
 def test_registration_user_namespaces(tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ EXAMPLE_OVERRIDES = {
     # in a fresh deployment; left out, they are off.
     "api.service_token",
     "api.admin_token",
+    # `generate`, so that -g makes the pickle key and encryption is on in a fresh
+    # deployment; left out (null), encryption is off.
+    "bridge.encryption.pickle_key",
     # Spelled out as a dictConfig to edit; left out, the same INFO lines go to stderr.
     "logging",
 }
@@ -94,7 +97,7 @@ def code_default(key: str) -> Any:
     """The code's default of a key, or REQUIRED_MARK for a required one."""
     if key in TOP_LEVEL:
         return TOP_LEVEL[key]
-    section, name = key.split(".")
+    section, name = key.rsplit(".", 1)
     if name in REQUIRED.get(section, ()):
         return REQUIRED_MARK
     return DEFAULTS[section][name]
@@ -207,7 +210,7 @@ def test_docs_default_is_the_codes(key: str) -> None:
 @pytest.mark.parametrize("key", section_and_top_level_keys())
 def test_docs_environment_variable_is_the_codes(key: str) -> None:
     row = doc_row(key)
-    expected = "none" if key in TOP_LEVEL else f"`{env_name(*key.split('.'))}`"
+    expected = "none" if key in TOP_LEVEL else f"`{env_name(*key.rsplit('.', 1))}`"
     assert row.environment == expected, (
         f"{row.where}: `{key}` environment variable is {row.environment!r}, the code reads "
         f"{expected}"
@@ -240,9 +243,12 @@ def as_seconds(text: str) -> float:
 
 def parse_error(key: str, value: Any) -> str | None:
     """The parser's error with `key` set to `value` in a minimal config, or None."""
-    section, name = key.split(".")
+    section, name = key.rsplit(".", 1)
     raw = copy.deepcopy(MINIMAL)
-    raw.setdefault(section, {})[name] = value
+    parent = raw
+    for part in section.split("."):  # a sub-section (bridge.encryption) is nested
+        parent = parent.setdefault(part, {})
+    parent[name] = value
     try:
         parse_config(CONFIG_PATH, raw, environ={})
     except ConfigError as e:
@@ -312,12 +318,21 @@ def example() -> dict[str, Any]:
 
 
 def example_keys() -> dict[str, Any]:
-    """Dotted key -> value of every key the example sets."""
+    """Dotted key -> value of every key the example sets; a sub-section's keys
+    (`bridge.encryption.allow`) by their full name."""
     found: dict[str, Any] = {}
+
+    def walk(section: str, value: Any) -> None:
+        assert isinstance(value, dict), f"{EXAMPLE_NAME}: {section} must be a mapping"
+        for key, v in value.items():
+            if f"{section}.{key}" in DEFAULTS:
+                walk(f"{section}.{key}", v)
+            else:
+                found[f"{section}.{key}"] = v
+
     for top, value in example().items():
         if top in DEFAULTS or top in REQUIRED:
-            assert isinstance(value, dict), f"{EXAMPLE_NAME}: {top} must be a mapping"
-            found.update({f"{top}.{key}": v for key, v in value.items()})
+            walk(top, value)
         else:
             found[top] = value
     return found

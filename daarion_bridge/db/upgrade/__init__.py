@@ -32,5 +32,6 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v06_config_roles,
     v07_state_order,
     v08_message_threads,
+    v09_encrypted_waiting,
     v10_dead_letters_once,
 )

@@ -8,7 +8,8 @@
 * ``index``: the index read back and compared with the rooms' history;
 * ``transactions``: transactions pushed by hand, a proxy recording Synapse's pushes;
 * ``synapse_side``: what Synapse itself holds;
-* ``bridge_log``: what the bridge logged.
+* ``bridge_log``: what the bridge logged;
+* ``stream``: what the bridge published to a JetStream stream.
 
 Every name test modules import from ``tests.e2e.helpers`` is re-exported here.
 """
@@ -67,6 +68,7 @@ from .own import (
     running_nats,
 )
 from .stack import E2E, e2e_stack
+from .stream import stream_events
 from .synapse_side import explain_missing, synapse_unsent_transactions
 from .transactions import RecordingProxy, hs_token_of, http_status, put_transaction
 
@@ -118,6 +120,7 @@ __all__ = [
     "run_cli",
     "running_bridge",
     "running_nats",
+    "stream_events",
     "synapse_unsent_transactions",
     "ts_to_datetime",
     "user_row",

@@ -1,0 +1,8 @@
+"""End-to-end encryption in appservice mode: one device per puppet (and the bot), its
+Olm account and sessions in mautrix's crypto store in the bridge's own PostgreSQL, and
+the to-device messages, key counts and device lists read from Synapse's transactions
+(MSC2409, MSC3202), since an appservice user cannot /sync."""
+
+from .service import Crypto, open_crypto
+
+__all__ = ["Crypto", "open_crypto"]

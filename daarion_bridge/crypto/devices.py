@@ -1,0 +1,106 @@
+"""One user's device: created on the homeserver as the appservice, its Olm account in
+the crypto store, its keys uploaded and kept topped up."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import Any, cast
+
+import aiohttp
+from mautrix.api import HTTPAPI, Method, Path
+from mautrix.client import Client
+from mautrix.crypto import OlmMachine, PgCryptoStore, StateStore
+from mautrix.crypto.cross_signing_key import CrossSigningSeeds
+from mautrix.types import DeviceID, EncryptionAlgorithm, RoomEncryptionStateEventContent, UserID
+from mautrix.util.async_db import Database
+from mautrix.util.logging import TraceLogger
+from yarl import URL
+
+log = logging.getLogger("daarion.crypto")
+
+DEVICE_NAME = "DAARION bridge"
+DEVICE_PREFIX = "DAARION"
+
+
+class NoRoomState(StateStore):
+    """What OlmMachine asks of room state while the bridge only decrypts: it keeps no
+    room state of its own (the index has it), so new sessions get the spec's defaults."""
+
+    async def is_encrypted(self, room_id: Any) -> bool:
+        return False
+
+    async def get_encryption_info(self, room_id: Any) -> RoomEncryptionStateEventContent | None:
+        return RoomEncryptionStateEventContent(EncryptionAlgorithm.MEGOLM_V1)
+
+    async def find_shared_rooms(self, user_id: Any) -> list[Any]:
+        return []
+
+
+def _new_device_id() -> str:
+    return DEVICE_PREFIX + "".join(secrets.choice(string.ascii_uppercase) for _ in range(8))
+
+
+async def open_device(
+    user_id: str,
+    *,
+    homeserver: str,
+    as_token: str,
+    http: aiohttp.ClientSession,
+    db: Database,
+    pickle_key: str,
+) -> OlmMachine:
+    """The user's machine, its device created and its keys uploaded the first time.
+
+    The store's account_id is the user id: the puppets share the crypto tables."""
+    store = PgCryptoStore(user_id, pickle_key, db)
+    await store.open()
+    device_id = await store.get_device_id()
+    api = HTTPAPI(
+        URL(homeserver),
+        as_token,
+        client_session=http,
+        log=cast(TraceLogger, logging.getLogger("daarion.crypto.http")),
+        as_user_id=UserID(user_id),
+    )
+    if not device_id:  # the store says "" before it has one
+        device_id = DeviceID(_new_device_id())
+        # Synapse creates the device for an appservice user (MSC4190's PUT; the
+        # appservice may always do it). Masquerading with device_id needs it to exist.
+        await api.request(
+            Method.PUT,
+            Path.v3.devices[device_id],
+            {"display_name": DEVICE_NAME},
+        )
+    api.as_device_id = device_id
+    client = Client(mxid=UserID(user_id), device_id=device_id, api=api)
+    machine = OlmMachine(
+        client,
+        store,
+        NoRoomState(),
+        log=cast(TraceLogger, logging.getLogger("daarion.crypto.olm")),
+    )
+    await machine.load()
+    if not await store.get_device_id():
+        await store.put_device_id(device_id)
+    assert machine.account is not None  # load made or read it
+    if not machine.account.shared:
+        await machine.share_keys()
+        log.info("Device %s of %s created, its keys uploaded", device_id, user_id)
+    return machine
+
+
+async def cross_sign(machine: OlmMachine) -> bool:
+    """Give the user cross-signing keys and sign its device with them, once.
+
+    The private keys are not kept: the device is signed for good, and a new device
+    would need new keys (which an appservice user may upload without UIA)."""
+    if await machine.crypto_store.get_cross_signing_keys(machine.client.mxid):
+        return False
+    seeds = CrossSigningSeeds.generate()
+    machine._cross_signing_private_keys = seeds.to_keys()
+    await machine._publish_cross_signing_keys(seeds.to_keys())
+    await machine.sign_own_device(machine.own_identity)
+    machine._cross_signing_private_keys = None
+    return True

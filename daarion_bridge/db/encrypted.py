@@ -1,0 +1,63 @@
+"""bridge_encrypted_waiting: encrypted messages whose room key has not come yet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from asyncpg import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    event_id: str
+    room_id: str
+    session_id: str
+    event: dict[str, Any]
+    account_id: str  # the device's account whose store now holds the session
+
+
+async def add(pool: Pool, event_id: str, room_id: str, session_id: str, event: Any) -> None:
+    await pool.execute(
+        "INSERT INTO bridge_encrypted_waiting (event_id, room_id, session_id, event) "
+        "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        room_id,
+        session_id,
+        orjson.dumps(event).decode(),
+    )
+
+
+async def with_key(pool: Pool, limit: int = 500) -> list[Waiting]:
+    """Waiting messages whose session some device of the bridge now holds, oldest first."""
+    rows = await pool.fetch(
+        """
+        SELECT DISTINCT ON (w.event_id) w.event_id, w.room_id, w.session_id, w.event::text,
+               s.account_id, w.waiting_since
+        FROM bridge_encrypted_waiting w
+        JOIN crypto_megolm_inbound_session s
+          ON s.room_id = w.room_id AND s.session_id = w.session_id AND s.session IS NOT NULL
+        ORDER BY w.event_id, w.waiting_since
+        LIMIT $1
+        """,
+        limit,
+    )
+    found = [
+        Waiting(r[0], r[1], r[2], orjson.loads(r[3]), r[4])
+        for r in sorted(rows, key=lambda r: r[5])
+    ]
+    return found
+
+
+async def remove(pool: Pool, event_ids: Sequence[str]) -> None:
+    if event_ids:
+        await pool.execute(
+            "DELETE FROM bridge_encrypted_waiting WHERE event_id = ANY($1::text[])",
+            list(event_ids),
+        )
+
+
+async def count(pool: Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM bridge_encrypted_waiting"))
