@@ -40,6 +40,7 @@ from .ingest.catchup import CatchUp
 from .ingest.ingestor import Ingestor
 from .ingest.invites import Invites
 from .ingest.recovery import DatabaseRecovery
+from .ingest.spaces_follow import SpacesFollow
 from .ingest.upgrades import Upgrades
 from .matrix.bot import Bot
 from .matrix.puppets import Puppets
@@ -70,6 +71,7 @@ class Services:
     ingestor: Ingestor
     catch_up: CatchUp
     upgrades: Upgrades
+    spaces_follow: SpacesFollow
     commands: CommandRunner
     publisher: PublisherProcess | None  # NATS on
     app: web.Application  # the appservice API, with the agents' and the admin's
@@ -220,19 +222,26 @@ class Bridge:
         def follow_upgrades(tombstones: Sequence[RoomTombstoned]) -> None:
             upgrades.submit(tombstones)  # likewise
 
+        def follow_spaces(room_ids: Sequence[str]) -> None:
+            spaces_follow.submit(room_ids)  # likewise
+
+        invites = Invites(pool, bot, puppets, cfg, self.directory)
+        woken = publisher.wake if publisher is not None else _nothing
         ingestor = Ingestor(
             pool,
-            Invites(pool, bot, puppets, cfg, self.directory),
+            invites,
             self.directory,
             cfg,
             on_homeserver_reset=homeserver_reset,
-            on_announced=publisher.wake if publisher is not None else _nothing,
+            on_announced=woken,
             on_commands=commands.submit,
             on_upgrades=follow_upgrades,
+            on_space_changes=follow_spaces,
             crypto=self.crypto,
         )
         catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
         upgrades = Upgrades(pool, bot, puppets, ingestor, cfg.bot_mxid)
+        spaces_follow = SpacesFollow(pool, bot, invites, cfg, woken)
         web_api = AppserviceApi(
             cfg, ingestor, recovery.database_failed, self.is_ready, self.query_user
         )
@@ -260,6 +269,7 @@ class Bridge:
             ingestor,
             catch_up,
             upgrades,
+            spaces_follow,
             commands,
             publisher,
             web_api.app,
@@ -272,6 +282,7 @@ class Bridge:
         entrance.push_async_callback(services.commands.stop)
         entrance.push_async_callback(services.catch_up.stop)
         entrance.push_async_callback(services.upgrades.stop)
+        entrance.push_async_callback(services.spaces_follow.stop)
         entrance.push_async_callback(services.recovery.stop)
         runner = web.AppRunner(services.app, access_log=None)
         await runner.setup()

@@ -30,13 +30,12 @@ from mautrix.types import EventContent, EventType, RoomID, UserID
 from ..bus.process import PublisherProcess
 from ..bus.publisher import Publisher
 from ..config import Config
-from ..db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
-from ..ingest.announce import Announcer
+from ..db import agents, channels, members, microdaos, outbox, sessions
 from ..ingest.invites import agent_visibility
+from ..ingest.moves import Move, move_channel
 from ..matrix.bot import UNREACHABLE, Bot
 from ..matrix.puppets import Puppets
 from ..policy.invites import bot_invite_allowed, command_invite_allowed
-from ..translate import bus
 from ..translate.agents import LiveDirectory
 from ..translate.events import NewMessage
 from ..translate.rooms import invite_level, may_invite, snapshot_from_state
@@ -308,36 +307,22 @@ class CommandRunner:
         return await self._move(msg, default)
 
     async def _move(self, msg: NewMessage, ref: str) -> str:
-        """Make the room a channel of the microDAO `ref`, under the ingest lock (so no
-        transaction picks a slug at the same time)."""
-        announced = 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            await bookkeeping.lock_ingest(conn)
-            current = (await channels.by_rooms(conn, [msg.room_id])).get(msg.room_id)
-            if current is None:
-                return "This room is not a channel any more."
-            if current.microdao == ref:
-                return f"This room is already a channel of {ref}; nothing changed."
-            target = await microdaos.find(conn, ref)
-            if target is None:
-                if ref != self.config.bridge.default_microdao:
-                    return f"No microDAO {ref}: declare it in the bridge's config first."
-                # The bot, not the sender, owns the undeclared default (see ChannelSetup).
-                bot = self.config.bot_mxid
-                owner = (await users.ensure_users(conn, [bot]))[bot]
-                target = await microdaos.ensure(conn, ref, owner)
-            slug = await channels.move(conn, current, target)
-            moved = (await channels.by_rooms(conn, [msg.room_id]))[msg.room_id]
-            if self.config.nats.enabled:
-                announcer = Announcer(True, self.config.bot_mxid)
-                fields = {"slug": slug, "previous_microdao_id": current.microdao}
-                at = await conn.fetchval("SELECT now()")
-                announcer.channel(bus.CHANNEL_UPDATED, moved, fields, at, msg.event_id)
-                announced = await announcer.flush(conn)
-        if announced and self.publisher is not None:
+        """Make the room a channel of the microDAO `ref` (ingest/moves.py)."""
+        done = await move_channel(self.pool, msg.room_id, ref, self.config, msg.event_id)
+        if done.result is Move.NOT_A_CHANNEL:
+            return "This room is not a channel any more."
+        if done.result is Move.ALREADY_THERE:
+            return f"This room is already a channel of {ref}; nothing changed."
+        if done.result is Move.NO_SUCH_MICRODAO:
+            return f"No microDAO {ref}: declare it in the bridge's config first."
+        assert done.previous is not None
+        if done.announced and self.publisher is not None:
             self.publisher.wake()
+        previous, slug = done.previous, done.slug
         log.info(
-            "Room %s moved from %s to %s by %s", msg.room_id, current.microdao, ref, msg.sender
+            "Room %s moved from %s to %s by %s", msg.room_id, previous.microdao, ref, msg.sender
         )
-        renamed = "" if slug == current.slug else f" (its slug {current.slug} was taken there)"
-        return f"This room is now a channel of {ref}, was {current.microdao}; slug {slug}{renamed}."
+        renamed = "" if slug == previous.slug else f" (its slug {previous.slug} was taken there)"
+        return (
+            f"This room is now a channel of {ref}, was {previous.microdao}; slug {slug}{renamed}."
+        )

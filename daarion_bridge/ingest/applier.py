@@ -148,6 +148,13 @@ class Applier:
         await self.record_activity(before=None)
 
     def bridged(self, op: ev.Operation) -> bool:
+        if isinstance(op, ev.SpaceLinkChanged):
+            # Whether the room is a channel, and whether the space accepts it, is looked
+            # at after the commit (ingest/spaces_follow.py): the homeserver knows.
+            if op.child not in self.outcome.space_changes:
+                self.outcome.space_changes.append(op.child)
+            self.count(op, True)
+            return False
         if op.room_id in self.channels and not isinstance(op, ev.Invited):
             return True
         if isinstance(op, ev.AgentInvited) and op.room_id in self.channels:

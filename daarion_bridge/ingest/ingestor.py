@@ -60,6 +60,10 @@ def _no_sign(sign: str, skipped: Sequence[str]) -> None:
     return None
 
 
+def _no_space_changes(_: Sequence[str]) -> None:
+    return None
+
+
 def _no_upgrades(_: Sequence[RoomTombstoned]) -> None:
     return None
 
@@ -80,6 +84,7 @@ class Ingestor:
         on_announced: Callable[[], None] = _nothing,
         on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
         on_upgrades: Callable[[Sequence[RoomTombstoned]], None] = _no_upgrades,
+        on_space_changes: Callable[[Sequence[str]], None] = _no_space_changes,
         crypto: Crypto | None = None,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
@@ -87,7 +92,8 @@ class Ingestor:
         for among the committed ones: another bridge on this database may have had them).
         `on_announced`: outbox rows were committed (NATS on).
         `on_commands`: people's `!daarion` commands, handed over after the commit.
-        `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit."""
+        `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit.
+        `on_space_changes`: rooms whose space links changed, to map again after it."""
         self.pool = pool
         self.invites = invites
         self.directory = directory
@@ -107,6 +113,7 @@ class Ingestor:
         self.on_announced = on_announced
         self.on_commands = on_commands
         self.on_upgrades = on_upgrades
+        self.on_space_changes = on_space_changes
         # Encryption on: encrypted messages are decrypted with the agents' devices.
         self.crypto = crypto
         self.plaintext_previews = config.bridge.encryption.plaintext_previews
@@ -186,6 +193,8 @@ class Ingestor:
             self.on_commands(outcome.commands)  # never awaited: the transaction answers now
         if outcome.upgrades:
             self.on_upgrades(outcome.upgrades)  # likewise
+        if outcome.space_changes:
+            self.on_space_changes(outcome.space_changes)  # likewise
 
     async def handle_transaction(
         self,

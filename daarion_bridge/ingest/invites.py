@@ -221,8 +221,13 @@ class Invites:
         return None
 
     async def microdao_for(self, snapshot: RoomSnapshot, fallback: str | None) -> str | None:
-        """The microDAO of the room's space, else the fallback, else the default. A parent
-        the room names counts only when its space accepts it (translate/spaces.py)."""
+        """The microDAO of the room's space, else the fallback, else the default."""
+        found = await self.space_microdao(snapshot)
+        return found or fallback or self.config.bridge.default_microdao
+
+    async def space_microdao(self, snapshot: RoomSnapshot) -> str | None:
+        """The microDAO whose linked space holds the room: a parent the room names counts
+        only when its space accepts it (translate/spaces.py), or the space lists it."""
         linked = await spaces.all_linked(self.pool)
         for space_id in snapshot.space_parents:
             microdao = linked.get(space_id)
@@ -231,7 +236,7 @@ class Invites:
         for space_id, microdao in linked.items():
             if await self.bot.space_lists(space_id, snapshot.room_id):
                 return microdao
-        return fallback or self.config.bridge.default_microdao
+        return None
 
     async def _parent_holds(self, snapshot: RoomSnapshot, space_id: str) -> bool:
         sender = snapshot.parent_senders.get(space_id, "")

@@ -47,6 +47,8 @@ class Outcome:
     commands: list[ev.NewMessage] = field(default_factory=list)
     # Channels' rooms upgraded by this commit: the caller follows them after it.
     upgrades: list[ev.RoomTombstoned] = field(default_factory=list)
+    # Rooms whose space links changed: which microDAO they belong to is checked after it.
+    space_changes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .relations import relations_of
-from .rooms import Access, access_from, replacement_of, visibility_for
+from .rooms import Access, access_from, is_room_id, replacement_of, visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
@@ -113,6 +113,16 @@ class JoinRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SpaceLinkChanged:
+    """A room's m.space.parent, or a space's m.space.child, changed: which microDAO the
+    room `child` belongs to may have too (checked against the space after the commit)."""
+
+    room_id: str
+    event_id: str
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomTombstoned:
     """The room was upgraded (to `replacement`) or closed for good (no replacement)."""
 
@@ -150,6 +160,7 @@ Operation = (
     | RoomName
     | JoinRules
     | RoomTombstoned
+    | SpaceLinkChanged
     | BotInvited
     | AgentInvited
 )
@@ -305,6 +316,10 @@ def _state(
                 room_id, event_id, state_key, inviter, _invite_access(event), _optional_ts(event)
             )
         return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
+    if etype == "m.space.parent":
+        return SpaceLinkChanged(room_id, event_id, room_id)
+    if etype == "m.space.child" and is_room_id(state_key):
+        return SpaceLinkChanged(room_id, event_id, state_key)
     if state_key != "":
         return None
     if etype == "m.room.power_levels":

@@ -664,6 +664,41 @@ async def test_rooms_in_a_microdao_space_are_its_channels(e2e, bridge, people, d
     assert await microdao_of(unlinked_room) == e2e.microdao
 
 
+async def test_a_channel_follows_its_room_into_a_space(e2e, bridge, people, db, stack):
+    """After the room became a channel: the space's owner lists it as a child, and it
+    moves to the space's microDAO; a stranger's m.space.parent moves nothing."""
+    space_owner = await people(DAO_OWNER)
+    stranger = await people(STRANGER2)
+
+    async def microdao_of(room_id: str) -> str:
+        sql = (
+            "SELECT d.external_id FROM channels c JOIN microdaos d ON d.id = c.microdao_id "
+            "WHERE c.matrix_room_id = $1"
+        )
+        return await db.fetchval(sql, room_id)
+
+    listed, _ = await open_channel(db, space_owner, e2e.bot, "E2E listed later")
+    claimed, _ = await open_channel(db, stranger, e2e.bot, "E2E claimed later")
+    assert (await microdao_of(listed), await microdao_of(claimed)) == (e2e.microdao,) * 2
+
+    await space_owner.put_state(stack.space_id, "m.space.child", {"via": [D]}, listed)
+    await stranger.put_state(claimed, "m.space.parent", {"via": [D]}, stack.space_id)
+
+    async def moved() -> bool:
+        return await microdao_of(listed) == SPACE_DAO
+
+    await wait_for(moved, what="the listed room's channel in the space's microDAO")
+
+    # The stranger may not add children to the space: the bridge says it ignored the
+    # claim, and the channel stayed.
+    async def refused() -> bool:
+        text = stack.log_file.read_text(encoding="utf-8", errors="replace")
+        return f"Ignoring parent {stack.space_id} of {claimed}" in text
+
+    await wait_for(refused, what="the stranger's parent ignored")
+    assert await microdao_of(claimed) == e2e.microdao
+
+
 # -- restart ----------------------------------------------------------------------------------
 
 

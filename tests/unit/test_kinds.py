@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from daarion_bridge.translate.events import NewMessage, RoomTombstoned, translate_event
+from daarion_bridge.translate.events import (
+    NewMessage,
+    RoomTombstoned,
+    SpaceLinkChanged,
+    translate_event,
+)
 from daarion_bridge.translate.preview import BadEvent, render_preview
 
 from .test_agents import AGENTS, HELPER, SOFIA
@@ -245,4 +250,16 @@ def test_a_tombstone_without_a_room_closes_the_room(replacement: Any) -> None:
 
 def test_a_tombstone_with_a_state_key_means_nothing() -> None:
     odd = {**event("m.room.tombstone", {"replacement_room": "!new:localhost"}), "state_key": "x"}
+    assert translate(odd) is None
+
+
+# --- space links -----------------------------------------------------------------
+
+
+def test_a_rooms_parent_and_a_spaces_child_name_the_room_to_map_again() -> None:
+    parent = {**event("m.space.parent", {"via": ["localhost"]}), "state_key": "!space:localhost"}
+    assert translate(parent) == SpaceLinkChanged(ROOM, "$e", ROOM)
+    child = {**event("m.space.child", {"via": ["localhost"]}), "state_key": "!child:localhost"}
+    assert translate(child) == SpaceLinkChanged(ROOM, "$e", "!child:localhost")
+    odd = {**event("m.space.child", {"via": ["localhost"]}), "state_key": "not a room"}
     assert translate(odd) is None
