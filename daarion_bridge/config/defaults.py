@@ -39,6 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_federated_invites": False,
         "agent_localpart_template": "agent-{name}",
         "catch_up_window": 600,
+        "max_room_members": 5000,
         "agent_session_idle_after": "30m",
         # null: the homeserver's own domain -> user (see parse.permissions)
         "permissions": None,

@@ -74,6 +74,8 @@ class BridgeConfig:
     agent_localpart_template: str
     catch_up_window: float
     agent_session_idle_after: float
+    # A room with more joined members is not bridged (0: no limit).
+    max_room_members: int = 5000
     # Who may use the bot's commands: Matrix id, domain or `*` -> `admin` | `user`.
     permissions: Mapping[str, str] = field(default_factory=dict)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)

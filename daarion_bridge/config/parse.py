@@ -154,6 +154,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         agent_localpart_template=b.text("agent_localpart_template", AGENT_TEMPLATE),
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
         agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
+        max_room_members=b.int("max_room_members", 0, 10_000_000),
         permissions=permissions(b, homeserver.domain),
         encryption=encryption(SectionReader(path, raw, "bridge.encryption")),
     )

@@ -63,16 +63,27 @@ async def create_channel(
     if created:
         fields = {"name": snap.name, "slug": channel.slug, "visibility": snap.visibility}
         announcer.channel(bus.CHANNEL_CREATED, channel, fields, now, cause)
+    # People in one pipelined round trip however many (a big room's set-up must not cost
+    # one per member); agents, a few, one by one.
+    humans = [m for m in snap.joined if m not in agent_ids]
+    roles = [role_for(m, snap.power_levels, snap.creators) for m in humans]
+    changes = [
+        members.PersonChange(channel.id, people[m], role, now)
+        for m, role in zip(humans, roles, strict=True)
+    ]
+    for mxid, role, joined in zip(
+        humans, roles, await members.change_people(conn, changes), strict=True
+    ):
+        if joined:
+            announcer.member(bus.MEMBER_JOINED, channel, (HUMAN, people[mxid]), role, now, cause)
     for mxid in snap.joined:
         if mxid in agent_ids:
-            member, role = (AGENT, agent_ids[mxid]), members.AGENT_ROLE
-            joined = await members.join_agent(conn, channel.id, agent_ids[mxid], now)
-            await sessions.open_on_join(conn, agent_ids[mxid], channel.id, now)
-        else:
-            member, role = (HUMAN, people[mxid]), role_for(mxid, snap.power_levels, snap.creators)
-            joined = await members.join(conn, channel.id, people[mxid], role, now)
-        if joined:
-            announcer.member(bus.MEMBER_JOINED, channel, member, role, now, cause)
+            agent_id = agent_ids[mxid]
+            joined = await members.join_agent(conn, channel.id, agent_id, now)
+            await sessions.open_on_join(conn, agent_id, channel.id, now)
+            if joined:
+                member = (AGENT, agent_id)
+                announcer.member(bus.MEMBER_JOINED, channel, member, members.AGENT_ROLE, now, cause)
     if not created:
         await _close_the_absent(conn, channel, snap, people, agent_ids, announcer, now, cause)
     return channel

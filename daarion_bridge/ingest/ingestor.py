@@ -100,7 +100,8 @@ class Ingestor:
         self.bot_mxid = config.bot_mxid
         self.preview_length = config.bridge.preview_length
         # Synapse sends one transaction at a time; a replay racing the original must not
-        # interleave its invite handling or writes with it.
+        # interleave its writes with it. Invite handling (joins, room state) runs outside:
+        # a replay is recognised before it, and joining twice is harmless.
         self._lock = asyncio.Lock()
         # Synapse numbers its transactions: the sequence tells when it may have dropped
         # events (see _note_sequence).
@@ -214,8 +215,8 @@ class Ingestor:
             events = await self._open(events)
         async with self._lock:
             items, outcome = await self._write_while_translating(txn_id, digest, events)
-            if outcome is None:
-                outcome = await self._write_with_invites(txn_id, digest, events, items)
+        if outcome is None:
+            outcome = await self._write_with_invites(txn_id, digest, events, items)
         self._after_write(outcome)
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
@@ -257,11 +258,13 @@ class Ingestor:
         self, txn_id: str, digest: str, events: Sequence[Any], items: Sequence[Item]
     ) -> Outcome:
         """Invites act on the homeserver before anything is written, so a replay must be
-        recognised first, or it would join and speak twice."""
+        recognised first, or it would join and speak twice. Joining and reading a room's
+        state take as long as the homeserver makes them (a big federated room: long), so
+        they run outside the lock; only the write takes it."""
         if await bookkeeping.is_committed(self.pool, txn_id, digest):
             return Outcome(replay=True)
         setups = await self._accept_invites(items)
-        async with self.pool.acquire() as conn:
+        async with self._lock, self.pool.acquire() as conn:
             write = write_transaction(conn, txn_id, digest, items, setups, announce=self.announce)
             return await self._retry_on_data_error(
                 conn, txn_id, digest, events, items, write, setups

@@ -39,6 +39,11 @@ from .channel_setup import ChannelSetup
 
 log = logging.getLogger("daarion.invites")
 
+TOO_BIG_NOTICE = (
+    "This room cannot be bridged: it has {members} members, more than this bridge takes "
+    "(bridge.max_room_members: {cap}). Ask the bridge admin."
+)
+
 NO_MICRODAO_NOTICE = (
     "This room cannot be bridged: no microDAO is mapped to it and the bridge has no "
     "default (bridge.default_microdao). Ask the bridge admin to set one, then invite me again."
@@ -166,6 +171,18 @@ class Invites:
             log.info("%s is a space, not a chat: it does not become a channel", invite.room_id)
             if isinstance(invite, AgentInvited):
                 await intent.leave_room(RoomID(invite.room_id), reason="A space is not a chat")
+            return None
+        cap = self.config.bridge.max_room_members
+        if cap and len(snapshot.joined) > cap:
+            log.info(
+                "Leaving %s: %d joined members, more than bridge.max_room_members (%d)",
+                invite.room_id,
+                len(snapshot.joined),
+                cap,
+            )
+            notice = TOO_BIG_NOTICE.format(members=len(snapshot.joined), cap=cap)
+            await intent.send_notice(RoomID(invite.room_id), notice)
+            await intent.leave_room(RoomID(invite.room_id), reason="Room too big to bridge")
             return None
         replaced = await self.upgraded_channel(snapshot)
         if replaced is not None:
