@@ -9,11 +9,10 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import nats
 
 from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.agents_helpers import wait_membership
-from tests.e2e.helpers import Person, wait_for
+from tests.e2e.helpers import Person, stream_events, wait_for
 
 TOKEN_HEADER = "X-Internal-Service-Token"
 SOFIA, QUIET = "@agent-sofia:localhost", "@agent-quiet:localhost"
@@ -49,26 +48,7 @@ async def call(
 
 async def on_stream(server: LocalNats, stream: str, subject: str) -> list[dict[str, Any]]:
     """Every payload on the stream under this (prefixed) subject, in order."""
-    nc = await nats.connect(server.url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(stream)
-        except nats.js.errors.NotFoundError:
-            return []  # the publisher makes the stream when it starts: nothing yet
-        found: list[dict[str, Any]] = []
-        if not info.state.messages:
-            return found  # an empty stream's first sequence is 0, which get_msg refuses
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(stream, seq)
-            except nats.js.errors.NotFoundError:
-                continue
-            if msg.subject == subject:
-                found.append(json.loads(msg.data))
-        return found
-    finally:
-        await nc.close()
+    return await stream_events(server.url, stream, subject)
 
 
 async def room_with(person: Person, *agents: str, preset: str = "private_chat") -> str:

@@ -26,7 +26,9 @@ from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 D = "localhost"
-SOFIA = f"@agent-sofia:{D}"
+# An agent of this module only: every module's bridge (a database of its own) gives the
+# agents it declares a device, and this module counts the agent's devices.
+SOFIA = f"@agent-cipher:{D}"
 STREAM = "E2EENCRYPTION"
 PREFIX = "enc."
 MEGOLM = "m.megolm.v1.aes-sha2"
@@ -44,7 +46,7 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
         cfg["microdaos"] = [{"external_id": "microdao:enc", "name": "Enc", "owner": owner}]
         cfg["blueprints"] = [{"code": "enc_guide", "model": "demo"}]
         cfg["agents"] = [
-            {"external_id": "agent:sofia", "name": "Sofia", "kind": "assistant",
+            {"external_id": "agent:cipher", "name": "Cipher", "kind": "assistant",
              "blueprint": "enc_guide", "microdao": "microdao:enc", "owner": owner},
         ]  # fmt: skip
 
@@ -138,7 +140,7 @@ async def test_mention_in_encrypted_room_invokes_agent_index_keeps_encrypted(
     invoked = await wait_for(
         lambda: invocations(local_nats, event_id), timeout=30, what="Sofia invoked"
     )
-    assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:sofia", "direct")]
+    assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:cipher", "direct")]
     assert await preview(db, event_id) == "[encrypted]"  # plaintext_previews: false
 
 
@@ -175,7 +177,7 @@ async def test_key_arriving_one_transaction_after_its_message(
     invoked = await wait_for(
         lambda: invocations(local_nats, event_id), timeout=30, what="Sofia invoked late"
     )
-    assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:sofia", "direct")]
+    assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:cipher", "direct")]
     assert await db.fetchval(waiting, event_id) == 0
     assert await preview(db, event_id) == "[encrypted]"
     log = await asyncio.to_thread(Path(index.log_file).read_text, encoding="utf-8")

@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import nats
 import pytest
 
 from daarion_bridge.config import load_config
@@ -33,6 +32,7 @@ from tests.e2e.helpers import (
     Person,
     own_fixtures,
     own_index,
+    stream_events,
     wait_for,
 )
 
@@ -124,24 +124,7 @@ async def post(
 
 
 async def stream_messages(server: LocalNats, subject: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(server.url)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
-            return []  # the publisher makes the stream when it starts: nothing yet
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(STREAM, seq)
-            except nats.js.errors.NotFoundError:
-                continue
-            if msg.subject == PREFIX + subject:
-                found.append(json.loads(msg.data))
-        return found
-    finally:
-        await nc.close()
+    return await stream_events(server.url, STREAM, PREFIX + subject)
 
 
 # -- mention -> invoke -> demo runtime -> reply indexed as the agent ---------------------------

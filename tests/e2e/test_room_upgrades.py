@@ -7,17 +7,23 @@ closes the agent's session."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 import asyncpg
-import nats
 import pytest
 
 from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.agents_helpers import wait_membership
-from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, q, wait_for
+from tests.e2e.helpers import (
+    OwnIndex,
+    Person,
+    own_fixtures,
+    own_index,
+    q,
+    stream_events,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -87,18 +93,7 @@ async def upgrade(alice: Person, room_id: str) -> str:
 
 
 async def channel_updates(server: LocalNats) -> list[dict[str, Any]]:
-    nc = await nats.connect(server.url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(STREAM)
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(STREAM, seq)
-            if msg.subject.endswith("messaging.channel.updated"):
-                found.append(json.loads(msg.data))
-        return found
-    finally:
-        await nc.close()
+    return await stream_events(server.url, STREAM, "messaging.channel.updated")
 
 
 async def moved_to(db: asyncpg.Pool, channel_id: Any, room_id: str) -> bool:

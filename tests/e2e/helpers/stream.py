@@ -18,7 +18,9 @@ async def stream_events(url: str, stream: str, subject: str) -> list[dict[str, A
             info = await js.stream_info(stream)
         except nats.js.errors.NotFoundError:
             return []
-        found = []
+        found: list[dict[str, Any]] = []
+        if not info.state.messages:
+            return found  # an empty stream's first sequence is 0, which get_msg refuses
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
                 msg = await js.get_msg(stream, seq)
