@@ -20,7 +20,7 @@ from .agents import AgentDirectory, PendingMentions
 from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
-from .rooms import Access, access_from, visibility_for
+from .rooms import Access, access_from, display_name_of, visibility_for
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
@@ -72,6 +72,7 @@ class Membership:
     user_id: str
     membership: str
     ts: datetime
+    display_name: str | None = field(default=None, compare=False)  # a join's, if set
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +267,8 @@ def _state(
             return AgentInvited(
                 room_id, event_id, state_key, inviter, _invite_access(event), _optional_ts(event)
             )
-        return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
+        display = display_name_of(content) if membership == "join" else None
+        return Membership(room_id, event_id, state_key, membership, timestamp(event)[1], display)
     if state_key != "":
         return None
     if etype == "m.room.power_levels":

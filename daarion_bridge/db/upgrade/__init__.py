@@ -31,4 +31,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v05_outbox_cursor,
     v06_config_roles,
     v07_state_order,
+    v11_room_names,
 )
