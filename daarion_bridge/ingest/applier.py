@@ -15,7 +15,17 @@ from uuid import UUID
 
 from asyncpg import Connection
 
-from ..db import bookkeeping, channels, members, messages, room_state, rooms, sessions, users
+from ..db import (
+    bookkeeping,
+    channels,
+    members,
+    messages,
+    room_names,
+    room_state,
+    rooms,
+    sessions,
+    users,
+)
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
@@ -23,6 +33,7 @@ from ..translate import events as ev
 from ..translate.rooms import may_redact_others, role_for
 from . import lookup
 from .items import Writing
+from .member_names import follow_members
 from .wanted import actors_of
 
 log = logging.getLogger("daarion.ingest")
@@ -137,6 +148,7 @@ class Applier:
         self.redact_power: dict[int, bool] = {}
         # (agent, channel) -> [(position of the event in the transaction, when)]
         self.activity: dict[tuple[UUID, UUID], list[tuple[int, datetime]]] = {}
+        self.unnamed: set[str] = set()  # rooms whose name was removed: named after members
 
     async def run(self, pairs: Sequence[tuple[Any, ev.Operation]]) -> None:
         bridged = [(raw, op) for raw, op in pairs if self.bridged(op)]
@@ -146,6 +158,7 @@ class Applier:
         else:
             await self.apply_batched([op for _, op in bridged])
         await self.record_activity(before=None)
+        await follow_members(self.write, self.channels, [op for _, op in bridged], self.unnamed)
 
     def bridged(self, op: ev.Operation) -> bool:
         if isinstance(op, ev.SpaceLinkChanged):
@@ -374,6 +387,10 @@ class Applier:
             await self.power_levels(op, channel)
             return True
         if isinstance(op, ev.RoomName):
+            unnamed = op.name is None
+            if await room_names.set_from_members(conn, op.room_id, unnamed) and unnamed:
+                self.unnamed.add(op.room_id)  # named after its members again, at the end
+                return True
             name = op.name or op.room_id
             if await channels.set_name(conn, channel.id, name):
                 self.channel_updated(channel, {"name": name}, op)

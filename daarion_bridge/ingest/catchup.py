@@ -5,7 +5,10 @@ stops, or one stored while it still counts the appservice as down. The homeserve
 room history is the truth, so after a start or a homeserver restart the bridge pages
 back through each room active in the last `bridge.catch_up_window` seconds and feeds
 the message events it has no row for through the normal ingest path (idempotent by
-event id, so anything already indexed is untouched).
+event id, so anything already indexed is untouched). The room's current state (members,
+name, join rule, power levels) is read too: each state event newer than the one the
+index applied last goes the same way, where the per-state-key order (db/room_state.py)
+keeps an event pushed meanwhile from being rolled back.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import UserID
 
-from ..db import bookkeeping, members, rooms
+from ..db import bookkeeping, members, room_state, rooms
 from ..db.bookkeeping import events_digest
 from ..matrix.bot import Bot, room_history
+from ..matrix.bot import room_state as read_room_state
 from ..translate.events import MESSAGE_TYPES
 from .ingestor import Ingestor
 
@@ -32,6 +36,42 @@ log = logging.getLogger("daarion.catchup")
 CATCH_UP_TYPES = MESSAGE_TYPES | {"m.room.redaction"}
 MAX_EVENTS_PER_ROOM = 1000
 BATCH = 100
+RECONCILED_STATE = frozenset({room_state.MEMBER, "m.room.name", "m.room.join_rules",
+                              "m.room.power_levels"})  # fmt: skip
+# Not in the room, as far as the channel goes; fed as a leave (a member whose leave was
+# dropped and who was invited again is no member of the channel meanwhile).
+NOT_JOINED = frozenset({"invite", "knock"})
+
+
+def state_to_reconcile(
+    state: Sequence[dict[str, Any]],
+    room_id: str,
+    marks: dict[tuple[str, str], room_state.Mark],
+    bot_mxid: str,
+) -> list[dict[str, Any]]:
+    """The room's current state events the index may lack: those of the kinds it keeps
+    whose (origin_server_ts, event_id) is not the one applied last for their key, nor
+    older. The writer's own order check decides ties; the bot's own membership is not
+    the channel's business. Invites and knocks come out as leaves (NOT_JOINED)."""
+    found = []
+    for event in state:
+        etype, key = event.get("type"), event.get("state_key")
+        ts, event_id = event.get("origin_server_ts"), event.get("event_id")
+        if etype not in RECONCILED_STATE or not isinstance(key, str) or key == bot_mxid:
+            continue
+        if etype != room_state.MEMBER and key != "":
+            continue  # not the room's name, rule or levels: the writer ignores those
+        if not isinstance(ts, int) or not isinstance(event_id, str):
+            continue
+        kept = marks.get((etype, key))
+        if kept is not None and (kept.ts_ms > ts or kept == (ts, event_id)):
+            continue
+        content = event.get("content")
+        content = content if isinstance(content, dict) else {}
+        if etype == room_state.MEMBER and content.get("membership") in NOT_JOINED:
+            event = {**event, "content": {**content, "membership": "leave"}}
+        found.append({"room_id": room_id, **event})
+    return found
 
 
 def _is_join_of(event: dict[str, Any], user_id: str) -> bool:
@@ -148,40 +188,51 @@ class CatchUp:
             await asyncio.sleep(wait)
             started = self._last_round = time.monotonic()
             room_ids = await rooms.recently_active(self.pool, self.window)
-            late = 0
+            late = state = 0
             for room_id in room_ids:
-                late += await self.catch_up_room(room_id)
+                missing, newer_state = await self.catch_up_room(room_id)
+                late, state = late + missing, state + newer_state
             log.info(
-                "Catch-up after %s: read back %d room(s) in %.1f s, %d event(s) were missing",
+                "Catch-up after %s: read back %d room(s) in %.1f s, %d event(s) were "
+                "missing, %d state event(s) newer than the index",
                 reason,
                 len(room_ids),
                 time.monotonic() - started,
                 late,
+                state,
             )
             if not self._again:
                 return
             reason = "more signs of dropped events"
 
-    async def catch_up_room(self, room_id: str) -> int:
-        """Index the room's recent message events that have no row; returns how many.
+    async def catch_up_room(self, room_id: str) -> tuple[int, int]:
+        """Apply the room's current state where the index lags behind it, then index the
+        room's recent message events that have no row; returns how many of each.
 
-        The bot reads the history; in a room only agents were invited to, a puppet does."""
+        The bot reads the room; in a room only agents were invited to, a puppet does."""
         errcode = None
         for reader in [self.bot.intent, *await self._puppets_in(room_id)]:
             try:
+                state = await read_room_state(reader, room_id)
                 recent = await self._recent_events(room_id, reader)
                 break
             except MatrixRequestError as e:
                 errcode = e.errcode
         else:
             log.info("Catch-up skips %s: %s", room_id, errcode)
-            return 0
+            return 0, 0
+        async with self.pool.acquire() as conn:
+            marks = await room_state.marks(conn, room_id)
+        # State first: the members are right when the missing messages are judged
+        # (mentions, the direct-room rule).
+        newer = state_to_reconcile(state, room_id, marks, self.bot.intent.mxid)
         missing = await self._without_rows(recent)
-        for start in range(0, len(missing), BATCH):
-            chunk = missing[start : start + BATCH]
-            txn_id = f"catch-up-{events_digest(chunk)[:32]}"
-            await self.ingestor.handle_transaction(txn_id, chunk)
-        return len(missing)
+        for events in (newer, missing):
+            for start in range(0, len(events), BATCH):
+                chunk = events[start : start + BATCH]
+                txn_id = f"catch-up-{events_digest(chunk)[:32]}"
+                await self.ingestor.handle_transaction(txn_id, chunk)
+        return len(missing), len(newer)
 
     async def _puppets_in(self, room_id: str) -> list[IntentAPI]:
         async with self.pool.acquire() as conn:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from asyncpg import Connection
 
-from ..db import agents, channels, members, microdaos, rooms, sessions, users
+from ..db import agents, channels, members, microdaos, room_names, rooms, sessions, users
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
 from ..translate.rooms import RoomSnapshot, role_for
@@ -57,6 +57,8 @@ async def create_channel(
         created_by_user_id=people[setup.inviter],
     )
     await rooms.put(conn, snap.room_id, snap.room_version, snap.creators, snap.power_levels)
+    await room_names.put(conn, snap.room_id, snap.bot_mxid, snap.from_members)
+    await room_names.put_room_display_names(conn, snap.room_id, snap.display_names)
     # The state snapshot has no per-member join time; the moment of bridging stands in.
     now = await conn.fetchval("SELECT now()")
     cause = setup.invite_event_id or snap.room_id

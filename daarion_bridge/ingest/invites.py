@@ -165,7 +165,8 @@ class Invites:
         await intent.join_room(RoomID(invite.room_id))
         if isinstance(invite, AgentInvited) and await self._is_channel(invite.room_id):
             return None  # already a channel: the puppet's join event indexes it as a member
-        snapshot = snapshot_from_state(invite.room_id, await room_state(intent, invite.room_id))
+        state = await room_state(intent, invite.room_id)
+        snapshot = snapshot_from_state(invite.room_id, state, self.config.bot_mxid)
         if snapshot.is_space:
             # The bot stays to learn the space's children; an agent has nothing to do there.
             log.info("%s is a space, not a chat: it does not become a channel", invite.room_id)
@@ -193,7 +194,7 @@ class Invites:
                     agents = await members.agents_in_room(conn, replaced.room_id)
                 await bring_agents(self.bot, self.puppets, agents, invite.room_id)
                 state = await room_state(intent, invite.room_id)
-                snapshot = snapshot_from_state(invite.room_id, state)
+                snapshot = snapshot_from_state(invite.room_id, state, self.config.bot_mxid)
             return ChannelSetup(
                 snapshot,
                 replaced.microdao,

@@ -90,7 +90,8 @@ class Upgrades:
             return
         # The agents first, so the snapshot holds them: members, sessions and all.
         await bring_agents(self.bot, self.puppets, agents, new)
-        snapshot = snapshot_from_state(new, await room_state(self.bot.intent, new))
+        state = await room_state(self.bot.intent, new)
+        snapshot = snapshot_from_state(new, state, self.bot_mxid)
         setup = ChannelSetup(
             snapshot,
             channel.microdao,

@@ -21,7 +21,14 @@ from .commands import command_text
 from .kinds import POLL_START_TYPES, VERIFICATION_REQUEST, poll
 from .preview import BadEvent, has_unstorable, render_preview, storable
 from .relations import relations_of
-from .rooms import Access, access_from, is_room_id, replacement_of, visibility_for
+from .rooms import (
+    Access,
+    access_from,
+    display_name_of,
+    is_room_id,
+    replacement_of,
+    visibility_for,
+)
 
 MESSAGE_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.encrypted", *POLL_START_TYPES})
 DELETED = "[deleted]"
@@ -85,6 +92,7 @@ class Membership:
     user_id: str
     membership: str
     ts: datetime
+    display_name: str | None = field(default=None, compare=False)  # a join's, if set
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +323,8 @@ def _state(
             return AgentInvited(
                 room_id, event_id, state_key, inviter, _invite_access(event), _optional_ts(event)
             )
-        return Membership(room_id, event_id, state_key, membership, timestamp(event)[1])
+        display = display_name_of(content) if membership == "join" else None
+        return Membership(room_id, event_id, state_key, membership, timestamp(event)[1], display)
     if etype == "m.space.parent":
         return SpaceLinkChanged(room_id, event_id, room_id)
     if etype == "m.space.child" and is_room_id(state_key):

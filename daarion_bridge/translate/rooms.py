@@ -162,6 +162,35 @@ def alias_localpart(alias: str) -> str:
     return alias[1:].split(":", 1)[0] if alias.startswith("#") else alias
 
 
+def name_from_members(members: Iterable[tuple[str, str | None]]) -> str | None:
+    """A room without a name, named as Element names it (matrix-js-sdk's
+    calculateRoomName) from its members, each (Matrix id, display name or None): by
+    display name, else localpart; "Alice", "Alice and Bob", "Alice and 2 others".
+    Element leaves out the viewer; an index has none, so the caller leaves out only the
+    bot. Ordered by those names (then Matrix id), so the same members give the same name
+    whatever order they come in. None when nobody is left."""
+    labelled = [
+        (storable(display.strip()) if display and display.strip() else user_localpart(mxid), mxid)
+        for mxid, display in dict(members).items()
+    ]
+    labels = [label for label, _ in sorted(labelled, key=lambda lm: (lm[0].casefold(), lm))]
+    if not labels:
+        return None
+    if len(labels) <= 2:
+        return " and ".join(labels)
+    return f"{labels[0]} and {len(labels) - 1} others"
+
+
+def user_localpart(mxid: str) -> str:
+    return mxid[1:].split(":", 1)[0] if mxid.startswith("@") else mxid
+
+
+def display_name_of(content: Any) -> str | None:
+    """The display name an m.room.member content sets, if any."""
+    name = content.get("displayname") if isinstance(content, Mapping) else None
+    return name if isinstance(name, str) and name.strip() else None
+
+
 @dataclass(frozen=True)
 class RoomSnapshot:
     """What the index needs from a room's full state at the moment the bot joined."""
@@ -186,11 +215,20 @@ class RoomSnapshot:
     predecessor: str | None = None
     # The room that replaces this one (m.room.tombstone's replacement_room).
     replacement: str | None = None
+    # No m.room.name nor canonical alias: the name is made from the joined members but
+    # the bot (`bot_mxid`), and follows them until the room is given one.
+    from_members: bool = False
+    bot_mxid: str = ""
+    # Display names the joined members' events set, the bot's included.
+    display_names: Mapping[str, str] = field(default_factory=dict)
 
 
-def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> RoomSnapshot:
+def snapshot_from_state(
+    room_id: str, state: Iterable[Mapping[str, Any]], bot_mxid: str = ""
+) -> RoomSnapshot:
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     joined: list[str] = []
+    display_names: dict[str, str] = {}
     parents: dict[str, str] = {}
     for event in state:
         etype, key = event.get("type"), event.get("state_key")
@@ -200,6 +238,8 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         event_content = event.get("content") or {}
         if etype == "m.room.member" and event_content.get("membership") == "join":
             joined.append(key)
+            if (display := display_name_of(event_content)) is not None:
+                display_names[key] = display
         if etype == "m.space.parent" and key and has_via(event_content):
             sender = event.get("sender")
             parents[key] = sender if isinstance(sender, str) else ""
@@ -212,11 +252,14 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
     alias = storable(alias) if isinstance(alias, str) and alias else None
     name = storable(name.strip()) if isinstance(name, str) and name.strip() else None
     power_levels = dict(content("m.room.power_levels")) or None
-    fallback = name or room_id.lstrip("!").split(":")[0]
+    members_name = None
+    if not name and not alias:
+        members_name = name_from_members((m, display_names.get(m)) for m in joined if m != bot_mxid)
+    fallback = name or members_name or room_id.lstrip("!").split(":")[0]
     create = by_key.get(("m.room.create", ""))
     return RoomSnapshot(
         room_id=room_id,
-        name=name or alias or room_id,
+        name=name or alias or members_name or room_id,
         slug=slugify(alias_localpart(alias) if alias else fallback),
         visibility=visibility_for(content("m.room.join_rules").get("join_rule")),
         access=access_from(content("m.room.join_rules")),
@@ -229,6 +272,9 @@ def snapshot_from_state(room_id: str, state: Iterable[Mapping[str, Any]]) -> Roo
         is_space=content("m.room.create").get("type") == "m.space",
         predecessor=predecessor_of(content("m.room.create")),
         replacement=replacement_of(content("m.room.tombstone")),
+        from_members=not name and not alias,
+        bot_mxid=bot_mxid,
+        display_names=display_names,
     )
 
 

@@ -11,7 +11,9 @@ and never pushes them again. Only a catch-up can then bring them into the index.
 - on a homeserver restart signal: while the bridge runs, a few pushes are swallowed,
   then a transaction id lower than the last one the bridge committed arrives, as from a
   restarted Synapse; the bridge catches up ("Catch-up after signs of dropped events");
-- with `bridge.catch_up_window: 0` neither happens.
+- with `bridge.catch_up_window: 0` neither happens;
+- room state too: a leave, a join, a rename and a join rule change swallowed while no
+  bridge runs are applied from the room's current state at the next start.
 
 The module runs a Synapse of its own (a proxy must own the registration's URL) and each
 test a database of its own, so a catch-up reads back exactly the test's one room.
@@ -43,6 +45,7 @@ from tests.e2e.helpers import (
     assert_report_clean,
     catch_up_rounds,
     index_report,
+    member_row,
     open_channel,
     put_transaction,
     wait_for,
@@ -423,3 +426,74 @@ async def test_no_catch_up_when_window_is_zero(stack, proxy, own_db):
         await http.close()
         await bridge.stop()
         await room.close()
+
+
+@pytest.mark.timeout(90)
+async def test_catch_up_at_start_recovers_members_name_and_join_rule(stack, proxy, own_db):
+    url, db = own_db
+    first = real_bridge(stack, "catchup-state-first", url)
+    second = real_bridge(stack, "catchup-state-second", url)
+    room = await two_people(stack, db, "custate")
+    carol = await stack.person("carol.custate")
+    try:
+        proxy.swallow = False
+        proxy.aim(first)
+        await first.start()
+        await room.open(stack.bot, "E2E catch-up state")
+        await room.say(room.bob, "catch-up state: bob was here")
+        await room.indexed(1)
+        bob = await member_row(db, room.cid, room.bob.user_id)
+        assert bob is not None and bob["left_at"] is None, "test premise: bob is a member"
+
+        # No bridge runs: a leave, a join, a rename and a join rule change go nowhere.
+        proxy.swallow = True
+        await first.stop()
+        await room.bob.leave(room.room_id)
+        await carol.join(room.room_id)
+        await room.alice.set_room_name(room.room_id, "E2E catch-up state, renamed")
+        await room.alice.put_state(room.room_id, "m.room.join_rules", {"join_rule": "invite"})
+        # Synapse pushes in order: once this is swallowed, so is everything before it.
+        marker = await room.say(room.alice, "catch-up state: after the changes")
+        await swallow_until(proxy, [marker])
+        channel = await db.fetchrow("SELECT * FROM channels WHERE id = $1", room.cid)
+        assert channel["name"] == "E2E catch-up state", "test premise: the index lacks them"
+        assert await member_row(db, room.cid, carol.user_id) is None, "test premise"
+
+        proxy.swallow = False
+        proxy.aim(second)
+        await second.start()
+
+        async def caught_up() -> bool:
+            bob = await member_row(db, room.cid, room.bob.user_id)
+            carol_row = await member_row(db, room.cid, carol.user_id)
+            channel = await db.fetchrow("SELECT * FROM channels WHERE id = $1", room.cid)
+            return bool(
+                bob["left_at"] is not None
+                and carol_row is not None
+                and carol_row["left_at"] is None
+                and channel["name"] == "E2E catch-up state, renamed"
+                and channel["visibility"] == "private"
+            )
+
+        await wait_for(caught_up, 30, what="the catch-up to apply the dropped state")
+        rounds = await logged_rounds(second, 1)
+        assert rounds[0].reason == "start" and rounds[0].missing == 1, rounds
+        # bob's leave, carol's join, the name and the join rule at least; alice's join
+        # and the power levels too (the channel was made from a snapshot, with no marks)
+        assert rounds[0].state >= 4, rounds
+
+        # Nothing newer since: the next start's round feeds no state again.
+        await second.stop()
+        offset = second.log_file.stat().st_size
+        await second.start()
+
+        async def next_round() -> list[CatchUpRound]:
+            return catch_up_rounds(second.log_file, offset)
+
+        again = await wait_for(next_round, 15, what="the next start's catch-up round")
+        assert [(r.missing, r.state) for r in again] == [(0, 0)], again
+    finally:
+        await first.stop()
+        await second.stop()
+        await room.close()
+        await carol.close()

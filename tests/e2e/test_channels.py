@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.helpers import channel_row, member_row, open_channel, user_row, wait_for
+from tests.e2e.helpers import channel_row, member_row, open_channel, q, user_row, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +139,32 @@ async def test_bot_is_registered_with_its_display_name(e2e, bridge, people):
     alice = await people("alice.profile")
     profile = await alice.request("GET", f"/v3/profile/{quote(e2e.bot)}")
     assert profile.get("displayname") == "DAARION"  # appservice.bot_displayname
+
+
+async def test_a_room_without_a_name_is_named_after_its_members(e2e, bridge, people, db):
+    """A DM as Element makes it has no m.room.name: the channel is named as Element shows
+    the room, after its members but the bot, and follows them (issue 19, item 8)."""
+    alice = await people("alice.noname")
+    bob = await people("bob.noname")
+    for person, display in ((alice, "Alice Noname"), (bob, "Bob Noname")):
+        await person.request(
+            "PUT", f"/v3/profile/{q(person.user_id)}/displayname", {"displayname": display}
+        )
+    room_id = await alice.create_room(preset="trusted_private_chat", is_direct=True)
+    await alice.invite(room_id, bob.user_id)
+    await bob.join(room_id)
+    await alice.invite(room_id, e2e.bot)
+    channel = await wait_for(lambda: channel_row(db, room_id), what="the channels row")
+    assert (channel["name"], channel["slug"]) == (
+        "Alice Noname and Bob Noname",
+        "alice-noname-and-bob-noname",
+    )
+
+    await bob.leave(room_id)
+
+    async def renamed() -> str | None:
+        row = await channel_row(db, room_id)
+        return row["name"] if row["name"] == "Alice Noname" else None
+
+    await wait_for(renamed, what="the channel to be named after the one member left")
+    assert (await channel_row(db, room_id))["slug"] == "alice-noname-and-bob-noname"

@@ -11,6 +11,7 @@ import pytest
 from daarion_bridge.translate.rooms import (
     alias_localpart,
     creators_of,
+    name_from_members,
     role_for,
     role_for_level,
     slugify,
@@ -325,10 +326,50 @@ def test_snapshot_blank_name_falls_back_to_alias() -> None:
     assert snap.name == "#general-core:localhost"
 
 
-def test_snapshot_name_falls_back_to_room_id() -> None:
+def test_snapshot_without_name_or_alias_is_named_after_its_members() -> None:
     snap = snapshot_from_state(ROOM, full_state(name=None, alias=None))
-    assert snap.name == ROOM
+    # Joined: Alice and Bob (no display names: localparts); Carol is only invited.
+    assert (snap.name, snap.slug, snap.from_members) == ("alice and bob", "alice-and-bob", True)
+
+
+def test_snapshot_members_name_uses_display_names_and_leaves_out_the_bot() -> None:
+    bot = "@daarion:localhost"
+    events = [create(), member(ALICE, "join"), member(bot, "join"), member(BOB, "join")]
+    events[1]["content"]["displayname"] = "Alice Liddell"
+    events[2]["content"]["displayname"] = "DAARION"
+    snap = snapshot_from_state(ROOM, events, bot)
+    assert (snap.name, snap.slug) == ("Alice Liddell and bob", "alice-liddell-and-bob")
+    assert snap.display_names == {ALICE: "Alice Liddell", bot: "DAARION"}
+    assert snap.bot_mxid == bot
+
+
+def test_snapshot_name_falls_back_to_room_id() -> None:
+    """Nobody but the bot: no name to make from members."""
+    bot = "@daarion:localhost"
+    snap = snapshot_from_state(ROOM, [create(), member(bot, "join")], bot)
+    assert snap.name == ROOM and snap.from_members
     assert SLUG.match(snap.slug)
+
+
+def test_a_named_or_aliased_room_is_not_named_after_members() -> None:
+    assert not snapshot_from_state(ROOM, full_state()).from_members
+    assert not snapshot_from_state(ROOM, full_state(name=None)).from_members
+
+
+@pytest.mark.parametrize(
+    ("members", "name"),
+    [
+        ([], None),
+        ([(BOB, "Bob")], "Bob"),
+        ([(BOB, "Bob"), (ALICE, "Alice")], "Alice and Bob"),
+        ([(BOB, "Bob"), (ALICE, "Alice"), (CAROL, None)], "Alice and 2 others"),
+        ([(BOB, None), (ALICE, "  ")], "alice and bob"),  # blank: the localpart
+        ([(BOB, "zed"), (ALICE, "Anna"), (DAVE, "bea")], "Anna and 2 others"),
+    ],
+)
+def test_name_from_members_as_element(members: list[tuple[str, str | None]], name: str) -> None:
+    assert name_from_members(members) == name
+    assert name_from_members(reversed(members)) == name  # whatever order they come in
 
 
 def test_snapshot_slug_from_name_without_alias() -> None:

@@ -34,4 +34,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v08_message_threads,
     v09_encrypted_waiting,
     v10_dead_letters_once,
+    v11_room_names,
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 CATCH_UP_LINE = re.compile(
     r"Catch-up after (?P<reason>.+?): read back (?P<rooms>\d+) room\(s\) in "
     r"(?P<seconds>[\d.]+) s, (?P<missing>\d+) event\(s\) were missing"
+    r"(?:, (?P<state>\d+) state event\(s\) newer than the index)?"
 )
 
 
@@ -18,6 +19,7 @@ class CatchUpRound:
     rooms: int
     seconds: float
     missing: int  # events the index lacked and the round fed in
+    state: int = 0  # the room state events newer than what the index applied, fed in
 
 
 def catch_up_rounds(log_file: Path, offset: int = 0) -> list[CatchUpRound]:
@@ -28,6 +30,12 @@ def catch_up_rounds(log_file: Path, offset: int = 0) -> list[CatchUpRound]:
         f.seek(offset)
         text = f.read().decode("utf-8", "replace")
     return [
-        CatchUpRound(m["reason"], int(m["rooms"]), float(m["seconds"]), int(m["missing"]))
+        CatchUpRound(
+            m["reason"],
+            int(m["rooms"]),
+            float(m["seconds"]),
+            int(m["missing"]),
+            int(m["state"] or 0),
+        )  # fmt: skip
         for m in CATCH_UP_LINE.finditer(text)
     ]
