@@ -43,6 +43,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # null: the homeserver's own domain -> user (see parse.permissions)
         "permissions": None,
     },
+    # A subsection: its keys are bridge.backfill.<key> (a dotted section is a path).
+    "bridge.backfill": {"max_messages": 1000, "max_age": "365d"},
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
     "nats": {
         "url": "",
@@ -63,6 +65,22 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "homeserver": ("address", "domain"),
     "appservice": ("address", "as_token", "hs_token"),
 }
+
+
+def section_path(raw: dict[str, Any], section: str, create: bool = False) -> Any:
+    """The mapping a section's keys are in: `bridge.backfill` is raw["bridge"]["backfill"].
+    None when a level is missing (made, with `create`); a level that is no mapping is
+    returned as it is, for the reader to refuse."""
+    value: Any = raw
+    for part in section.split("."):
+        if not isinstance(value, dict):
+            return value
+        if part not in value or value[part] is None:
+            if not create:
+                return None
+            value[part] = {}
+        value = value[part]
+    return value
 
 
 def section_keys() -> list[tuple[str, str]]:

@@ -54,6 +54,18 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class BackfillConfig:
+    """bridge.backfill: the earlier history a room brings when it becomes a channel."""
+
+    max_messages: int = DEFAULTS["bridge.backfill"]["max_messages"]  # 0: off
+    max_age: float = 365 * 86400.0  # seconds before the bot's join
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_messages > 0
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     preview_length: int
     default_microdao: str | None
@@ -63,6 +75,7 @@ class BridgeConfig:
     agent_session_idle_after: float
     # Who may use the bot's commands: Matrix id, domain or `*` -> `admin` | `user`.
     permissions: Mapping[str, str] = field(default_factory=dict)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from ruamel.yaml.error import YAMLError
 
 from ..errors import ConfigError
 from ..ids import ANY_USER_ID, DOMAIN, LOCALPART, MICRODAO_ID
-from .defaults import DEFAULTS, section_keys
+from .defaults import DEFAULTS, section_keys, section_path
 from .model import (
     PERMISSION_LEVELS,
     ApiConfig,
     AppserviceConfig,
+    BackfillConfig,
     BridgeConfig,
     Config,
     DatabaseConfig,
@@ -48,7 +49,7 @@ NATS_SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.$")
 
 def env_name(section: str, key: str) -> str:
     """The environment variable that overrides `section.key`."""
-    return f"{ENV_PREFIX}{section}_{key}".upper()
+    return f"{ENV_PREFIX}{section}_{key}".upper().replace(".", "_")
 
 
 def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -67,9 +68,9 @@ def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> No
             parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
         except (YAMLError, ValueError):
             raise ConfigError(f"{path}: environment {name} is not a valid value") from None
-        section_map = raw.get(section)
+        section_map = section_path(raw, section, create=True)
         if not isinstance(section_map, dict):
-            raw[section] = section_map = {}
+            raise ConfigError(f"{path}: {section} must be a mapping")
         section_map[key] = parsed
 
 
@@ -94,10 +95,22 @@ def permissions(b: SectionReader, domain: str) -> dict[str, str]:
     return found
 
 
+def _copied(raw: dict[str, Any]) -> dict[str, Any]:
+    """The sections and subsections copied: environment overrides go into the copy."""
+    return {k: (_copied(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+
+
+def backfill_config(r: SectionReader) -> BackfillConfig:
+    return BackfillConfig(
+        max_messages=r.int("max_messages", 0, 100_000),
+        max_age=r.duration("max_age", 60, 3650 * 86400),
+    )
+
+
 def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw = _copied(raw)
     apply_env(path, raw, dict(os.environ) if environ is None else environ)
 
     hs = SectionReader(path, raw, "homeserver")
@@ -141,6 +154,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         catch_up_window=b.number("catch_up_window", 0, 7 * 24 * 3600),
         agent_session_idle_after=b.duration("agent_session_idle_after", 1, 365 * 86400),
         permissions=permissions(b, homeserver.domain),
+        backfill=backfill_config(SectionReader(path, raw, "bridge.backfill")),
     )
     m = SectionReader(path, raw, "metrics")
     host, _, port = m.text("listen").rpartition(":")

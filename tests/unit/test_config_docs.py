@@ -25,11 +25,12 @@ from daarion_bridge.config import (
     EXAMPLE_CONFIG,
     REQUIRED,
     ApiConfig,
+    BackfillConfig,
     Config,
     env_name,
     parse_config,
 )
-from daarion_bridge.config.defaults import section_keys
+from daarion_bridge.config.defaults import section_keys, section_path
 from daarion_bridge.config.reader import DURATION, UNIT_SECONDS
 from daarion_bridge.errors import ConfigError
 
@@ -94,7 +95,7 @@ def code_default(key: str) -> Any:
     """The code's default of a key, or REQUIRED_MARK for a required one."""
     if key in TOP_LEVEL:
         return TOP_LEVEL[key]
-    section, name = key.split(".")
+    section, name = key.rsplit(".", 1)
     if name in REQUIRED.get(section, ()):
         return REQUIRED_MARK
     return DEFAULTS[section][name]
@@ -171,7 +172,8 @@ def test_docs_document_no_key_the_code_does_not_know() -> None:
 
 def test_docs_mention_no_unknown_key_in_the_text() -> None:
     """A `section.key` in the prose, too, is one the code knows."""
-    sections = "|".join(sorted(DEFAULTS.keys() | REQUIRED.keys() | set(ROSTER_LISTS)))
+    names = sorted(DEFAULTS.keys() | REQUIRED.keys() | set(ROSTER_LISTS), key=len, reverse=True)
+    sections = "|".join(re.escape(name) for name in names)  # bridge.backfill before bridge
     mention = re.compile(rf"`((?:{sections})(?:\[\])?\.[a-z_]+)`")
     unknown = []
     for number, line in enumerate(DOCS.read_text(encoding="utf-8").splitlines(), 1):
@@ -207,7 +209,7 @@ def test_docs_default_is_the_codes(key: str) -> None:
 @pytest.mark.parametrize("key", section_and_top_level_keys())
 def test_docs_environment_variable_is_the_codes(key: str) -> None:
     row = doc_row(key)
-    expected = "none" if key in TOP_LEVEL else f"`{env_name(*key.split('.'))}`"
+    expected = "none" if key in TOP_LEVEL else f"`{env_name(*key.rsplit('.', 1))}`"
     assert row.environment == expected, (
         f"{row.where}: `{key}` environment variable is {row.environment!r}, the code reads "
         f"{expected}"
@@ -240,9 +242,9 @@ def as_seconds(text: str) -> float:
 
 def parse_error(key: str, value: Any) -> str | None:
     """The parser's error with `key` set to `value` in a minimal config, or None."""
-    section, name = key.split(".")
+    section, name = key.rsplit(".", 1)
     raw = copy.deepcopy(MINIMAL)
-    raw.setdefault(section, {})[name] = value
+    section_path(raw, section, create=True)[name] = value
     try:
         parse_config(CONFIG_PATH, raw, environ={})
     except ConfigError as e:
@@ -314,12 +316,17 @@ def example() -> dict[str, Any]:
 def example_keys() -> dict[str, Any]:
     """Dotted key -> value of every key the example sets."""
     found: dict[str, Any] = {}
-    for top, value in example().items():
-        if top in DEFAULTS or top in REQUIRED:
-            assert isinstance(value, dict), f"{EXAMPLE_NAME}: {top} must be a mapping"
-            found.update({f"{top}.{key}": v for key, v in value.items()})
+
+    def add(name: str, value: Any) -> None:
+        if name in DEFAULTS or name in REQUIRED:  # a section, or a subsection
+            assert isinstance(value, dict), f"{EXAMPLE_NAME}: {name} must be a mapping"
+            for key, v in value.items():
+                add(f"{name}.{key}", v)
         else:
-            found[top] = value
+            found[name] = value
+
+    for top, value in example().items():
+        add(top, value)
     return found
 
 
@@ -380,5 +387,6 @@ def test_dataclass_fallbacks_are_the_parsed_defaults() -> None:
             f"daarion_bridge/config/model.py: Config.{name} falls back to {fallback}, the "
             f"parsed default is {getattr(parsed, name)}"
         )
+    assert BackfillConfig() == parsed.bridge.backfill
     alias = {f.name: f for f in dataclasses.fields(ApiConfig)}["channel_alias"].default
     assert alias == parsed.api.channel_alias
