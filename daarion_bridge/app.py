@@ -32,9 +32,11 @@ from .bus.process import PublisherProcess
 from .commands.run import CommandRunner
 from .config import Config, load_config
 from .db import maintenance
+from .db.channels import Channel
 from .db.database import open_database
 from .db.embedded import EmbeddedPostgres
 from .errors import OperatorError
+from .ingest.backfill import Backfill
 from .ingest.catchup import CatchUp
 from .ingest.ingestor import Ingestor
 from .ingest.invites import Invites
@@ -68,6 +70,7 @@ class Services:
     recovery: DatabaseRecovery
     ingestor: Ingestor
     catch_up: CatchUp
+    backfill: Backfill
     upgrades: Upgrades
     commands: CommandRunner
     publisher: PublisherProcess | None  # NATS on
@@ -189,6 +192,7 @@ class Bridge:
         )
         await self._ping(services.bot)
         services.catch_up.schedule("start")
+        services.backfill.resume()
 
     async def stop(self) -> None:
         """Stop what start started; again, or before start, it does nothing."""
@@ -216,6 +220,9 @@ class Bridge:
         def follow_upgrades(tombstones: Sequence[RoomTombstoned]) -> None:
             upgrades.submit(tombstones)  # likewise
 
+        def read_back_history(new_channels: Sequence[Channel]) -> None:
+            backfill.submit(new_channels)  # likewise
+
         ingestor = Ingestor(
             pool,
             Invites(pool, bot, puppets, cfg, self.directory),
@@ -225,8 +232,10 @@ class Bridge:
             on_announced=publisher.wake if publisher is not None else _nothing,
             on_commands=commands.submit,
             on_upgrades=follow_upgrades,
+            on_backfills=read_back_history,
         )
         catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
+        backfill = Backfill(pool, catch_up, cfg.bridge.backfill)
         upgrades = Upgrades(pool, bot, puppets, ingestor, cfg.bot_mxid)
         web_api = AppserviceApi(
             cfg, ingestor, recovery.database_failed, self.is_ready, self.query_user
@@ -254,6 +263,7 @@ class Bridge:
             recovery,
             ingestor,
             catch_up,
+            backfill,
             upgrades,
             commands,
             publisher,
@@ -266,6 +276,7 @@ class Bridge:
         entrance = self._entrance
         entrance.push_async_callback(services.commands.stop)
         entrance.push_async_callback(services.catch_up.stop)
+        entrance.push_async_callback(services.backfill.stop)
         entrance.push_async_callback(services.upgrades.stop)
         entrance.push_async_callback(services.recovery.stop)
         runner = web.AppRunner(services.app, access_log=None)

@@ -15,6 +15,7 @@ from asyncpg import Pool
 from .. import metrics
 from ..config import Config
 from ..db import bookkeeping
+from ..db.channels import Channel
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import (
@@ -62,6 +63,10 @@ def _no_commands(_: Sequence[NewMessage]) -> None:
     return None
 
 
+def _no_backfills(_: Sequence[Channel]) -> None:
+    return None
+
+
 class Ingestor:
     def __init__(
         self,
@@ -74,13 +79,15 @@ class Ingestor:
         on_announced: Callable[[], None] = _nothing,
         on_commands: Callable[[Sequence[NewMessage]], None] = _no_commands,
         on_upgrades: Callable[[Sequence[RoomTombstoned]], None] = _no_upgrades,
+        on_backfills: Callable[[Sequence[Channel]], None] = _no_backfills,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
         _note_sequence): what was seen, and the transaction ids it skipped (to be looked
         for among the committed ones: another bridge on this database may have had them).
         `on_announced`: outbox rows were committed (NATS on).
         `on_commands`: people's `!daarion` commands, handed over after the commit.
-        `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit."""
+        `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit.
+        `on_backfills`: new channels whose earlier history is to be read back."""
         self.pool = pool
         self.invites = invites
         self.directory = directory
@@ -100,6 +107,7 @@ class Ingestor:
         self.on_announced = on_announced
         self.on_commands = on_commands
         self.on_upgrades = on_upgrades
+        self.on_backfills = on_backfills
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -119,26 +127,39 @@ class Ingestor:
         return items
 
     async def handle_transaction(
-        self, txn_id: str, events: Sequence[Any], ephemeral: Sequence[Any] = ()
+        self,
+        txn_id: str,
+        events: Sequence[Any],
+        ephemeral: Sequence[Any] = (),
+        *,
+        backfill: bool = False,
     ) -> Outcome:
+        """`backfill`: the events are a room's history from before it became a channel
+        (ingest/backfill.py): they call no agent and run no command."""
         started = time.perf_counter()
         digest = bookkeeping.events_digest(events)
         async with self._lock:
-            items, outcome = await self._write_while_translating(txn_id, digest, events)
+            items, outcome = await self._write_while_translating(txn_id, digest, events, backfill)
             if outcome is None:
                 outcome = await self._write_with_invites(txn_id, digest, events, items)
-        if outcome.announced:
-            self.on_announced()
-        if outcome.commands:
-            self.on_commands(outcome.commands)  # never awaited: the transaction answers now
-        if outcome.upgrades:
-            self.on_upgrades(outcome.upgrades)  # likewise
+        self._after_commit(outcome)
         self._record(outcome, ephemeral, time.perf_counter() - started)
         self._note_sequence(txn_id, outcome)
         return outcome
 
+    def _after_commit(self, outcome: Outcome) -> None:
+        """Hand over what the commit set off; never awaited: the transaction answers now."""
+        if outcome.announced:
+            self.on_announced()
+        if outcome.commands:
+            self.on_commands(outcome.commands)
+        if outcome.upgrades:
+            self.on_upgrades(outcome.upgrades)
+        if outcome.backfills:
+            self.on_backfills(outcome.backfills)
+
     async def _write_while_translating(
-        self, txn_id: str, digest: str, events: Sequence[Any]
+        self, txn_id: str, digest: str, events: Sequence[Any], backfill: bool
     ) -> tuple[list[Item], Outcome | None]:
         """The common case: the write begins, claims the id and looks up what the events
         name while they are translated. No outcome when they hold invites: this writes
@@ -147,7 +168,13 @@ class Ingestor:
         async with self.pool.acquire() as conn:
             write = asyncio.create_task(
                 write_while_translating(
-                    conn, txn_id, digest, events, translated, announce=self.announce
+                    conn,
+                    txn_id,
+                    digest,
+                    events,
+                    translated,
+                    announce=self.announce,
+                    backfill=backfill,
                 )
             )
             items: list[Item] | None = None
@@ -162,7 +189,9 @@ class Ingestor:
                     translated.set_result(items)
             if _has_invites(items):
                 return items, None
-            outcome = await self._retry_on_data_error(conn, txn_id, digest, events, items, write)
+            outcome = await self._retry_on_data_error(
+                conn, txn_id, digest, events, items, write, backfill=backfill
+            )
         return items, outcome
 
     async def _write_with_invites(
@@ -188,6 +217,8 @@ class Ingestor:
         items: Sequence[Item],
         write: Awaitable[Outcome],
         setups: Sequence[ChannelSetup] = (),
+        *,
+        backfill: bool = False,
     ) -> Outcome:
         """The write; if the database rejected a row, again event by event, dead-lettering
         what it rejects."""
@@ -202,7 +233,14 @@ class Ingestor:
                 getattr(e, "sqlstate", type(e).__name__),
             )
             return await write_transaction(
-                conn, txn_id, digest, items, setups, events=events, announce=self.announce
+                conn,
+                txn_id,
+                digest,
+                items,
+                setups,
+                events=events,
+                announce=self.announce,
+                backfill=backfill,
             )
 
     async def _translate_in_slices(self, events: Sequence[Any]) -> list[Item]:
@@ -223,8 +261,7 @@ class Ingestor:
             outcome = await write_transaction(
                 conn, txn_id, bookkeeping.events_digest([]), [], setups, announce=self.announce
             )
-        if outcome.announced:
-            self.on_announced()
+        self._after_commit(outcome)
         for channel in outcome.new_channels:
             log.info("Room %s is now channel %s", channel.room_id, channel.id)
         return outcome

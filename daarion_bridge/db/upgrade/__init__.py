@@ -33,4 +33,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v07_state_order,
     v08_message_threads,
     v10_dead_letters_once,
+    v12_backfills,
 )
