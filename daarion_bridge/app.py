@@ -33,9 +33,11 @@ from .commands.run import CommandRunner
 from .config import Config, load_config
 from .crypto import Crypto, open_crypto
 from .db import maintenance
+from .db.channels import Channel
 from .db.database import open_database
 from .db.embedded import EmbeddedPostgres
 from .errors import OperatorError
+from .ingest.backfill import Backfill
 from .ingest.catchup import CatchUp
 from .ingest.ingestor import Ingestor
 from .ingest.invites import Invites
@@ -70,6 +72,7 @@ class Services:
     recovery: DatabaseRecovery
     ingestor: Ingestor
     catch_up: CatchUp
+    backfill: Backfill
     upgrades: Upgrades
     spaces_follow: SpacesFollow
     commands: CommandRunner
@@ -195,6 +198,7 @@ class Bridge:
         )
         await self._ping(services.bot)
         services.catch_up.schedule("start")
+        services.backfill.resume()
 
     async def stop(self) -> None:
         """Stop what start started; again, or before start, it does nothing."""
@@ -222,6 +226,9 @@ class Bridge:
         def follow_upgrades(tombstones: Sequence[RoomTombstoned]) -> None:
             upgrades.submit(tombstones)  # likewise
 
+        def read_back_history(new_channels: Sequence[Channel]) -> None:
+            backfill.submit(new_channels)  # likewise
+
         def follow_spaces(room_ids: Sequence[str]) -> None:
             spaces_follow.submit(room_ids)  # likewise
 
@@ -238,8 +245,10 @@ class Bridge:
             on_upgrades=follow_upgrades,
             on_space_changes=follow_spaces,
             crypto=self.crypto,
+            on_backfills=read_back_history,
         )
         catch_up = CatchUp(pool, bot, ingestor, cfg.bridge.catch_up_window)
+        backfill = Backfill(pool, catch_up, cfg.bridge.backfill)
         upgrades = Upgrades(pool, bot, puppets, ingestor, cfg.bot_mxid)
         spaces_follow = SpacesFollow(pool, bot, invites, cfg, woken)
         web_api = AppserviceApi(
@@ -268,6 +277,7 @@ class Bridge:
             recovery,
             ingestor,
             catch_up,
+            backfill,
             upgrades,
             spaces_follow,
             commands,
@@ -281,6 +291,7 @@ class Bridge:
         entrance = self._entrance
         entrance.push_async_callback(services.commands.stop)
         entrance.push_async_callback(services.catch_up.stop)
+        entrance.push_async_callback(services.backfill.stop)
         entrance.push_async_callback(services.upgrades.stop)
         entrance.push_async_callback(services.spaces_follow.stop)
         entrance.push_async_callback(services.recovery.stop)

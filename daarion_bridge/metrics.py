@@ -22,6 +22,16 @@ DATABASE_ERRORS = Counter(
     "daarion_bridge_database_errors_total", "Transactions refused because the database failed"
 )
 
+BACKFILLED_EVENTS = Counter(
+    "daarion_bridge_backfilled_events_total",
+    "Events of rooms' earlier history fed through the ingest path when they became channels",
+)
+BACKFILLS = Counter(
+    "daarion_bridge_backfills_total",
+    "Rooms' earlier history read back, by outcome (done, failed, off)",
+    ["outcome"],
+)
+
 
 def serve(host: str, port: int):  # noqa: ANN201 (prometheus_client's server type)
     server, _thread = start_http_server(port, addr=host)

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # None: no crypto store secrets can be kept, so encryption stays off.
         "pickle_key": None,
     },
+    # A subsection: its keys are bridge.backfill.<key> (a dotted section is a path).
+    "bridge.backfill": {"max_messages": 1000, "max_age": "365d"},
     "metrics": {"enabled": False, "listen": "127.0.0.1:9333"},
     "nats": {
         "url": "",
@@ -73,12 +75,19 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def section_of(raw: dict[str, Any], section: str) -> Any:
-    """The raw mapping of a section; a dotted one (`bridge.encryption`) is nested in the
-    file. None when left out."""
+def section_path(raw: dict[str, Any], section: str, create: bool = False) -> Any:
+    """The mapping a section's keys are in: `bridge.backfill` is raw["bridge"]["backfill"].
+    None when a level is missing (made, with `create`); a level that is no mapping is
+    returned as it is, for the reader to refuse."""
     value: Any = raw
     for part in section.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return value
+        if part not in value or value[part] is None:
+            if not create:
+                return None
+            value[part] = {}
+        value = value[part]
     return value
 
 

@@ -67,6 +67,18 @@ class EncryptionConfig:
 
 
 @dataclass(frozen=True)
+class BackfillConfig:
+    """bridge.backfill: the earlier history a room brings when it becomes a channel."""
+
+    max_messages: int = DEFAULTS["bridge.backfill"]["max_messages"]  # 0: off
+    max_age: float = 365 * 86400.0  # seconds before the bot's join
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_messages > 0
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     preview_length: int
     default_microdao: str | None
@@ -79,6 +91,7 @@ class BridgeConfig:
     # Who may use the bot's commands: Matrix id, domain or `*` -> `admin` | `user`.
     permissions: Mapping[str, str] = field(default_factory=dict)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
 
 
 @dataclass(frozen=True)

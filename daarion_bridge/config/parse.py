@@ -17,11 +17,12 @@ from ruamel.yaml.error import YAMLError
 
 from ..errors import ConfigError
 from ..ids import ANY_USER_ID, DOMAIN, LOCALPART, MICRODAO_ID
-from .defaults import DEFAULTS, section_keys
+from .defaults import DEFAULTS, section_keys, section_path
 from .model import (
     PERMISSION_LEVELS,
     ApiConfig,
     AppserviceConfig,
+    BackfillConfig,
     BridgeConfig,
     Config,
     DatabaseConfig,
@@ -49,7 +50,7 @@ NATS_SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.$")
 
 def env_name(section: str, key: str) -> str:
     """The environment variable that overrides `section.key`."""
-    return f"{ENV_PREFIX}{section.replace('.', '_')}_{key}".upper()
+    return f"{ENV_PREFIX}{section}_{key}".upper().replace(".", "_")
 
 
 def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -68,15 +69,10 @@ def apply_env(path: Path, raw: dict[str, Any], environ: Mapping[str, str]) -> No
             parsed = value if isinstance(default, str) else YAML(typ="safe").load(value)
         except (YAMLError, ValueError):
             raise ConfigError(f"{path}: environment {name} is not a valid value") from None
-        parent = raw
-        for part in section.split("."):
-            child = parent.get(part)
-            if not isinstance(child, dict):
-                parent[part] = child = {}
-            else:
-                parent[part] = child = dict(child)  # never the caller's own mapping
-            parent = child
-        parent[key] = parsed
+        section_map = section_path(raw, section, create=True)
+        if not isinstance(section_map, dict):
+            raise ConfigError(f"{path}: {section} must be a mapping")
+        section_map[key] = parsed
 
 
 def encryption(e: SectionReader) -> EncryptionConfig:
@@ -108,10 +104,22 @@ def permissions(b: SectionReader, domain: str) -> dict[str, str]:
     return found
 
 
+def _copied(raw: dict[str, Any]) -> dict[str, Any]:
+    """The sections and subsections copied: environment overrides go into the copy."""
+    return {k: (_copied(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+
+
+def backfill_config(r: SectionReader) -> BackfillConfig:
+    return BackfillConfig(
+        max_messages=r.int("max_messages", 0, 100_000),
+        max_age=r.duration("max_age", 60, 3650 * 86400),
+    )
+
+
 def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw = _copied(raw)
     apply_env(path, raw, dict(os.environ) if environ is None else environ)
 
     hs = SectionReader(path, raw, "homeserver")
@@ -157,6 +165,7 @@ def parse_config(path: Path, raw: Any, environ: dict[str, str] | None = None) ->
         max_room_members=b.int("max_room_members", 0, 10_000_000),
         permissions=permissions(b, homeserver.domain),
         encryption=encryption(SectionReader(path, raw, "bridge.encryption")),
+        backfill=backfill_config(SectionReader(path, raw, "bridge.backfill")),
     )
     m = SectionReader(path, raw, "metrics")
     host, _, port = m.text("listen").rpartition(":")

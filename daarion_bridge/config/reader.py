@@ -13,7 +13,7 @@ from yarl import URL
 
 from ..errors import ConfigError
 from ..redact import redact_url
-from .defaults import DEFAULTS, REQUIRED, section_of
+from .defaults import DEFAULTS, REQUIRED, section_path
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -25,7 +25,7 @@ class SectionReader:
     def __init__(self, path: Path, raw: dict[str, Any], section: str) -> None:
         self.path = path
         self.section = section
-        value = section_of(raw, section)
+        value = section_path(raw, section)
         if value is None:
             value = {}
         if not isinstance(value, dict):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .defaults import GENERATE, section_of
+from .defaults import GENERATE, section_path
 from .yaml_io import existing_mode, read_yaml, write_yaml_atomic
 
 TOKEN_KEYS = (
@@ -58,7 +58,7 @@ def generate_tokens(path: Path) -> bool:
         raise ConfigError(f"{path}: must be a YAML mapping of sections")
     changed = False
     for section, key in TOKEN_KEYS:
-        values = section_of(raw, section)
+        values = section_path(raw, section)
         if isinstance(values, dict) and values.get(key) == GENERATE:
             values[key] = secrets.token_urlsafe(48)
             changed = True

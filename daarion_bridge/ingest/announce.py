@@ -37,9 +37,13 @@ def _who(user_id: UUID | None, agent_id: UUID | None) -> tuple[str, UUID]:
 
 
 class Announcer:
-    def __init__(self, enabled: bool, bot_mxid: str, *, invoke_agents: bool = True) -> None:
+    def __init__(
+        self, enabled: bool, bot_mxid: str, *, invoke_agents: bool = True, backfilled: bool = False
+    ) -> None:
         self.enabled = enabled
         self.bot_mxid = bot_mxid
+        # The messages are history from before the room was a channel (ingest/backfill.py).
+        self.backfilled = backfilled
         # nats.invoke_agents: false leaves invoking agents to the platform's own router.
         self.invoke_agents = enabled and invoke_agents
         self.emitter = Emitter() if enabled else NoEmitter()
@@ -54,6 +58,7 @@ class Announcer:
             return
         who = _who(row.sender_user_id, row.sender_agent_id)
         ref = channel.ref
+        backfilled = self.backfilled
 
         def build(resolve: Resolve) -> bus.BusEvent:
             return bus.message_created(
@@ -64,6 +69,7 @@ class Announcer:
                 row.created_at,
                 row.preview,
                 row.thread_root,
+                backfilled,
             )
 
         self.emitter.add(build, who)

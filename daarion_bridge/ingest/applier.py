@@ -300,6 +300,8 @@ class Applier:
             channel = self.channels[op.room_id]
             if op.event_id in inserted:
                 self.announcer.message_created(channel, row, message_id)
+            if self.write.backfill:
+                continue  # history: no agent is called, no command runs, no activity
             if row.sender_agent_id is not None:
                 self.note_activity(row.sender_agent_id, row.channel_id, op)
                 continue

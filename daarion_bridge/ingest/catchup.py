@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from asyncpg import Pool
@@ -74,7 +74,15 @@ def state_to_reconcile(
     return found
 
 
-def _is_join_of(event: dict[str, Any], user_id: str) -> bool:
+# Reads a room's history as one reader, returns the events to index, oldest first.
+Scan = Callable[[str, IntentAPI], Awaitable[list[dict[str, Any]]]]
+
+
+def _no_progress(indexed: int) -> None:
+    return None
+
+
+def is_join_of(event: dict[str, Any], user_id: str) -> bool:
     """The user's joining the room: not a profile change, which is a join event too
     (a renamed bot would otherwise end the reading back at its rename)."""
     content = event.get("content") or {}
@@ -90,7 +98,7 @@ def _is_join_of(event: dict[str, Any], user_id: str) -> bool:
     )
 
 
-def _target(event: dict[str, Any]) -> str | None:
+def target_of(event: dict[str, Any]) -> str | None:
     """The message an edit or a redaction acts on, None for a new message."""
     content = event.get("content") or {}
     if event.get("type") == "m.room.redaction":
@@ -207,32 +215,59 @@ class CatchUp:
 
     async def catch_up_room(self, room_id: str) -> tuple[int, int]:
         """Apply the room's current state where the index lags behind it, then index the
-        room's recent message events that have no row; returns how many of each.
+        room's recent message events that have no row; returns how many of each."""
+        read: list[list[dict[str, Any]]] = []  # the room's state, as the reader saw it
 
-        The bot reads the room; in a room only agents were invited to, a puppet does."""
-        errcode = None
-        for reader in [self.bot.intent, *await self._puppets_in(room_id)]:
-            try:
-                state = await read_room_state(reader, room_id)
-                recent = await self._recent_events(room_id, reader)
-                break
-            except MatrixRequestError as e:
-                errcode = e.errcode
-        else:
-            log.info("Catch-up skips %s: %s", room_id, errcode)
+        async def scan(room_id: str, reader: IntentAPI) -> list[dict[str, Any]]:
+            state = await read_room_state(reader, room_id)
+            recent = await self._recent_events(room_id, reader)
+            read.append(state)  # only once both reads worked
+            return recent
+
+        missing = await self.read_back(room_id, scan, "Catch-up")
+        if not read:
             return 0, 0
         async with self.pool.acquire() as conn:
             marks = await room_state.marks(conn, room_id)
         # State first: the members are right when the missing messages are judged
         # (mentions, the direct-room rule).
-        newer = state_to_reconcile(state, room_id, marks, self.bot.intent.mxid)
-        missing = await self._without_rows(recent)
-        for events in (newer, missing):
-            for start in range(0, len(events), BATCH):
-                chunk = events[start : start + BATCH]
-                txn_id = f"catch-up-{events_digest(chunk)[:32]}"
-                await self.ingestor.handle_transaction(txn_id, chunk)
+        newer = state_to_reconcile(read[-1], room_id, marks, self.bot.intent.mxid)
+        await self.feed(newer, "catch-up")
+        await self.feed(missing, "catch-up")
         return len(missing), len(newer)
+
+    async def read_back(self, room_id: str, scan: Scan, what: str) -> list[dict[str, Any]]:
+        """The events `scan` finds in the room's history whose effect the index lacks.
+
+        The bot reads the room; in a room only agents were invited to, a puppet does."""
+        errcode = None
+        for reader in [self.bot.intent, *await self._puppets_in(room_id)]:
+            try:
+                found = await scan(room_id, reader)
+                break
+            except MatrixRequestError as e:
+                errcode = e.errcode
+        else:
+            log.info("%s skips %s: %s", what, room_id, errcode)
+            return []
+        return await self._without_rows(found)
+
+    async def feed(
+        self,
+        events: Sequence[dict[str, Any]],
+        name: str,
+        *,
+        backfill: bool = False,
+        progress: Callable[[int], None] = _no_progress,
+    ) -> None:
+        """Through the ingest path in batches, each its own transaction: the ingest lock
+        is never held for long, and live transactions go in between. `progress`: how many
+        are indexed so far, after each batch."""
+        for start in range(0, len(events), BATCH):
+            chunk = events[start : start + BATCH]
+            txn_id = f"{name}-{events_digest(chunk)[:32]}"
+            await self.ingestor.handle_transaction(txn_id, chunk, backfill=backfill)
+            progress(start + len(chunk))
 
     async def _puppets_in(self, room_id: str) -> list[IntentAPI]:
         async with self.pool.acquire() as conn:
@@ -245,7 +280,7 @@ class CatchUp:
         async for page in room_history(reader, room_id):
             for event in page:
                 ts = event.get("origin_server_ts")
-                if _is_join_of(event, reader.mxid) or (isinstance(ts, int) and ts < cutoff_ms):
+                if is_join_of(event, reader.mxid) or (isinstance(ts, int) and ts < cutoff_ms):
                     return found[::-1]
                 if event.get("type") in CATCH_UP_TYPES:
                     found.append(event)
@@ -257,7 +292,7 @@ class CatchUp:
         """The events whose effect the index lacks: messages without a row, edits newer
         than what their row shows, redactions of rows not yet `[deleted]`."""
         ids = [e["event_id"] for e in events if isinstance(e.get("event_id"), str)]
-        targets = [t for t in map(_target, events) if t is not None]
+        targets = [t for t in map(target_of, events) if t is not None]
         known = {
             r["matrix_event_id"]
             for r in await self.pool.fetch(
@@ -275,7 +310,7 @@ class CatchUp:
         }
 
         def lacking(event: dict[str, Any]) -> bool:
-            target = _target(event)
+            target = target_of(event)
             if target is None:
                 return event.get("event_id") not in known
             last_edit_ts, redacted = state.get(target, (None, False))

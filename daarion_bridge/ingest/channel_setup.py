@@ -35,7 +35,9 @@ class ChannelSetup:
 
 async def create_channel(
     conn: Connection, setup: ChannelSetup, announcer: Announcer
-) -> channels.Channel:
+) -> tuple[channels.Channel, bool]:
+    """The room's channel, and whether it is new (not moved here by an upgrade, nor the
+    bot's return to a channel)."""
     snap = setup.snapshot
     agent_ids = await agents.by_matrix_ids(conn, snap.joined)
     people = await users.ensure_users(
@@ -88,7 +90,7 @@ async def create_channel(
                 announcer.member(bus.MEMBER_JOINED, channel, member, members.AGENT_ROLE, now, cause)
     if not created:
         await _close_the_absent(conn, channel, snap, people, agent_ids, announcer, now, cause)
-    return channel
+    return channel, created
 
 
 async def _move_from(conn: Connection, setup: ChannelSetup, announcer: Announcer) -> None:

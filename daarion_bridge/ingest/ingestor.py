@@ -18,6 +18,7 @@ from ..config import Config
 from ..crypto import Crypto
 from ..crypto.service import DECRYPTED
 from ..db import bookkeeping
+from ..db.channels import Channel
 from ..db.errors import WRITE_ERRORS, is_data_error
 from ..translate.agents import LiveDirectory
 from ..translate.events import (
@@ -72,6 +73,10 @@ def _no_commands(_: Sequence[NewMessage]) -> None:
     return None
 
 
+def _no_backfills(_: Sequence[Channel]) -> None:
+    return None
+
+
 class Ingestor:
     def __init__(
         self,
@@ -86,6 +91,7 @@ class Ingestor:
         on_upgrades: Callable[[Sequence[RoomTombstoned]], None] = _no_upgrades,
         on_space_changes: Callable[[Sequence[str]], None] = _no_space_changes,
         crypto: Crypto | None = None,
+        on_backfills: Callable[[Sequence[Channel]], None] = _no_backfills,
     ) -> None:
         """`on_homeserver_reset`: signs that the homeserver dropped events (see
         _note_sequence): what was seen, and the transaction ids it skipped (to be looked
@@ -93,7 +99,8 @@ class Ingestor:
         `on_announced`: outbox rows were committed (NATS on).
         `on_commands`: people's `!daarion` commands, handed over after the commit.
         `on_upgrades`: channels' rooms upgraded to new rooms, to follow after the commit.
-        `on_space_changes`: rooms whose space links changed, to map again after it."""
+        `on_space_changes`: rooms whose space links changed, to map again after it.
+        `on_backfills`: new channels whose earlier history is to be read back."""
         self.pool = pool
         self.invites = invites
         self.directory = directory
@@ -118,6 +125,7 @@ class Ingestor:
         # Encryption on: encrypted messages are decrypted with the agents' devices.
         self.crypto = crypto
         self.plaintext_previews = config.bridge.encryption.plaintext_previews
+        self.on_backfills = on_backfills
 
     def translate(self, events: Sequence[Any]) -> list[Item]:
         items: list[Item] = []
@@ -182,20 +190,23 @@ class Ingestor:
             txn_id = f"decrypted:{event_id}"
             digest = bookkeeping.events_digest([late])
             async with self._lock:
-                _, outcome = await self._write_while_translating(txn_id, digest, [late])
+                _, outcome = await self._write_while_translating(txn_id, digest, [late], False)
             if outcome is not None:
                 self._after_write(outcome)
         await self.crypto.done_waiting([event_id for event_id, _ in readable])
 
     def _after_write(self, outcome: Outcome) -> None:
+        """Hand over what the commit set off; never awaited: the transaction answers now."""
         if outcome.announced:
             self.on_announced()
         if outcome.commands:
-            self.on_commands(outcome.commands)  # never awaited: the transaction answers now
+            self.on_commands(outcome.commands)
         if outcome.upgrades:
-            self.on_upgrades(outcome.upgrades)  # likewise
+            self.on_upgrades(outcome.upgrades)
         if outcome.space_changes:
-            self.on_space_changes(outcome.space_changes)  # likewise
+            self.on_space_changes(outcome.space_changes)
+        if outcome.backfills:
+            self.on_backfills(outcome.backfills)
 
     async def handle_transaction(
         self,
@@ -203,9 +214,13 @@ class Ingestor:
         events: Sequence[Any],
         ephemeral: Sequence[Any] = (),
         extras: Mapping[str, Any] | None = None,
+        *,
+        backfill: bool = False,
     ) -> Outcome:
         """`extras`: the rest of Synapse's transaction body, where the crypto part is
-        (to-device messages, key counts, device lists)."""
+        (to-device messages, key counts, device lists). `backfill`: the events are a
+        room's history from before it became a channel (ingest/backfill.py): they call no
+        agent and run no command."""
         started = time.perf_counter()
         digest = bookkeeping.events_digest(events)
         keys_came = False
@@ -214,7 +229,7 @@ class Ingestor:
             keys_came = await self.crypto.absorb(extras or {})
             events = await self._open(events)
         async with self._lock:
-            items, outcome = await self._write_while_translating(txn_id, digest, events)
+            items, outcome = await self._write_while_translating(txn_id, digest, events, backfill)
         if outcome is None:
             outcome = await self._write_with_invites(txn_id, digest, events, items)
         self._after_write(outcome)
@@ -227,7 +242,7 @@ class Ingestor:
         return outcome
 
     async def _write_while_translating(
-        self, txn_id: str, digest: str, events: Sequence[Any]
+        self, txn_id: str, digest: str, events: Sequence[Any], backfill: bool
     ) -> tuple[list[Item], Outcome | None]:
         """The common case: the write begins, claims the id and looks up what the events
         name while they are translated. No outcome when they hold invites: this writes
@@ -236,7 +251,13 @@ class Ingestor:
         async with self.pool.acquire() as conn:
             write = asyncio.create_task(
                 write_while_translating(
-                    conn, txn_id, digest, events, translated, announce=self.announce
+                    conn,
+                    txn_id,
+                    digest,
+                    events,
+                    translated,
+                    announce=self.announce,
+                    backfill=backfill,
                 )
             )
             items: list[Item] | None = None
@@ -251,7 +272,9 @@ class Ingestor:
                     translated.set_result(items)
             if _has_invites(items):
                 return items, None
-            outcome = await self._retry_on_data_error(conn, txn_id, digest, events, items, write)
+            outcome = await self._retry_on_data_error(
+                conn, txn_id, digest, events, items, write, backfill=backfill
+            )
         return items, outcome
 
     async def _write_with_invites(
@@ -279,6 +302,8 @@ class Ingestor:
         items: Sequence[Item],
         write: Awaitable[Outcome],
         setups: Sequence[ChannelSetup] = (),
+        *,
+        backfill: bool = False,
     ) -> Outcome:
         """The write; if the database rejected a row, again event by event, dead-lettering
         what it rejects."""
@@ -293,7 +318,14 @@ class Ingestor:
                 getattr(e, "sqlstate", type(e).__name__),
             )
             return await write_transaction(
-                conn, txn_id, digest, items, setups, events=events, announce=self.announce
+                conn,
+                txn_id,
+                digest,
+                items,
+                setups,
+                events=events,
+                announce=self.announce,
+                backfill=backfill,
             )
 
     async def _translate_in_slices(self, events: Sequence[Any]) -> list[Item]:
@@ -314,8 +346,7 @@ class Ingestor:
             outcome = await write_transaction(
                 conn, txn_id, bookkeeping.events_digest([]), [], setups, announce=self.announce
             )
-        if outcome.announced:
-            self.on_announced()
+        self._after_write(outcome)
         for channel in outcome.new_channels:
             log.info("Room %s is now channel %s", channel.room_id, channel.id)
         return outcome

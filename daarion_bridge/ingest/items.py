@@ -49,18 +49,24 @@ class Outcome:
     upgrades: list[ev.RoomTombstoned] = field(default_factory=list)
     # Rooms whose space links changed: which microDAO they belong to is checked after it.
     space_changes: list[str] = field(default_factory=list)
+    # Channels this commit made whose earlier history is to be read back (a row in
+    # bridge_backfills each): the caller starts that after it.
+    backfills: list[channels.Channel] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class Writing:
     """One transaction's write under way, as its steps (channel set-up, operations,
     outbox) share it: the connection in its transaction, the id dead letters are filed
-    under, the outbox events gathered so far, and the outcome counted so far."""
+    under, the outbox events gathered so far, and the outcome counted so far.
+    `backfill`: the events are a room's history from before it became a channel: they
+    call no agent, run no command and count as no agent's activity."""
 
     conn: Connection
     txn_id: str
     announcer: Announcer
     outcome: Outcome
+    backfill: bool = False
 
     async def set_aside(self, event: Any, reason: str) -> None:
         """Dead-letter an event that can never be written; one of a room that is no
@@ -71,10 +77,13 @@ class Writing:
             self.outcome.ignored["Rejected"] += 1
 
     @classmethod
-    def begin(cls, conn: Connection, txn_id: str, announce: Announce | None) -> Writing:
+    def begin(
+        cls, conn: Connection, txn_id: str, announce: Announce | None, backfill: bool = False
+    ) -> Writing:
         announcer = Announcer(
             announce is not None,
             announce.bot_mxid if announce else "",
-            invoke_agents=announce is not None and announce.invoke_agents,
+            invoke_agents=announce is not None and announce.invoke_agents and not backfill,
+            backfilled=backfill,
         )
-        return cls(conn, txn_id, announcer, Outcome())
+        return cls(conn, txn_id, announcer, Outcome(), backfill)

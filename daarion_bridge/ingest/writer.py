@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from asyncpg import Connection
 
-from ..db import bookkeeping
+from ..db import backfills, bookkeeping
 from . import lookup
 from .applier import apply_operations
 from .channel_setup import ChannelSetup, create_channel
@@ -36,11 +36,19 @@ async def write_transaction(
     *,
     events: Sequence[Any] | None = None,
     announce: Announce | None = None,
+    backfill: bool = False,
 ) -> Outcome:
     """Write all rows of one transaction and its id in one commit (see write_rows)."""
     async with bookkeeping.ingest_transaction(conn):
         return await write_rows(
-            conn, txn_id, digest, items, setups, events=events, announce=announce
+            conn,
+            txn_id,
+            digest,
+            items,
+            setups,
+            events=events,
+            announce=announce,
+            backfill=backfill,
         )
 
 
@@ -53,6 +61,7 @@ async def write_rows(
     *,
     events: Sequence[Any] | None = None,
     announce: Announce | None = None,
+    backfill: bool = False,
 ) -> Outcome:
     """Write all rows of one transaction and its id, in the caller's
     bookkeeping.ingest_transaction.
@@ -60,11 +69,12 @@ async def write_rows(
     With `events` (the raw events, parallel to `items`), each operation runs under its
     own savepoint and one the database rejects as data is dead-lettered instead of
     failing the whole transaction: the slow path after a data error. With `announce`,
-    every change also becomes an outbox event in the same commit.
+    every change also becomes an outbox event in the same commit. `backfill`: the items
+    are a room's earlier history (items.Writing).
     """
     wanted = wanted_by_operations(operations(items))
     claim, known = await lookup.claim_and_look_up(conn, txn_id, digest, len(items), *wanted)
-    write = Writing.begin(conn, txn_id, announce)
+    write = Writing.begin(conn, txn_id, announce, backfill)
     return await _write_claimed(write, Claimed(claim, known, wanted), items, setups, events)
 
 
@@ -76,6 +86,7 @@ async def write_while_translating(
     items: Awaitable[Sequence[Item]],
     *,
     announce: Announce | None = None,
+    backfill: bool = False,
 ) -> Outcome:
     """write_transaction for events still being translated; `items` comes when they are.
 
@@ -87,7 +98,7 @@ async def write_while_translating(
     async with bookkeeping.ingest_transaction(conn):
         claim, known = await lookup.claim_and_look_up(conn, txn_id, digest, len(events), *guess)
         translated = await items
-        write = Writing.begin(conn, txn_id, announce)
+        write = Writing.begin(conn, txn_id, announce, backfill)
         return await _write_claimed(write, Claimed(claim, known, guess), translated, (), None)
 
 
@@ -108,11 +119,16 @@ async def _write_claimed(
     pairs = [(e, i) for e, i in zip(raw, items, strict=True) if i and not isinstance(i, Rejected)]
     ops = [op for _, op in pairs]
     for setup in setups:
-        channel = await create_channel(write.conn, setup, write.announcer)
+        channel, created = await create_channel(write.conn, setup, write.announcer)
         # The bot and an agent invited into one room in one transaction: two setups, one
         # channel.
         if all(c.id != channel.id for c in outcome.new_channels):
             outcome.new_channels.append(channel)
+        if created:
+            # Its room's earlier history is read back after the commit (ingest/backfill.py);
+            # a channel moved by an upgrade, or joined again, has its history already.
+            await backfills.add(write.conn, channel.id, channel.room_id)
+            outcome.backfills.append(channel)
     for item in items:  # after the set-ups: a letter is kept only for a channel's event
         if isinstance(item, Rejected):
             await write.set_aside(item.event, item.reason)

@@ -81,13 +81,17 @@ def message_created(
     created_at: datetime,
     preview: str,
     thread_root: str | None = None,
+    backfilled: bool = False,
 ) -> BusEvent:
-    """`thread_root`: the root event of the thread the message is in; null outside."""
+    """`thread_root`: the root event of the thread the message is in; null outside.
+    `backfilled`: history from before the room was a channel, read back when it became
+    one; such a message invokes no agent."""
     payload = _message(channel, message_id, event_id, sender)
     payload |= {
         "created_at": iso(created_at),
         "content_preview": preview,
         "thread_root": thread_root,
+        "backfilled": backfilled,
     }
     return BusEvent(MESSAGE_CREATED, f"{MESSAGE_CREATED}:{event_id}", payload)
 

@@ -66,7 +66,9 @@ class Feed:
         self.n = itertools.count(1)
         self.invoke_agents = invoke_agents
 
-    async def send(self, events: list[dict], setups: list[ChannelSetup] = ()) -> Any:
+    async def send(
+        self, events: list[dict], setups: list[ChannelSetup] = (), backfill: bool = False
+    ) -> Any:
         items = []
         for e in events:
             try:
@@ -81,6 +83,7 @@ class Feed:
                 items,
                 setups,
                 announce=Announce(BOT, self.invoke_agents),
+                backfill=backfill,
             )
 
 

@@ -201,6 +201,9 @@ MISTAKES = [
     ("bridge.default_microdao", _sub("default_microdao: null", "default_microdao: user:93")),
     ("bridge.preview_length", _sub("preview_length: 500", "preview_length: 0")),
     ("bridge.preview_length", _sub("preview_length: 500", "preview_length: 20000")),
+    ("bridge.backfill.max_messages", _sub("max_messages: 1000", "max_messages: -1")),
+    ("bridge.backfill.max_age", _sub("max_age: 365d", "max_age: a year")),
+    ("bridge.backfill", _sub("  backfill:\n", "  backfill: 5\n  old_backfill:\n")),
     ("metrics.listen", _sub("listen: 127.0.0.1:9333", "listen: nope")),
     ("metrics.listen", _sub("listen: 127.0.0.1:9333", "listen: 127.0.0.1:99999")),
     ("metrics.enabled", _sub("  enabled: false\n", "  enabled: maybe\n")),
@@ -263,6 +266,22 @@ def test_env_port_is_parsed_to_int(tmp_path: Path) -> None:
 def test_env_default_microdao(tmp_path: Path) -> None:
     env = {"DAARION_BRIDGE_BRIDGE_DEFAULT_MICRODAO": "microdao:x"}
     assert load_config(copy_example(tmp_path), env).bridge.default_microdao == "microdao:x"
+
+
+def test_backfill_defaults_and_subsection_from_the_environment(tmp_path: Path) -> None:
+    """bridge.backfill is a subsection: its keys default on their own and are overridden
+    as DAARION_BRIDGE_BRIDGE_BACKFILL_<KEY>."""
+    minimal = {
+        "homeserver": {"address": "http://localhost:8008", "domain": "localhost"},
+        "appservice": {"address": "http://x:1", "as_token": AS_TOKEN, "hs_token": HS_TOKEN},
+        "bridge": {"backfill": {"max_age": "2h"}},
+    }
+    config = load_config(write_data(tmp_path / "min.yaml", minimal), environ={})
+    assert (config.bridge.backfill.max_messages, config.bridge.backfill.max_age) == (1000, 7200)
+    assert config.bridge.backfill.enabled
+    env = {"DAARION_BRIDGE_BRIDGE_BACKFILL_MAX_MESSAGES": "0"}
+    off = load_config(copy_example(tmp_path), env).bridge.backfill
+    assert (off.max_messages, off.enabled, off.max_age) == (0, False, 365 * 86400)
 
 
 def test_env_metrics_enabled(tmp_path: Path) -> None:

@@ -25,11 +25,12 @@ from daarion_bridge.config import (
     EXAMPLE_CONFIG,
     REQUIRED,
     ApiConfig,
+    BackfillConfig,
     Config,
     env_name,
     parse_config,
 )
-from daarion_bridge.config.defaults import section_keys
+from daarion_bridge.config.defaults import section_keys, section_path
 from daarion_bridge.config.reader import DURATION, UNIT_SECONDS
 from daarion_bridge.errors import ConfigError
 
@@ -174,7 +175,8 @@ def test_docs_document_no_key_the_code_does_not_know() -> None:
 
 def test_docs_mention_no_unknown_key_in_the_text() -> None:
     """A `section.key` in the prose, too, is one the code knows."""
-    sections = "|".join(sorted(DEFAULTS.keys() | REQUIRED.keys() | set(ROSTER_LISTS)))
+    names = sorted(DEFAULTS.keys() | REQUIRED.keys() | set(ROSTER_LISTS), key=len, reverse=True)
+    sections = "|".join(re.escape(name) for name in names)  # bridge.backfill before bridge
     mention = re.compile(rf"`((?:{sections})(?:\[\])?\.[a-z_]+)`")
     unknown = []
     for number, line in enumerate(DOCS.read_text(encoding="utf-8").splitlines(), 1):
@@ -245,10 +247,7 @@ def parse_error(key: str, value: Any) -> str | None:
     """The parser's error with `key` set to `value` in a minimal config, or None."""
     section, name = key.rsplit(".", 1)
     raw = copy.deepcopy(MINIMAL)
-    parent = raw
-    for part in section.split("."):  # a sub-section (bridge.encryption) is nested
-        parent = parent.setdefault(part, {})
-    parent[name] = value
+    section_path(raw, section, create=True)[name] = value
     try:
         parse_config(CONFIG_PATH, raw, environ={})
     except ConfigError as e:
@@ -322,19 +321,16 @@ def example_keys() -> dict[str, Any]:
     (`bridge.encryption.allow`) by their full name."""
     found: dict[str, Any] = {}
 
-    def walk(section: str, value: Any) -> None:
-        assert isinstance(value, dict), f"{EXAMPLE_NAME}: {section} must be a mapping"
-        for key, v in value.items():
-            if f"{section}.{key}" in DEFAULTS:
-                walk(f"{section}.{key}", v)
-            else:
-                found[f"{section}.{key}"] = v
+    def add(name: str, value: Any) -> None:
+        if name in DEFAULTS or name in REQUIRED:  # a section, or a subsection
+            assert isinstance(value, dict), f"{EXAMPLE_NAME}: {name} must be a mapping"
+            for key, v in value.items():
+                add(f"{name}.{key}", v)
+        else:
+            found[name] = value
 
     for top, value in example().items():
-        if top in DEFAULTS or top in REQUIRED:
-            walk(top, value)
-        else:
-            found[top] = value
+        add(top, value)
     return found
 
 
@@ -395,5 +391,6 @@ def test_dataclass_fallbacks_are_the_parsed_defaults() -> None:
             f"daarion_bridge/config/model.py: Config.{name} falls back to {fallback}, the "
             f"parsed default is {getattr(parsed, name)}"
         )
+    assert BackfillConfig() == parsed.bridge.backfill
     alias = {f.name: f for f in dataclasses.fields(ApiConfig)}["channel_alias"].default
     assert alias == parsed.api.channel_alias

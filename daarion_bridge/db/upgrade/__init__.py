@@ -35,4 +35,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v09_encrypted_waiting,
     v10_dead_letters_once,
     v11_room_names,
+    v12_backfills,
 )
