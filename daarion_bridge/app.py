@@ -212,7 +212,8 @@ class Bridge:
         puppets = Puppets(bot.intent, pool)
         recovery = DatabaseRecovery(pool, bot)
         publisher = PublisherProcess(db_url, cfg.nats, cfg.logging) if cfg.nats.enabled else None
-        commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher)
+        crypto = self.crypto
+        commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher, crypto=crypto)
 
         def homeserver_reset(sign: str, skipped: Sequence[str]) -> None:
             catch_up.homeserver_sign(sign, skipped)  # made below, from the ingestor
@@ -222,7 +223,7 @@ class Bridge:
 
         ingestor = Ingestor(
             pool,
-            Invites(pool, bot, puppets, cfg, self.directory),
+            Invites(pool, bot, puppets, cfg, self.directory, crypto),
             self.directory,
             cfg,
             on_homeserver_reset=homeserver_reset,
@@ -242,7 +243,7 @@ class Bridge:
                 await ingestor.handle_transaction(txn_id, [event])
 
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
-            speaker = Speaker(pool, puppets, self.directory, limiter, index_event)
+            speaker = Speaker(pool, puppets, self.directory, limiter, index_event, crypto)
             reader = ContextReader(pool, puppets, self.directory)
             api = AgentsApi(cfg.api.service_token, speaker, reader, cfg.appservice.body_timeout)
             api.add_routes(web_api.app)

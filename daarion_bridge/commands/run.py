@@ -30,6 +30,7 @@ from mautrix.types import EventContent, EventType, RoomID, UserID
 from ..bus.process import PublisherProcess
 from ..bus.publisher import Publisher
 from ..config import Config
+from ..crypto import Crypto, seal
 from ..db import agents, bookkeeping, channels, members, microdaos, outbox, sessions, users
 from ..ingest.announce import Announcer
 from ..ingest.invites import agent_visibility
@@ -62,8 +63,11 @@ class CommandRunner:
         directory: LiveDirectory,
         publisher: Publisher | PublisherProcess | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        crypto: Crypto | None = None,
     ) -> None:
         self.pool = pool
+        # On: answers in an encrypted room go out encrypted with the bot's own device.
+        self.crypto = crypto
         self.bot = bot
         self.puppets = puppets
         self.config = config
@@ -170,10 +174,11 @@ class CommandRunner:
             "m.relates_to": {"m.in_reply_to": {"event_id": msg.event_id}},
             "m.mentions": {},
         }
+        event_type, content = await seal(self.crypto, self.config.bot_mxid, msg.room_id, content)
         # mautrix sends a plain dict as it is; its type names only mautrix's own classes.
         await self.bot.intent.send_message_event(
             RoomID(msg.room_id),
-            EventType.ROOM_MESSAGE,
+            EventType.find(event_type, EventType.Class.MESSAGE),
             cast(EventContent, content),
             ensure_joined=False,
         )

@@ -22,7 +22,8 @@ from mautrix.util.async_db import Database
 
 from ..config import Config
 from ..db import encrypted as waiting
-from .devices import cross_sign, open_device
+from .devices import cross_sign, open_device, user_api
+from .outbound import Outbound, RoomSettings, changed_rooms
 
 log = logging.getLogger("daarion.crypto")
 
@@ -63,8 +64,25 @@ class Crypto:
         self.config = config
         self.http = http
         self.machines: dict[str, OlmMachine] = {}
+        self.rooms = RoomSettings()
+        self.outbound = Outbound(self.machines, self.pool, self.rooms, self._api_for)
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
+
+    def _api_for(self, user_id: str) -> Any:
+        return user_api(
+            user_id,
+            homeserver=self.config.homeserver.address,
+            as_token=self.config.appservice.as_token,
+            http=self.http,
+        )
+
+    async def encrypt_for(
+        self, sender: str, room_id: str, event_type: str, content: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """What to send: (m.room.encrypted, ciphertext from the sender's own device) in
+        an encrypted room, (event_type, content) elsewhere. CannotEncrypt: not at all."""
+        return await self.outbound.encrypt_for(sender, room_id, event_type, content)
 
     async def ensure_devices(self, user_ids: Sequence[str]) -> None:
         """A device with keys (and cross-signing) for each user; one that fails is
@@ -80,6 +98,7 @@ class Crypto:
                     http=self.http,
                     db=self.db,
                     pickle_key=self.config.bridge.encryption.pickle_key or "",
+                    rooms=self.rooms,
                 )
                 if await cross_sign(machine):
                     await upload_fallback_key(machine)
@@ -93,7 +112,12 @@ class Crypto:
 
     async def absorb(self, body: Mapping[str, Any]) -> bool:
         """Room keys, key counts, fallback keys and device lists of one transaction,
-        stored before anything else of it. True when to-device messages came."""
+        stored before anything else of it, and the rotation of the bridge's outgoing
+        room keys that its membership and device changes call for. True when to-device
+        messages came."""
+        events = body.get("events")
+        if isinstance(events, list):
+            await self.outbound.rotate_rooms(changed_rooms(events, self.machines))
         to_device = _first(body, TO_DEVICE)
         to_device = to_device if isinstance(to_device, list) else []
         for raw in to_device:
@@ -121,6 +145,7 @@ class Crypto:
             except Exception:
                 log.warning("Device lists of the transaction are malformed; ignored")
             else:
+                await self.outbound.rotate_for_users([*changes.changed, *changes.left])
                 await next(iter(self.machines.values())).handle_as_device_lists(changes)
         return bool(to_device)
 
@@ -229,3 +254,13 @@ async def upload_fallback_key(machine: OlmMachine) -> None:
     await machine.client.api.request(Method.POST, Path.v3.keys.upload, {"fallback_keys": fallback})
     account.mark_keys_as_published()
     await machine.crypto_store.put_account(account)
+
+
+async def seal(
+    crypto: Crypto | None, sender: str, room_id: str, content: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The message `sender` sends into `room_id`: encrypted with the sender's device in
+    an encrypted room; as it is with encryption off."""
+    if crypto is None:
+        return "m.room.message", content
+    return await crypto.encrypt_for(sender, room_id, "m.room.message", content)

@@ -6,6 +6,12 @@ flags, real PostgreSQL, real NATS, the bridge process.
 - A mention in an encrypted room invokes the agent, while the index keeps `[encrypted]`.
 - A message whose room key comes one transaction later: `[encrypted]` and no invocation
   first, the invocation once the key arrives.
+- An agent's answer (the post endpoint) arrives as `m.room.encrypted`, nio decrypts it,
+  and its session comes from the agent's own device, signed by the agent's self-signing
+  key; m.mentions and the reply stay; the index keeps `[encrypted]`.
+- `!daarion help` in an encrypted room: the bot answers encrypted, from its own device.
+- After a bridge restart the agent answers with the same session, and nio decrypts it;
+  a person's message after it still invokes the agent (last: it restarts the bridge).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from nio import AsyncClient, AsyncClientConfig, RoomCreateResponse
+from mautrix.crypto.signature import verify_signature_json
+from mautrix.types import SigningKey, UserID
+from nio import AsyncClient, AsyncClientConfig, EncryptionError, MegolmEvent, RoomCreateResponse
 
 from tests.e2e.agents_helpers import wait_membership
 from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_events, wait_for
+from tests.e2e.runtime_helpers import TOKEN, call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -41,6 +50,8 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
 
     def edit(cfg: Any) -> None:
         cfg["nats"] = {"url": local_nats.url, "stream": STREAM, "subject_prefix": PREFIX}
+        cfg["api"] = {"service_token": TOKEN, "agent_messages_per_hour": 50}
+        cfg["bridge"]["permissions"] = {owner: "user"}
         cfg["microdaos"] = [{"external_id": "microdao:enc", "name": "Enc", "owner": owner}]
         cfg["blueprints"] = [{"code": "enc_guide", "model": "demo"}]
         cfg["agents"] = [
@@ -78,18 +89,20 @@ async def element(alice: Person, bridge, tmp_path_factory) -> AsyncIterator[Asyn
         await client.close()
 
 
-async def encrypted_room_with_sofia(alice: Person, element: AsyncClient) -> str:
-    """As Element's "New room" does: private, m.room.encryption in the initial state."""
+async def encrypted_room_with_sofia(
+    alice: Person, element: AsyncClient, who: str = SOFIA, **encryption: Any
+) -> str:
+    """As Element's "New room" does: private, m.room.encryption in the initial state;
+    `who` invited and joined."""
+    content = {"algorithm": MEGOLM, **encryption}
     created = await element.room_create(
         name=f"enc {uuid.uuid4().hex[:6]}",
-        initial_state=[
-            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}
-        ],
+        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": content}],
     )
     assert isinstance(created, RoomCreateResponse), created
     room_id = created.room_id
-    await alice.invite(room_id, SOFIA)
-    await wait_membership(alice, room_id, SOFIA, "join")
+    await alice.invite(room_id, who)
+    await wait_membership(alice, room_id, who, "join")
     await element.sync(timeout=0, full_state=True)
     await element.joined_members(room_id)
     if element.should_query_keys:
@@ -180,3 +193,138 @@ async def test_key_arriving_one_transaction_after_its_message(
     assert await preview(db, event_id) == "[encrypted]"
     log = await asyncio.to_thread(Path(index.log_file).read_text, encoding="utf-8")
     assert "secret plan" not in log and "Sofia, late" not in log  # no plaintext logged
+
+
+# -- answers: encrypted with the sender's own device ---------------------------------------
+
+
+async def agent_posts(e2e: Any, room_id: str, body: dict[str, Any]) -> str:
+    status, answer = await call(
+        e2e.appservice_port,
+        "POST",
+        "/internal/agents/agent:sofia/post-to-channel",
+        TOKEN,
+        {"channel_id": room_id} | body,
+    )
+    assert status == 200, answer
+    return str(answer["matrix_event_id"])
+
+
+async def decrypted(element: AsyncClient, raw: dict[str, Any]) -> Any:
+    """The event as nio decrypts it, once the room key has reached nio's device."""
+    event = MegolmEvent.from_dict(raw)
+    assert isinstance(event, MegolmEvent), event
+
+    async def attempt() -> Any:
+        await element.sync(timeout=500)
+        try:
+            return element.decrypt_event(event)
+        except EncryptionError:
+            return None
+
+    return await wait_for(attempt, timeout=30, what=f"nio decrypts {raw['event_id']}")
+
+
+async def sending_device(alice: Person, element: AsyncClient, user_id: str, event: Any) -> str:
+    """The device of `user_id` whose keys made the event's Megolm session, checked with
+    /keys/query: its curve25519 key sent the session over Olm, its ed25519 key signed the
+    session, and the user's self-signing key signed the device."""
+    keys = await alice.request("POST", "/v3/keys/query", {"device_keys": {user_id: []}})
+    devices = keys["device_keys"][user_id]
+    (device_id,) = [
+        d for d, dev in devices.items() if dev["keys"][f"curve25519:{d}"] == event.sender_key
+    ]
+    device = devices[device_id]
+    olm = element.olm
+    assert olm is not None
+    session = olm.inbound_group_store.get(event.room_id, event.sender_key, event.session_id)
+    assert session is not None and session.ed25519 == device["keys"][f"ed25519:{device_id}"]
+    ((ssk_id, ssk),) = keys["self_signing_keys"][user_id]["keys"].items()
+    uid = UserID(user_id)
+    assert verify_signature_json(device, uid, ssk_id.removeprefix("ed25519:"), SigningKey(ssk))
+    return device_id
+
+
+async def mention_sofia(element: AsyncClient, server: Any, room_id: str, text: str) -> str:
+    """Send an encrypted mention of Sofia; its id once Sofia is invoked."""
+    sent = await element.room_send(
+        room_id,
+        "m.room.message",
+        {"msgtype": "m.text", "body": text},
+        ignore_unverified_devices=True,
+    )
+    event_id = str(sent.event_id)
+    await wait_for(lambda: invocations(server, event_id), timeout=30, what="Sofia invoked")
+    return event_id
+
+
+ROOMS: dict[str, str] = {}  # what the restart test reuses
+
+
+async def test_agents_answer_is_encrypted_by_the_agents_own_device(
+    e2e, alice, element, local_nats, db
+) -> None:
+    room_id = ROOMS["answered"] = await encrypted_room_with_sofia(alice, element)
+    asked = await mention_sofia(element, local_nats, room_id, "Sofia, what is the plan?")
+    answer_id = await agent_posts(
+        e2e,
+        room_id,
+        {
+            "text": "The plan stays between us",
+            "reply_to": asked,
+            "mentions": [alice.user_id],
+            "txn_id": "answer-1",
+        },
+    )
+    raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{answer_id}")
+    assert raw["type"] == "m.room.encrypted" and raw["sender"] == SOFIA
+    assert "plan" not in str(raw["content"]).lower()
+    # The reply relation stays in the clear, as clients expect.
+    assert raw["content"]["m.relates_to"]["m.in_reply_to"] == {"event_id": asked}
+    event = await decrypted(element, raw)
+    assert event.source["content"]["body"] == "The plan stays between us"
+    assert event.source["content"]["msgtype"] == "m.notice"
+    assert event.source["content"]["m.mentions"] == {"user_ids": [alice.user_id]}
+    device_id = await sending_device(alice, element, SOFIA, event)
+    assert device_id.startswith("DAARION")
+    assert raw["content"]["device_id"] == device_id
+    assert await preview(db, answer_id) == "[encrypted]"  # indexed, plaintext_previews off
+    ROOMS["session"] = event.session_id
+
+
+async def test_bot_answers_help_encrypted_from_its_own_device(e2e, alice, element) -> None:
+    room_id = await encrypted_room_with_sofia(alice, element, e2e.bot)
+    command = await element.room_send(
+        room_id,
+        "m.room.message",
+        {"msgtype": "m.text", "body": "!daarion help"},
+        ignore_unverified_devices=True,
+    )
+    replied = {"event_id": command.event_id}
+
+    async def bots_answer() -> dict[str, Any] | None:
+        for raw in await alice.history(room_id):
+            relation = raw.get("content", {}).get("m.relates_to", {})
+            if raw.get("sender") == e2e.bot and relation.get("m.in_reply_to") == replied:
+                return raw
+        return None
+
+    raw = await wait_for(bots_answer, timeout=30, what="the bot's answer")
+    assert raw["type"] == "m.room.encrypted"
+    event = await decrypted(element, raw)
+    assert event.source["content"]["body"].startswith("!daarion commands you may use (user):")
+    await sending_device(alice, element, e2e.bot, event)
+
+
+async def test_restart_keeps_every_session(e2e, alice, element, local_nats, bridge) -> None:
+    """Last in the module: it restarts the bridge."""
+    room_id = ROOMS["answered"]
+    await bridge.restart()
+    answer_id = await agent_posts(e2e, room_id, {"text": "Still here", "txn_id": "answer-2"})
+    raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{answer_id}")
+    assert raw["type"] == "m.room.encrypted"
+    event = await decrypted(element, raw)
+    assert event.source["content"]["body"] == "Still here"
+    assert event.session_id == ROOMS["session"]  # the same outbound session, kept
+    # The person's session with the agent survived too: a mention still invokes it.
+    await mention_sofia(element, local_nats, room_id, "Sofia, once more")
