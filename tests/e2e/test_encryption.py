@@ -67,22 +67,27 @@ async def alice(people) -> Person:
     return await people("enc.alice")
 
 
-@pytest.fixture(scope="module")
-async def element(alice: Person, bridge, tmp_path_factory) -> AsyncIterator[AsyncClient]:
-    """Alice's end-to-end-encrypting client, logged in on her account's device."""
-    store = tmp_path_factory.mktemp("nio-store")
-    whoami = await alice.request("GET", "/v3/account/whoami")
+async def nio_on_device(person: Person, store: Path) -> AsyncClient:
+    """An end-to-end-encrypting client on the person's token's device, keys uploaded."""
+    whoami = await person.request("GET", "/v3/account/whoami")
     client = AsyncClient(
-        alice.base_url,
-        alice.user_id,
+        person.base_url,
+        person.user_id,
         device_id=whoami["device_id"],
         store_path=str(store),
         config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
     )
-    client.restore_login(alice.user_id, whoami["device_id"], alice.token)
+    client.restore_login(person.user_id, whoami["device_id"], person.token)
     if client.should_upload_keys:
         await client.keys_upload()
     await client.sync(timeout=0, full_state=True)
+    return client
+
+
+@pytest.fixture(scope="module")
+async def element(alice: Person, bridge, tmp_path_factory) -> AsyncIterator[AsyncClient]:
+    """Alice's end-to-end-encrypting client, logged in on her account's device."""
+    client = await nio_on_device(alice, tmp_path_factory.mktemp("nio-store"))
     try:
         yield client
     finally:
@@ -289,7 +294,6 @@ async def test_agents_answer_is_encrypted_by_the_agents_own_device(
     assert device_id.startswith("DAARION")
     assert raw["content"]["device_id"] == device_id
     assert await preview(db, answer_id) == "[encrypted]"  # indexed, plaintext_previews off
-    ROOMS["session"] = event.session_id
 
 
 async def test_bot_answers_help_encrypted_from_its_own_device(e2e, alice, element) -> None:
@@ -316,15 +320,73 @@ async def test_bot_answers_help_encrypted_from_its_own_device(e2e, alice, elemen
     await sending_device(alice, element, e2e.bot, event)
 
 
+async def outbound_gone(db: asyncpg.Pool, room_id: str) -> bool:
+    """Sofia's outgoing session in the room is dropped: her next message starts one."""
+    sql = (
+        "SELECT count(*) FROM crypto_megolm_outbound_session WHERE account_id = $1 AND room_id = $2"
+    )
+    return await db.fetchval(sql, SOFIA, room_id) == 0
+
+
+async def session_of(alice: Person, room_id: str, event_id: str) -> str:
+    raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{event_id}")
+    assert raw["type"] == "m.room.encrypted"
+    return str(raw["content"]["session_id"])
+
+
+async def test_room_keys_rotate_as_the_rooms_encryption_says(e2e, alice, element) -> None:
+    room_id = await encrypted_room_with_sofia(alice, element, rotation_period_msgs=2)
+    sessions = [
+        await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": f"n{i}"}))
+        for i in range(3)
+    ]
+    assert sessions[0] == sessions[1] != sessions[2]
+
+
+async def test_a_member_leaving_rotates_the_agents_room_key(e2e, alice, element, people, db):
+    room_id = await encrypted_room_with_sofia(alice, element)
+    first = await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": "one"}))
+    bob = await people("enc.bob")
+    await alice.invite(room_id, bob.user_id)
+    await bob.join(room_id)
+    await wait_for(lambda: outbound_gone(db, room_id), timeout=30, what="rotation on join")
+    second = await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": "two"}))
+    assert second != first  # bob came: a new session, shared with him too
+    await bob.leave(room_id)
+    await wait_for(lambda: outbound_gone(db, room_id), timeout=30, what="rotation on leave")
+    third = await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": "3"}))
+    assert third not in (first, second)  # bob left: he gets no key to what follows
+
+
+async def test_a_new_device_of_a_member_reads_the_next_answer(
+    e2e, alice, element, people, db, tmp_path
+) -> None:
+    room_id = await encrypted_room_with_sofia(alice, element)
+    before = await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": "a"}))
+    # Alice logs in on a second device (a new Element session) and uploads its keys.
+    (store := tmp_path / "nio-second").mkdir()
+    second = await nio_on_device(await people("enc.alice"), store)
+    try:
+        await wait_for(lambda: outbound_gone(db, room_id), timeout=30, what="device change")
+        answer_id = await agent_posts(e2e, room_id, {"text": "for every device"})
+        raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{answer_id}")
+        assert raw["content"]["session_id"] != before
+        event = await decrypted(second, raw)
+        assert event.source["content"]["body"] == "for every device"
+    finally:
+        await second.close()
+
+
 async def test_restart_keeps_every_session(e2e, alice, element, local_nats, bridge) -> None:
     """Last in the module: it restarts the bridge."""
     room_id = ROOMS["answered"]
+    before = await session_of(alice, room_id, await agent_posts(e2e, room_id, {"text": "hi"}))
     await bridge.restart()
     answer_id = await agent_posts(e2e, room_id, {"text": "Still here", "txn_id": "answer-2"})
     raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{answer_id}")
     assert raw["type"] == "m.room.encrypted"
     event = await decrypted(element, raw)
     assert event.source["content"]["body"] == "Still here"
-    assert event.session_id == ROOMS["session"]  # the same outbound session, kept
+    assert event.session_id == before  # the same outbound session, kept
     # The person's session with the agent survived too: a mention still invokes it.
     await mention_sofia(element, local_nats, room_id, "Sofia, once more")
