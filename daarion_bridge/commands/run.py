@@ -200,7 +200,13 @@ class CommandRunner:
             nats = "off"
         else:
             nats = "connected" if self.publisher.connected else "not connected"
-        return commands.status_text(Status(hs_error, hs_ms, db_error, nats, backlog))
+        encryption = "off (bridge.encryption)"
+        if self.crypto is not None:
+            try:
+                encryption = await self.crypto.status()
+            except Exception as e:  # the database is down: said above
+                encryption = f"unknown ({type(e).__name__})"
+        return commands.status_text(Status(hs_error, hs_ms, db_error, nats, backlog, encryption))
 
     async def _probe_homeserver(self) -> tuple[str | None, float | None]:
         t0 = time.monotonic()

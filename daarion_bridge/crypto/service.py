@@ -20,6 +20,7 @@ from mautrix.errors import DecryptionError, MatrixError, SessionNotFound
 from mautrix.types import JSON, ASToDeviceEvent, DeviceLists, DeviceOTKCount, EncryptedEvent
 from mautrix.util.async_db import Database
 
+from .. import metrics
 from ..config import Config
 from ..db import encrypted as waiting
 from .devices import cross_sign, open_device, user_api
@@ -68,6 +69,9 @@ class Crypto:
         self.outbound = Outbound(self.machines, self.pool, self.rooms, self._api_for)
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
+        self.wanted: set[str] = set()  # users that should have a device
+        # Whether Synapse ever sent a key count: without the MSC3202 flags it never does.
+        self.counts_seen = False
 
     def _api_for(self, user_id: str) -> Any:
         return user_api(
@@ -87,6 +91,7 @@ class Crypto:
     async def ensure_devices(self, user_ids: Sequence[str]) -> None:
         """A device with keys (and cross-signing) for each user; one that fails is
         logged and tried again at the next start or reload."""
+        self.wanted.update(user_ids)
         for user_id in user_ids:
             if user_id in self.machines:
                 continue
@@ -128,6 +133,10 @@ class Crypto:
             device_id = machine.client.device_id
             count = _device_entry(counts, user_id, device_id)
             if isinstance(count, dict):
+                self.counts_seen = True
+                left = count.get("signed_curve25519", 0)
+                if isinstance(left, int):
+                    metrics.ONE_TIME_KEYS.labels(user_id, device_id).set(left)
                 try:
                     await machine.handle_otk_count(DeviceOTKCount.deserialize(cast(JSON, count)))
                 except (MatrixError, aiohttp.ClientError, TimeoutError) as e:
@@ -189,16 +198,19 @@ class Crypto:
         )
         machine = self.machines.get(owner) if owner else None
         if machine is None:
+            metrics.DECRYPT_FAILURES.labels("no_key").inc()
             return None
         try:
             decrypted = await machine.decrypt_megolm_event(
                 EncryptedEvent.deserialize(cast(JSON, dict(event)))
             )
         except SessionNotFound:
+            metrics.DECRYPT_FAILURES.labels("no_key").inc()
             return None
         except (DecryptionError, MatrixError, ValueError, KeyError) as e:
             # The reason names no text: safe to log.
             log.warning("Event %s could not be decrypted: %s", event.get("event_id"), e)
+            metrics.DECRYPT_FAILURES.labels("error").inc()
             return None
         return {
             "type": str(decrypted.type),
@@ -219,6 +231,7 @@ class Crypto:
                 str(content.get("session_id")),
                 event,
             )
+            metrics.WAITING_FOR_KEYS.set(await waiting.count(self.pool))
 
     async def now_readable(self) -> list[tuple[str, dict[str, Any]]]:
         """(event id, decrypted event) of waiting messages whose key has come."""
@@ -231,6 +244,22 @@ class Crypto:
 
     async def done_waiting(self, event_ids: Sequence[str]) -> None:
         await waiting.remove(self.pool, event_ids)
+        metrics.WAITING_FOR_KEYS.set(await waiting.count(self.pool))
+
+    async def status(self) -> str:
+        """One line for `!daarion status`: whether encryption works, and what it waits for."""
+        ready, wanted = len(self.machines), len(self.wanted | set(self.machines))
+        held = await waiting.count(self.pool)
+        counts = (
+            "key counts arrive"
+            if self.counts_seen
+            else "no key counts from the homeserver yet (are its MSC2409/MSC3202 flags on?)"
+        )
+        working = "on" if ready == wanted and self.counts_seen else "on, NOT fully working"
+        return (
+            f"{working}: {ready} of {wanted} devices ready; {counts}; "
+            f"{held} message(s) waiting for their room key"
+        )
 
 
 def _device_entry(by_user: Any, user_id: str, device_id: str) -> Any:

@@ -22,12 +22,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from mautrix.crypto.signature import verify_signature_json
 from mautrix.types import SigningKey, UserID
 from nio import AsyncClient, AsyncClientConfig, EncryptionError, MegolmEvent, RoomCreateResponse
 
+from daarion_bridge.devtools.synapse import free_port
 from tests.e2e.agents_helpers import wait_membership
 from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_events, wait_for
 from tests.e2e.runtime_helpers import TOKEN, call
@@ -40,6 +42,7 @@ STREAM = "E2EENCRYPTION"
 PREFIX = "enc."
 MEGOLM = "m.megolm.v1.aes-sha2"
 
+METRICS_PORT = free_port()
 own = own_fixtures("encryption", index="index")
 local_nats, db, bridge = own.nats, own.db, own.bridge
 
@@ -52,6 +55,7 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
         cfg["nats"] = {"url": local_nats.url, "stream": STREAM, "subject_prefix": PREFIX}
         cfg["api"] = {"service_token": TOKEN, "agent_messages_per_hour": 50}
         cfg["bridge"]["permissions"] = {owner: "user"}
+        cfg["metrics"] = {"enabled": True, "listen": f"127.0.0.1:{METRICS_PORT}"}
         cfg["microdaos"] = [{"external_id": "microdao:enc", "name": "Enc", "owner": owner}]
         cfg["blueprints"] = [{"code": "enc_guide", "model": "demo"}]
         cfg["agents"] = [
@@ -113,6 +117,15 @@ async def encrypted_room_with_sofia(
     if element.should_query_keys:
         await element.keys_query()
     return room_id
+
+
+async def metrics() -> dict[str, float]:
+    """The bridge's Prometheus metrics, sample line -> value."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        text = await resp.text()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
 
 
 async def invocations(server: Any, event_id: str) -> list[dict[str, Any]]:
@@ -196,6 +209,11 @@ async def test_key_arriving_one_transaction_after_its_message(
     assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:sofia", "direct")]
     assert await db.fetchval(waiting, event_id) == 0
     assert await preview(db, event_id) == "[encrypted]"
+    scraped = await metrics()
+    assert scraped['daarion_bridge_decrypt_failures_total{reason="no_key"}'] >= 1
+    assert scraped["daarion_bridge_messages_waiting_for_keys"] == 0  # it came
+    otks = [v for k, v in scraped.items() if k.startswith("daarion_bridge_one_time_keys{")]
+    assert len(otks) == 2 and all(v > 0 for v in otks)  # the bot's device and Sofia's
     log = await asyncio.to_thread(Path(index.log_file).read_text, encoding="utf-8")
     assert "secret plan" not in log and "Sofia, late" not in log  # no plaintext logged
 
@@ -296,12 +314,12 @@ async def test_agents_answer_is_encrypted_by_the_agents_own_device(
     assert await preview(db, answer_id) == "[encrypted]"  # indexed, plaintext_previews off
 
 
-async def test_bot_answers_help_encrypted_from_its_own_device(e2e, alice, element) -> None:
-    room_id = await encrypted_room_with_sofia(alice, element, e2e.bot)
+async def ask_bot(e2e: Any, alice: Person, element: AsyncClient, room_id: str, text: str) -> Any:
+    """Send a command, encrypted; the bot's answer (checked encrypted) as nio decrypts it."""
     command = await element.room_send(
         room_id,
         "m.room.message",
-        {"msgtype": "m.text", "body": "!daarion help"},
+        {"msgtype": "m.text", "body": text},
         ignore_unverified_devices=True,
     )
     replied = {"event_id": command.event_id}
@@ -315,9 +333,18 @@ async def test_bot_answers_help_encrypted_from_its_own_device(e2e, alice, elemen
 
     raw = await wait_for(bots_answer, timeout=30, what="the bot's answer")
     assert raw["type"] == "m.room.encrypted"
-    event = await decrypted(element, raw)
+    return await decrypted(element, raw)
+
+
+async def test_bot_answers_encrypted_from_its_own_device(e2e, alice, element) -> None:
+    room_id = await encrypted_room_with_sofia(alice, element, e2e.bot)
+    event = await ask_bot(e2e, alice, element, room_id, "!daarion help")
     assert event.source["content"]["body"].startswith("!daarion commands you may use (user):")
     await sending_device(alice, element, e2e.bot, event)
+    # The status says encryption is on and working: every device made, key counts come.
+    status = await ask_bot(e2e, alice, element, room_id, "!daarion status")
+    (line,) = [x for x in status.source["content"]["body"].splitlines() if "Encryption" in x]
+    assert line.startswith("  Encryption: on: 2 of 2 devices ready; key counts arrive;"), line
 
 
 async def outbound_gone(db: asyncpg.Pool, room_id: str) -> bool:
