@@ -244,7 +244,7 @@ class Bridge:
 
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
             speaker = Speaker(pool, puppets, self.directory, limiter, index_event, crypto)
-            reader = ContextReader(pool, puppets, self.directory)
+            reader = ContextReader(pool, puppets, self.directory, crypto)
             api = AgentsApi(cfg.api.service_token, speaker, reader, cfg.appservice.body_timeout)
             api.add_routes(web_api.app)
         if cfg.api.admin_token:

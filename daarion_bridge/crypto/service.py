@@ -181,9 +181,13 @@ class Crypto:
 
     # -- room messages ----------------------------------------------------------------
 
-    async def decrypt(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def decrypt(
+        self, event: Mapping[str, Any], counted: bool = True
+    ) -> dict[str, Any] | None:
         """The decrypted event (same id, sender, room and time), or None when no
-        device of the bridge holds its session yet or it cannot be decrypted."""
+        device of the bridge holds its session yet or it cannot be decrypted. `counted`:
+        a failure counts in the metrics (arrivals do; rereads do not)."""
+        failures = metrics.DECRYPT_FAILURES if counted else None
         content = event.get("content")
         if not isinstance(content, dict) or content.get("algorithm") != MEGOLM:
             return None
@@ -198,19 +202,19 @@ class Crypto:
         )
         machine = self.machines.get(owner) if owner else None
         if machine is None:
-            metrics.DECRYPT_FAILURES.labels("no_key").inc()
+            _count(failures, "no_key")
             return None
         try:
             decrypted = await machine.decrypt_megolm_event(
                 EncryptedEvent.deserialize(cast(JSON, dict(event)))
             )
         except SessionNotFound:
-            metrics.DECRYPT_FAILURES.labels("no_key").inc()
+            _count(failures, "no_key")
             return None
         except (DecryptionError, MatrixError, ValueError, KeyError) as e:
             # The reason names no text: safe to log.
             log.warning("Event %s could not be decrypted: %s", event.get("event_id"), e)
-            metrics.DECRYPT_FAILURES.labels("error").inc()
+            _count(failures, "error")
             return None
         return {
             "type": str(decrypted.type),
@@ -260,6 +264,11 @@ class Crypto:
             f"{working}: {ready} of {wanted} devices ready; {counts}; "
             f"{held} message(s) waiting for their room key"
         )
+
+
+def _count(failures: Any, reason: str) -> None:
+    if failures is not None:
+        failures.labels(reason).inc()
 
 
 def _device_entry(by_user: Any, user_id: str, device_id: str) -> Any:

@@ -289,6 +289,17 @@ async def test_agents_answer_is_encrypted_by_the_agents_own_device(
 ) -> None:
     room_id = ROOMS["answered"] = await encrypted_room_with_sofia(alice, element)
     asked = await mention_sofia(element, local_nats, room_id, "Sofia, what is the plan?")
+    # The runtime reads the question, decrypted, through the context endpoint.
+    status, context = await call(
+        e2e.appservice_port,
+        "GET",
+        "/internal/agents/agent:sofia/context",
+        TOKEN,
+        channel_id=room_id,
+        message_id=asked,
+    )
+    assert status == 200, context
+    assert context["message"]["text"] == "Sofia, what is the plan?"
     answer_id = await agent_posts(
         e2e,
         room_id,
