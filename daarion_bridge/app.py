@@ -218,7 +218,8 @@ class Bridge:
         puppets = Puppets(bot.intent, pool)
         recovery = DatabaseRecovery(pool, bot)
         publisher = PublisherProcess(db_url, cfg.nats, cfg.logging) if cfg.nats.enabled else None
-        commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher)
+        crypto = self.crypto
+        commands = CommandRunner(pool, bot, puppets, cfg, self.directory, publisher, crypto=crypto)
 
         def homeserver_reset(sign: str, skipped: Sequence[str]) -> None:
             catch_up.homeserver_sign(sign, skipped)  # made below, from the ingestor
@@ -232,7 +233,7 @@ class Bridge:
         def follow_spaces(room_ids: Sequence[str]) -> None:
             spaces_follow.submit(room_ids)  # likewise
 
-        invites = Invites(pool, bot, puppets, cfg, self.directory)
+        invites = Invites(pool, bot, puppets, cfg, self.directory, crypto)
         woken = publisher.wake if publisher is not None else _nothing
         ingestor = Ingestor(
             pool,
@@ -260,8 +261,8 @@ class Bridge:
                 await ingestor.handle_transaction(txn_id, [event])
 
             limiter = RateLimiter(cfg.api.agent_messages_per_hour)
-            speaker = Speaker(pool, puppets, self.directory, limiter, index_event)
-            reader = ContextReader(pool, puppets, self.directory)
+            speaker = Speaker(pool, puppets, self.directory, limiter, index_event, crypto)
+            reader = ContextReader(pool, puppets, self.directory, crypto)
             api = AgentsApi(cfg.api.service_token, speaker, reader, cfg.appservice.body_timeout)
             api.add_routes(web_api.app)
         if cfg.api.admin_token:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS = Counter(
     "daarion_bridge_events_total",
@@ -20,6 +20,20 @@ TRANSACTION_SECONDS = Histogram(
 DEAD_LETTERS = Counter("daarion_bridge_dead_letters_total", "Events moved to the dead-letter table")
 DATABASE_ERRORS = Counter(
     "daarion_bridge_database_errors_total", "Transactions refused because the database failed"
+)
+DECRYPT_FAILURES = Counter(
+    "daarion_bridge_decrypt_failures_total",
+    "Encrypted room messages not decrypted on arrival: no_key (it waits for its room key) "
+    "or error (it cannot be decrypted)",
+    ["reason"],
+)
+WAITING_FOR_KEYS = Gauge(
+    "daarion_bridge_messages_waiting_for_keys", "Encrypted messages waiting for their room key"
+)
+ONE_TIME_KEYS = Gauge(
+    "daarion_bridge_one_time_keys",
+    "Unused signed_curve25519 one-time keys of each bridge device, as Synapse last said",
+    ["user_id", "device_id"],
 )
 
 BACKFILLED_EVENTS = Counter(

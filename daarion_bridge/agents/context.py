@@ -17,6 +17,7 @@ from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError
 
+from ..crypto import Crypto
 from ..db import agents, channels, members, messages
 from ..matrix.bot import UNREACHABLE, HomeserverUnavailable
 from ..matrix.puppets import Puppets
@@ -40,7 +41,16 @@ class _Page:
 
 
 class ContextReader:
-    def __init__(self, pool: Pool, puppets: Puppets, directory: LiveDirectory) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        puppets: Puppets,
+        directory: LiveDirectory,
+        crypto: Crypto | None = None,
+    ) -> None:
+        # On: messages of encrypted rooms are given decrypted, where the bridge holds
+        # their key; the others stay `[encrypted]`.
+        self.crypto = crypto
         self.pool = pool
         self.puppets = puppets
         self.directory = directory
@@ -66,7 +76,7 @@ class ContextReader:
         event, history, names = await self._read_homeserver(
             intent, channel.room_id, target.matrix_event_id, limit
         )
-        views = [ctx.view(e) for e in [*history, event]]
+        views = [ctx.view(await self._opened(e)) for e in [*history, event]]
         async with self.pool.acquire() as conn:
             rows = await messages.indexed(conn, channel.id, [v.event_id for v in views])
         shown = [self._message(v, rows.get(v.event_id), names) for v in views]
@@ -102,6 +112,13 @@ class ContextReader:
             names |= page.names
             found += _messages(page.events, limit - len(found))
         return event, found[::-1], names
+
+    async def _opened(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self.crypto is None or event.get("type") != "m.room.encrypted":
+            return event
+        decrypted = await self.crypto.decrypt(event, counted=False)
+        # The homeserver's unsigned part (the edit it folded in) stays.
+        return event if decrypted is None else {**event, **decrypted}
 
     def _message(
         self, v: ctx.MessageView, row: messages.Indexed | None, names: Mapping[str, str]

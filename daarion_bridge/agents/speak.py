@@ -16,6 +16,7 @@ from asyncpg import Pool
 from mautrix.api import Method, Path
 from mautrix.errors import MatrixRequestError, MLimitExceeded
 
+from ..crypto import CannotEncrypt, Crypto, seal
 from ..db import agents, channels, members, messages
 from ..matrix.bot import UNREACHABLE, HomeserverUnavailable
 from ..matrix.puppets import Puppets, send_message
@@ -95,8 +96,11 @@ class Speaker:
         directory: LiveDirectory,
         limiter: RateLimiter,
         index_event: IndexEvent,
+        crypto: Crypto | None = None,
     ) -> None:
         self.pool = pool
+        # On: a post into an encrypted room goes out encrypted with the agent's device.
+        self.crypto = crypto
         self.puppets = puppets
         self.directory = directory
         self.limiter = limiter
@@ -193,9 +197,16 @@ class Speaker:
             raise PostError(403, f"agent may not join this channel ({e.errcode})") from None
 
     async def _send(self, intent: Any, room_id: str, post: Post, txn_id: str | None) -> str:
-        """Send, waiting out the homeserver's own rate limit as it asks."""
+        """Send (encrypted by the agent's own device where the room is), waiting out the
+        homeserver's own rate limit as it asks."""
         try:
-            return await send_message(intent, room_id, post.content(), txn_id=txn_id)
+            event_type, content = await seal(self.crypto, intent.mxid, room_id, post.content())
+            return await send_message(
+                intent, room_id, content, txn_id=txn_id, event_type=event_type
+            )
+        except CannotEncrypt as e:
+            log.warning("%s could not post in %s: %s", intent.mxid, room_id, e)
+            raise PostError(503, f"cannot encrypt for this channel: {e}") from None
         except MLimitExceeded:
             raise PostError(429, "homeserver rate limit", retry_after_ms=5000) from None
         except MatrixRequestError as e:

@@ -178,6 +178,7 @@ class Status:
     database: str | None  # None: reachable; else why not
     nats: str  # "off" | "connected" | "not connected"
     backlog: int | None  # None: unknown (database down)
+    encryption: str = "off"  # the crypto service's own line
 
 
 def status_text(s: Status) -> str:
@@ -199,6 +200,7 @@ def status_text(s: Status) -> str:
             f"  Database: {db}",
             f"  NATS: {nats}",
             f"  Outbox backlog: {backlog}",
+            f"  Encryption: {s.encryption}",
         ]
     )
 

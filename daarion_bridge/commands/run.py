@@ -30,6 +30,7 @@ from mautrix.types import EventContent, EventType, RoomID, UserID
 from ..bus.process import PublisherProcess
 from ..bus.publisher import Publisher
 from ..config import Config
+from ..crypto import Crypto, seal
 from ..db import agents, channels, members, microdaos, outbox, sessions
 from ..ingest.invites import agent_visibility
 from ..ingest.moves import Move, move_channel
@@ -61,8 +62,11 @@ class CommandRunner:
         directory: LiveDirectory,
         publisher: Publisher | PublisherProcess | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        crypto: Crypto | None = None,
     ) -> None:
         self.pool = pool
+        # On: answers in an encrypted room go out encrypted with the bot's own device.
+        self.crypto = crypto
         self.bot = bot
         self.puppets = puppets
         self.config = config
@@ -169,10 +173,11 @@ class CommandRunner:
             "m.relates_to": {"m.in_reply_to": {"event_id": msg.event_id}},
             "m.mentions": {},
         }
+        event_type, content = await seal(self.crypto, self.config.bot_mxid, msg.room_id, content)
         # mautrix sends a plain dict as it is; its type names only mautrix's own classes.
         await self.bot.intent.send_message_event(
             RoomID(msg.room_id),
-            EventType.ROOM_MESSAGE,
+            EventType.find(event_type, EventType.Class.MESSAGE),
             cast(EventContent, content),
             ensure_joined=False,
         )
@@ -194,7 +199,13 @@ class CommandRunner:
             nats = "off"
         else:
             nats = "connected" if self.publisher.connected else "not connected"
-        return commands.status_text(Status(hs_error, hs_ms, db_error, nats, backlog))
+        encryption = "off (bridge.encryption)"
+        if self.crypto is not None:
+            try:
+                encryption = await self.crypto.status()
+            except Exception as e:  # the database is down: said above
+                encryption = f"unknown ({type(e).__name__})"
+        return commands.status_text(Status(hs_error, hs_ms, db_error, nats, backlog, encryption))
 
     async def _probe_homeserver(self) -> tuple[str | None, float | None]:
         t0 = time.monotonic()

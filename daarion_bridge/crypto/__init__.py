@@ -3,6 +3,7 @@ Olm account and sessions in mautrix's crypto store in the bridge's own PostgreSQ
 the to-device messages, key counts and device lists read from Synapse's transactions
 (MSC2409, MSC3202), since an appservice user cannot /sync."""
 
-from .service import Crypto, open_crypto
+from .outbound import CannotEncrypt
+from .service import Crypto, open_crypto, seal
 
-__all__ = ["Crypto", "open_crypto"]
+__all__ = ["CannotEncrypt", "Crypto", "open_crypto", "seal"]

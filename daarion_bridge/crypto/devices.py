@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from typing import Any, cast
+from typing import cast
 
 import aiohttp
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.client import Client
 from mautrix.crypto import OlmMachine, PgCryptoStore, StateStore
 from mautrix.crypto.cross_signing_key import CrossSigningSeeds
-from mautrix.types import DeviceID, EncryptionAlgorithm, RoomEncryptionStateEventContent, UserID
+from mautrix.types import DeviceID, UserID
 from mautrix.util.async_db import Database
 from mautrix.util.logging import TraceLogger
 from yarl import URL
@@ -24,18 +24,17 @@ DEVICE_NAME = "DAARION bridge"
 DEVICE_PREFIX = "DAARION"
 
 
-class NoRoomState(StateStore):
-    """What OlmMachine asks of room state while the bridge only decrypts: it keeps no
-    room state of its own (the index has it), so new sessions get the spec's defaults."""
-
-    async def is_encrypted(self, room_id: Any) -> bool:
-        return False
-
-    async def get_encryption_info(self, room_id: Any) -> RoomEncryptionStateEventContent | None:
-        return RoomEncryptionStateEventContent(EncryptionAlgorithm.MEGOLM_V1)
-
-    async def find_shared_rooms(self, user_id: Any) -> list[Any]:
-        return []
+def user_api(
+    user_id: str, *, homeserver: str, as_token: str, http: aiohttp.ClientSession
+) -> HTTPAPI:
+    """The client API as this user (the appservice masquerading)."""
+    return HTTPAPI(
+        URL(homeserver),
+        as_token,
+        client_session=http,
+        log=cast(TraceLogger, logging.getLogger("daarion.crypto.http")),
+        as_user_id=UserID(user_id),
+    )
 
 
 def _new_device_id() -> str:
@@ -50,6 +49,7 @@ async def open_device(
     http: aiohttp.ClientSession,
     db: Database,
     pickle_key: str,
+    rooms: StateStore,
 ) -> OlmMachine:
     """The user's machine, its device created and its keys uploaded the first time.
 
@@ -57,13 +57,7 @@ async def open_device(
     store = PgCryptoStore(user_id, pickle_key, db)
     await store.open()
     device_id = await store.get_device_id()
-    api = HTTPAPI(
-        URL(homeserver),
-        as_token,
-        client_session=http,
-        log=cast(TraceLogger, logging.getLogger("daarion.crypto.http")),
-        as_user_id=UserID(user_id),
-    )
+    api = user_api(user_id, homeserver=homeserver, as_token=as_token, http=http)
     if not device_id:  # the store says "" before it has one
         device_id = DeviceID(_new_device_id())
         # Synapse creates the device for an appservice user (MSC4190's PUT; the
@@ -78,7 +72,7 @@ async def open_device(
     machine = OlmMachine(
         client,
         store,
-        NoRoomState(),
+        rooms,
         log=cast(TraceLogger, logging.getLogger("daarion.crypto.olm")),
     )
     await machine.load()

@@ -20,9 +20,11 @@ from mautrix.errors import DecryptionError, MatrixError, SessionNotFound
 from mautrix.types import JSON, ASToDeviceEvent, DeviceLists, DeviceOTKCount, EncryptedEvent
 from mautrix.util.async_db import Database
 
+from .. import metrics
 from ..config import Config
 from ..db import encrypted as waiting
-from .devices import cross_sign, open_device
+from .devices import cross_sign, open_device, user_api
+from .outbound import Outbound, RoomSettings, changed_rooms
 
 log = logging.getLogger("daarion.crypto")
 
@@ -63,12 +65,33 @@ class Crypto:
         self.config = config
         self.http = http
         self.machines: dict[str, OlmMachine] = {}
+        self.rooms = RoomSettings()
+        self.outbound = Outbound(self.machines, self.pool, self.rooms, self._api_for)
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
+        self.wanted: set[str] = set()  # users that should have a device
+        # Whether Synapse ever sent a key count: without the MSC3202 flags it never does.
+        self.counts_seen = False
+
+    def _api_for(self, user_id: str) -> Any:
+        return user_api(
+            user_id,
+            homeserver=self.config.homeserver.address,
+            as_token=self.config.appservice.as_token,
+            http=self.http,
+        )
+
+    async def encrypt_for(
+        self, sender: str, room_id: str, event_type: str, content: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """What to send: (m.room.encrypted, ciphertext from the sender's own device) in
+        an encrypted room, (event_type, content) elsewhere. CannotEncrypt: not at all."""
+        return await self.outbound.encrypt_for(sender, room_id, event_type, content)
 
     async def ensure_devices(self, user_ids: Sequence[str]) -> None:
         """A device with keys (and cross-signing) for each user; one that fails is
         logged and tried again at the next start or reload."""
+        self.wanted.update(user_ids)
         for user_id in user_ids:
             if user_id in self.machines:
                 continue
@@ -80,6 +103,7 @@ class Crypto:
                     http=self.http,
                     db=self.db,
                     pickle_key=self.config.bridge.encryption.pickle_key or "",
+                    rooms=self.rooms,
                 )
                 if await cross_sign(machine):
                     await upload_fallback_key(machine)
@@ -93,7 +117,12 @@ class Crypto:
 
     async def absorb(self, body: Mapping[str, Any]) -> bool:
         """Room keys, key counts, fallback keys and device lists of one transaction,
-        stored before anything else of it. True when to-device messages came."""
+        stored before anything else of it, and the rotation of the bridge's outgoing
+        room keys that its membership and device changes call for. True when to-device
+        messages came."""
+        events = body.get("events")
+        if isinstance(events, list):
+            await self.outbound.rotate_rooms(changed_rooms(events, self.machines))
         to_device = _first(body, TO_DEVICE)
         to_device = to_device if isinstance(to_device, list) else []
         for raw in to_device:
@@ -104,6 +133,10 @@ class Crypto:
             device_id = machine.client.device_id
             count = _device_entry(counts, user_id, device_id)
             if isinstance(count, dict):
+                self.counts_seen = True
+                left = count.get("signed_curve25519", 0)
+                if isinstance(left, int):
+                    metrics.ONE_TIME_KEYS.labels(user_id, device_id).set(left)
                 try:
                     await machine.handle_otk_count(DeviceOTKCount.deserialize(cast(JSON, count)))
                 except (MatrixError, aiohttp.ClientError, TimeoutError) as e:
@@ -121,6 +154,7 @@ class Crypto:
             except Exception:
                 log.warning("Device lists of the transaction are malformed; ignored")
             else:
+                await self.outbound.rotate_for_users([*changes.changed, *changes.left])
                 await next(iter(self.machines.values())).handle_as_device_lists(changes)
         return bool(to_device)
 
@@ -147,9 +181,13 @@ class Crypto:
 
     # -- room messages ----------------------------------------------------------------
 
-    async def decrypt(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def decrypt(
+        self, event: Mapping[str, Any], counted: bool = True
+    ) -> dict[str, Any] | None:
         """The decrypted event (same id, sender, room and time), or None when no
-        device of the bridge holds its session yet or it cannot be decrypted."""
+        device of the bridge holds its session yet or it cannot be decrypted. `counted`:
+        a failure counts in the metrics (arrivals do; rereads do not)."""
+        failures = metrics.DECRYPT_FAILURES if counted else None
         content = event.get("content")
         if not isinstance(content, dict) or content.get("algorithm") != MEGOLM:
             return None
@@ -164,16 +202,19 @@ class Crypto:
         )
         machine = self.machines.get(owner) if owner else None
         if machine is None:
+            _count(failures, "no_key")
             return None
         try:
             decrypted = await machine.decrypt_megolm_event(
                 EncryptedEvent.deserialize(cast(JSON, dict(event)))
             )
         except SessionNotFound:
+            _count(failures, "no_key")
             return None
         except (DecryptionError, MatrixError, ValueError, KeyError) as e:
             # The reason names no text: safe to log.
             log.warning("Event %s could not be decrypted: %s", event.get("event_id"), e)
+            _count(failures, "error")
             return None
         return {
             "type": str(decrypted.type),
@@ -194,6 +235,7 @@ class Crypto:
                 str(content.get("session_id")),
                 event,
             )
+            metrics.WAITING_FOR_KEYS.set(await waiting.count(self.pool))
 
     async def now_readable(self) -> list[tuple[str, dict[str, Any]]]:
         """(event id, decrypted event) of waiting messages whose key has come."""
@@ -206,6 +248,27 @@ class Crypto:
 
     async def done_waiting(self, event_ids: Sequence[str]) -> None:
         await waiting.remove(self.pool, event_ids)
+        metrics.WAITING_FOR_KEYS.set(await waiting.count(self.pool))
+
+    async def status(self) -> str:
+        """One line for `!daarion status`: whether encryption works, and what it waits for."""
+        ready, wanted = len(self.machines), len(self.wanted | set(self.machines))
+        held = await waiting.count(self.pool)
+        counts = (
+            "key counts arrive"
+            if self.counts_seen
+            else "no key counts from the homeserver yet (are its MSC2409/MSC3202 flags on?)"
+        )
+        working = "on" if ready == wanted and self.counts_seen else "on, NOT fully working"
+        return (
+            f"{working}: {ready} of {wanted} devices ready; {counts}; "
+            f"{held} message(s) waiting for their room key"
+        )
+
+
+def _count(failures: Any, reason: str) -> None:
+    if failures is not None:
+        failures.labels(reason).inc()
 
 
 def _device_entry(by_user: Any, user_id: str, device_id: str) -> Any:
@@ -229,3 +292,13 @@ async def upload_fallback_key(machine: OlmMachine) -> None:
     await machine.client.api.request(Method.POST, Path.v3.keys.upload, {"fallback_keys": fallback})
     account.mark_keys_as_published()
     await machine.crypto_store.put_account(account)
+
+
+async def seal(
+    crypto: Crypto | None, sender: str, room_id: str, content: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The message `sender` sends into `room_id`: encrypted with the sender's device in
+    an encrypted room; as it is with encryption off."""
+    if crypto is None:
+        return "m.room.message", content
+    return await crypto.encrypt_for(sender, room_id, "m.room.message", content)

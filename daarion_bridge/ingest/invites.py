@@ -20,9 +20,10 @@ from mautrix.types import RoomID, UserID
 
 from ..config import Config
 from ..config.roster import AgentSpec
+from ..crypto import CannotEncrypt, Crypto, seal
 from ..db import channels, members, microdaos, spaces
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
-from ..matrix.puppets import Puppets
+from ..matrix.puppets import Puppets, send_message
 from ..policy.invites import agent_invite_allowed, bot_invite_allowed, spaces_open_to
 from ..translate.agents import LiveDirectory
 from ..translate.events import AgentInvited, BotInvited, Invited
@@ -73,8 +74,15 @@ async def bring_agents(bot: Bot, puppets: Puppets, agents: Sequence[str], room_i
 
 class Invites:
     def __init__(
-        self, pool: Pool, bot: Bot, puppets: Puppets, config: Config, directory: LiveDirectory
+        self,
+        pool: Pool,
+        bot: Bot,
+        puppets: Puppets,
+        config: Config,
+        directory: LiveDirectory,
+        crypto: Crypto | None = None,
     ) -> None:
+        self.crypto = crypto  # on: the notice is encrypted in an encrypted room
         self.pool = pool
         self.bot = bot
         self.puppets = puppets
@@ -182,7 +190,7 @@ class Invites:
                 cap,
             )
             notice = TOO_BIG_NOTICE.format(members=len(snapshot.joined), cap=cap)
-            await intent.send_notice(RoomID(invite.room_id), notice)
+            await self._notice(intent, invite.room_id, notice)
             await intent.leave_room(RoomID(invite.room_id), reason="Room too big to bridge")
             return None
         replaced = await self.upgraded_channel(snapshot)
@@ -206,10 +214,19 @@ class Invites:
         microdao = await self.microdao_for(snapshot, fallback_microdao)
         if microdao is None:
             log.info("Leaving %s: no microDAO to map it to", invite.room_id)
-            await intent.send_notice(RoomID(invite.room_id), NO_MICRODAO_NOTICE)
+            await self._notice(intent, invite.room_id, NO_MICRODAO_NOTICE)
             await intent.leave_room(RoomID(invite.room_id), reason="No microDAO for this room")
             return None
         return ChannelSetup(snapshot, microdao, invite.inviter, self.config.bot_mxid)
+
+    async def _notice(self, intent: IntentAPI, room_id: str, text: str) -> None:
+        content = {"msgtype": "m.notice", "body": text}
+        try:
+            event_type, content = await seal(self.crypto, intent.mxid, room_id, content)
+        except CannotEncrypt as e:
+            log.warning("No notice in %s: %s", room_id, e)
+            return
+        await send_message(intent, room_id, content, event_type=event_type)
 
     async def upgraded_channel(self, snapshot: RoomSnapshot) -> channels.Channel | None:
         """The channel this room replaces: its m.room.create names a channel's room as

@@ -88,8 +88,10 @@ async def send_message(
     content: dict[str, Any],
     attempts: int = 4,
     txn_id: str | None = None,
+    event_type: str = "m.room.message",
 ) -> str:
-    """Send an m.room.message as this user; returns the event id.
+    """Send an m.room.message (or, encrypted, `event_type` m.room.encrypted) as this
+    user; returns the event id.
 
     The homeserver's 429 is retried after the `retry_after_ms` it asks for (mautrix's
     errors drop that figure, so this one request is made here). One transaction id for
@@ -98,7 +100,7 @@ async def send_message(
     remembers it for a while: Synapse, 30 minutes)."""
     api = intent.api
     url = api.base_url / "_matrix" / "client" / "v3" / "rooms" / room_id / "send"
-    url = url / "m.room.message" / (txn_id or uuid.uuid4().hex)
+    url = url / event_type / (txn_id or uuid.uuid4().hex)
     headers = {"Authorization": f"Bearer {api.token}"}
     params = {"user_id": intent.mxid}
     for attempt in range(attempts):

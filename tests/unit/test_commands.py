@@ -333,7 +333,10 @@ def test_status_text_all_well() -> None:
         "  Database: reachable",
         "  NATS: connected",
         "  Outbox backlog: 3 event(s) not yet published",
+        "  Encryption: off",
     ]
+    with_crypto = Status(None, 1, None, "off", 0, "on: 2 of 2 devices ready")
+    assert status_text(with_crypto).splitlines()[-1] == "  Encryption: on: 2 of 2 devices ready"
 
 
 def test_status_text_all_down() -> None:
