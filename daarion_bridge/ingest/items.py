@@ -9,6 +9,7 @@ from typing import Any
 
 from asyncpg import Connection
 
+from ..crypto.service import DECRYPTED
 from ..db import bookkeeping, channels
 from ..translate import events as ev
 from .announce import Announcer
@@ -70,7 +71,10 @@ class Writing:
 
     async def set_aside(self, event: Any, reason: str) -> None:
         """Dead-letter an event that can never be written; one of a room that is no
-        channel, or one set aside before, is only counted as ignored."""
+        channel, or one set aside before, is only counted as ignored. A decrypted event
+        is kept without its content: decrypted text never rests in the bridge's tables."""
+        if isinstance(event, dict) and DECRYPTED in event:
+            event = {**event, "content": {}}
         if await bookkeeping.dead_letter(self.conn, self.txn_id, event, reason):
             self.outcome.dead_letters += 1
         else:

@@ -11,6 +11,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from daarion_bridge.crypto.service import DECRYPTED
 from daarion_bridge.db import bookkeeping, maintenance
 from tests.db.matrix_events import event, text
 from tests.db.test_writer import ALICE, Txns, setup
@@ -93,3 +94,13 @@ async def test_old_letters_are_pruned(pool: asyncpg.Pool, feed: Txns) -> None:
     assert pruned == 1
     assert [r["event_id"] for r in await letters(pool)] == [new["event_id"]]
     assert maintenance.DEAD_LETTER_RETENTION == timedelta(days=30)
+
+
+async def test_a_decrypted_event_is_set_aside_without_its_text(
+    pool: asyncpg.Pool, feed: Txns
+) -> None:
+    bad = {**broken("the decrypted secret"), DECRYPTED: "now"}
+    await feed.send([bad])
+    (letter,) = await letters(pool)
+    assert json.loads(letter["event"])["content"] == {}
+    assert "decrypted secret" not in letter["event"]
