@@ -16,10 +16,8 @@ JetStream and the bridge process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -28,14 +26,11 @@ from daarion_bridge.config import load_config
 from daarion_bridge.devtools.demo_runtime import DemoRuntime
 from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.helpers import (
-    BridgeProcess,
     OwnIndex,
     Person,
-    index_pool,
+    own_fixtures,
     own_index,
     q,
-    running_bridge,
-    running_nats,
     wait_for,
 )
 from tests.e2e.runtime_helpers import (
@@ -55,10 +50,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 STREAM, PREFIX = "E2ECONTEXT", "ctx."
 
 
-@pytest.fixture(scope="module")
-async def local_nats(e2e) -> AsyncIterator[LocalNats]:
-    async with running_nats(e2e, "context") as server:
-        yield server
+own = own_fixtures("context", index="index")
+local_nats, db, bridge = own.nats, own.db, own.bridge
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +62,6 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
         "context",
         lambda cfg: agents_config(cfg, "@ctx.alice:localhost", local_nats.url, STREAM, PREFIX),
     )
-
-
-@pytest.fixture(scope="module")
-async def db(index) -> AsyncIterator[asyncpg.Pool]:
-    async with index_pool(index) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, index) -> AsyncIterator[BridgeProcess]:
-    async with running_bridge(e2e, "context", index) as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")

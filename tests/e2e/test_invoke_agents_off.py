@@ -5,21 +5,15 @@ PostgreSQL, NATS JetStream and the bridge process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
-from daarion_bridge.devtools.nats import LocalNats
 from tests.e2e.helpers import (
-    BridgeProcess,
     OwnIndex,
     Person,
-    index_pool,
+    own_fixtures,
     own_index,
-    running_bridge,
-    running_nats,
     wait_for,
 )
 from tests.e2e.runtime_helpers import SOFIA, agents_config, indexed, on_stream, room_with
@@ -29,10 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 STREAM, PREFIX = "E2EINVOKEOFF", "off."
 
 
-@pytest.fixture(scope="module")
-async def local_nats(e2e) -> AsyncIterator[LocalNats]:
-    async with running_nats(e2e, "invoke-off") as server:
-        yield server
+own = own_fixtures("invoke-off", index="index")
+local_nats, db, bridge = own.nats, own.db, own.bridge
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +34,6 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
         cfg["nats"]["invoke_agents"] = False
 
     return await own_index(e2e, pg_server_url, "invoke_off", edit)
-
-
-@pytest.fixture(scope="module")
-async def db(index) -> AsyncIterator[asyncpg.Pool]:
-    async with index_pool(index) as pool:
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def bridge(e2e, index) -> AsyncIterator[BridgeProcess]:
-    async with running_bridge(e2e, "invoke-off", index) as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")
