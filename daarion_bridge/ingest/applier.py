@@ -16,7 +16,6 @@ from uuid import UUID
 from asyncpg import Connection
 
 from ..db import (
-    bookkeeping,
     channels,
     members,
     messages,
@@ -30,8 +29,8 @@ from ..db.errors import WRITE_ERRORS, is_data_error
 from ..db.outbox import AGENT, HUMAN
 from ..translate import bus
 from ..translate import events as ev
-from ..translate.rooms import may_redact_others, role_for
-from . import lookup
+from ..translate.rooms import role_for
+from . import corrections, lookup
 from .items import Writing
 from .member_names import follow_members
 from .wanted import actors_of
@@ -133,10 +132,10 @@ class Applier:
         self.outcome = write.outcome
         self.announcer = write.announcer
         self.isolate = isolate
+        self.scope = corrections.Scope(
+            write.conn, write.announcer, known.channels, known.agents, known.people, known.power
+        )
         self.channels = known.channels  # by room id
-        self.by_id = {c.id: c for c in known.channels.values()}
-        # By room id; a room's entry is read when first needed, and replaced when the
-        # transaction changes its power levels.
         self.power = known.power
         self.agents = known.agents  # by Matrix id
         self.users = known.people  # by Matrix id, agents excluded
@@ -200,7 +199,7 @@ class Applier:
             if isinstance(op, ev.RedactMessage):
                 # Applied with the others below, but judged by the power levels in
                 # force where it stands: a later demotion does not undo it.
-                self.redact_power[id(op)] = await self.may_redact_others(op)
+                self.redact_power[id(op)] = await self.scope.may_redact_others(op)
                 continue
             if isinstance(op, ev.NewMessage | ev.EditMessage):
                 continue
@@ -214,70 +213,13 @@ class Applier:
         await self.change_people(people)
         self.outcome.applied["Membership"] += len(people)
         edits = [op for op in ops if isinstance(op, ev.EditMessage)]
-        changed = await self.edit(edits)
+        changed = await corrections.edit(self.scope, edits)
         self.outcome.applied["EditMessage"] += changed
         self.outcome.ignored["EditMessage"] += len(edits) - changed
         redactions = [op for op in ops if isinstance(op, ev.RedactMessage)]
-        changed = await self.redact(redactions)
+        changed = await corrections.redact(self.scope, redactions, self.redact_power)
         self.outcome.applied["RedactMessage"] += changed
         self.outcome.ignored["RedactMessage"] += len(redactions) - changed
-
-    async def edit(self, edits: Sequence[ev.EditMessage]) -> int:
-        changed = await messages.edit_many(self.conn, [self.edit_of(op) for op in edits])
-        by_cause = {op.event_id: op for op in edits}
-        for row in changed:
-            op = by_cause[row.cause]
-            at = ev.EPOCH + timedelta(milliseconds=op.ts_ms)
-            self.announcer.message_changed(self.by_id[row.channel_id], row, at, op.preview)
-        return len(changed)
-
-    async def redact(self, redactions: Sequence[ev.RedactMessage]) -> int:
-        """Redactions of messages, then of edits: those that deleted no message may name
-        an edit ("Remove" on an edit in Element), whose message goes back a version."""
-        rows = [await self.redaction_of(op) for op in redactions]
-        changed = await messages.redact_many(self.conn, rows)
-        by_cause = {op.event_id: op for op in redactions}
-        for row in changed:
-            channel = self.by_id[row.channel_id]
-            self.announcer.message_changed(channel, row, by_cause[row.cause].ts, None)
-        done = {row.cause for row in changed}
-        rest = [r for r in rows if r.redaction_event_id not in done]
-        restored = await messages.remove_edits(self.conn, rest)
-        for row, preview in restored:
-            at = by_cause[row.cause].ts or datetime.now(UTC)
-            self.announcer.message_changed(self.by_id[row.channel_id], row, at, preview)
-        done |= {row.cause for row, _ in restored}
-        # What names no message may name an event set aside: its text goes too.
-        letters = [
-            bookkeeping.LetterRedaction(
-                r.target_event_id, r.redaction_event_id, by_cause[r.redaction_event_id].room_id,
-                by_cause[r.redaction_event_id].sender, r.may_redact_others,
-            )
-            for r in rows
-            if r.redaction_event_id not in done
-        ]  # fmt: skip
-        await bookkeeping.redact_dead_letters(self.conn, letters)
-        return len(changed) + len(restored)
-
-    def author(self, room_id: str, sender: str) -> messages.Author:
-        agent_id = self.agents.get(sender)
-        user_id = None if agent_id is not None else self.users.get(sender)
-        return messages.Author(self.channels[room_id].id, user_id, agent_id, sender)
-
-    def edit_of(self, op: ev.EditMessage) -> messages.Edit:
-        author = self.author(op.room_id, op.sender)
-        return messages.Edit(op.target_event_id, op.event_id, op.ts_ms, op.preview, author)
-
-    async def may_redact_others(self, op: ev.RedactMessage) -> bool:
-        power = await self.room_power(op.room_id)
-        return may_redact_others(op.sender, power.power_levels, power.creators)
-
-    async def redaction_of(self, op: ev.RedactMessage) -> messages.Redaction:
-        others = self.redact_power.pop(id(op), None)
-        if others is None:  # applied where it stands (the slow path): judged now
-            others = await self.may_redact_others(op)
-        author = self.author(op.room_id, op.sender)
-        return messages.Redaction(op.target_event_id, op.event_id, author, others)
 
     async def insert_messages(self, news: Sequence[ev.NewMessage]) -> None:
         """Insert, and note agent activity for the rows that are new (not replays). The
@@ -365,11 +307,6 @@ class Applier:
             await self.write.set_aside(raw, reason)
             return False
 
-    async def room_power(self, room_id: str) -> rooms.RoomPower:
-        if room_id not in self.power:
-            self.power[room_id] = await rooms.get(self.conn, room_id)
-        return self.power[room_id]
-
     async def apply(self, op: ev.Operation) -> bool:
         """One operation on its own (the slow path, and membership and state always)."""
         conn = self.conn
@@ -378,9 +315,9 @@ class Applier:
             await self.insert_messages([op])
             return True
         if isinstance(op, ev.EditMessage):
-            return await self.edit([op]) > 0
+            return await corrections.edit(self.scope, [op]) > 0
         if isinstance(op, ev.RedactMessage):
-            return await self.redact([op]) > 0
+            return await corrections.redact(self.scope, [op], self.redact_power) > 0
         if isinstance(op, ev.Membership):
             return await self.membership(op, channel)
         if isinstance(op, ev.PowerLevels | ev.RoomName | ev.JoinRules) and not await self.newer(op):
@@ -453,7 +390,7 @@ class Applier:
         for op in ops:
             role = None
             if op.membership == "join":
-                power = await self.room_power(op.room_id)
+                power = await self.scope.room_power(op.room_id)
                 role = role_for(op.user_id, power.power_levels, power.creators)
             user_id = self.users[op.user_id]
             mark = mark_of(op)
@@ -502,7 +439,7 @@ class Applier:
         return False
 
     async def power_levels(self, op: ev.PowerLevels, channel: channels.Channel) -> None:
-        power = rooms.RoomPower((await self.room_power(op.room_id)).creators, op.content)
+        power = rooms.RoomPower((await self.scope.room_power(op.room_id)).creators, op.content)
         self.power[op.room_id] = power
         current = await members.people_under_new_power_levels(
             self.conn, channel.id, op.room_id, op.content

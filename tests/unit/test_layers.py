@@ -102,3 +102,15 @@ def test_the_check_sees_back_and_side_edges() -> None:
         "agents/probe.py:1 imports daarion_bridge.commands.run"
     ]
     assert _back_edges(agents, "from . import sync\nfrom ..db import users\n") == []
+
+
+MAX_LINES = 500  # a product file one reads in one sitting; split it by concern past this
+
+
+def test_no_product_file_is_over_the_line_limit() -> None:
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"over {MAX_LINES} lines, split by concern: {long}"
