@@ -27,7 +27,7 @@ from . import metrics
 from .admin.service import Admin
 from .agents.context import ContextReader
 from .agents.speak import RateLimiter, Speaker
-from .agents.sync import apply_roster, retire_puppets
+from .agents.sync import apply_roster, make_bot_the_system_agent, retire_puppets
 from .bus.process import PublisherProcess
 from .commands.run import CommandRunner
 from .config import Config, load_config
@@ -152,6 +152,7 @@ class Bridge:
         http = aiohttp.ClientSession(connector=connector)
         stack.push_async_callback(http.close)
         pool: asyncpg.Pool = db.pool  # type: ignore[attr-defined]
+        await make_bot_the_system_agent(pool, cfg.bot_mxid, cfg.appservice.bot_displayname)
         self.crypto = await self._open_crypto(db_url, db, http)
         services = self.services = self._prepare(db_url, pool, state_db, http)
 

@@ -35,3 +35,9 @@ ANY_USER_ID = re.compile(rf"^@[^:\s]+:{SERVER_NAME}$")
 MXC = re.compile(r"^mxc://[A-Za-z0-9.:-]+/[A-Za-z0-9_-]+$")
 # A room alias, or a room id (version 12 room ids, Synapse's default, have no server part).
 ROOM_OR_ALIAS = re.compile(rf"^(#[^:\s]+:{SERVER_NAME}|![^:\s]+(:{SERVER_NAME})?)$")
+
+# The bridge's own bot in the index: the platform's system actor, an agent of kind
+# `system` with a blueprint of its own. Its id is the platform's (`system:daarion`), not
+# an `agent:` one: no config or API declares it, and nothing can invoke it.
+SYSTEM_AGENT_ID = "system:daarion"
+SYSTEM_BLUEPRINT = "daarion_system"

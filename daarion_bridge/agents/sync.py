@@ -17,7 +17,8 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import RoomID
 
 from ..config.roster import Roster
-from ..db import agents, bookkeeping, members, microdaos, sessions, spaces, users
+from ..db import agents, bookkeeping, members, microdaos, sessions, spaces, system_agent, users
+from ..ids import SYSTEM_AGENT_ID
 from ..matrix.bot import Bot
 from ..matrix.puppets import Puppets
 from ..translate.agents import LiveDirectory
@@ -79,7 +80,10 @@ async def apply_roster(
 
 
 async def write_roster(
-    conn: Connection, roster: Roster, space_ids: Mapping[str, str], report: SyncReport
+    conn: Connection,
+    roster: Roster,
+    space_ids: Mapping[str, str],
+    report: SyncReport,
 ) -> list[tuple[str, list[str]]]:
     """The database side, inside the caller's transaction. Returns the puppets of removed
     agents with the rooms each must leave."""
@@ -125,7 +129,8 @@ async def write_roster(
     )
     # Set-based: a database with many agents the config does not declare (removed long
     # ago, or made elsewhere) costs two statements at each start, not two per agent.
-    gone = await agents.not_in(conn, [a.external_id for a in roster.agents])
+    kept = [a.external_id for a in roster.agents] + [SYSTEM_AGENT_ID]  # the bot stays
+    gone = await agents.not_in(conn, kept)
     if gone:
         report.sessions_closed += await sessions.close_all(conn, [g.id for g in gone])
         rooms = await members.rooms_of_agents(conn, [g.id for g in gone])
@@ -134,6 +139,20 @@ async def write_roster(
                 report.removed.append(agent.external_id)
                 leaving.append((agent.matrix_id, rooms[agent.id]))
     return leaving
+
+
+async def make_bot_the_system_agent(pool: Pool, matrix_id: str, name: str) -> None:
+    """The bot's row as the system agent, before any transaction is taken in: what the
+    bot says is an agent's from the first event on."""
+    async with pool.acquire() as conn, conn.transaction():
+        await bookkeeping.lock_ingest(conn)
+        _, messages, memberships = await system_agent.ensure(conn, matrix_id, name)
+    if messages or memberships:
+        log.info(
+            "The bot is now the system agent %s: %d of its messages and %d of its "
+            "memberships moved from its person row",
+            SYSTEM_AGENT_ID, messages, memberships,
+        )  # fmt: skip
 
 
 async def _retire_puppet(

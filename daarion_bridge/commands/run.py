@@ -134,7 +134,7 @@ class CommandRunner:
         log.debug("Bot command %s from %s: %r", msg.event_id, msg.sender, msg.command)
         async with self.pool.acquire() as conn:
             channel = (await channels.by_rooms(conn, [msg.room_id])).get(msg.room_id)
-            bot_here = channel is not None and await members.person_present(
+            bot_here = channel is not None and await members.present(
                 conn, channel.id, self.config.bot_mxid
             )
         if channel is None or not bot_here:

@@ -72,6 +72,7 @@ async def create(
     visibility: str,
     microdao_id: UUID,
     created_by_user_id: UUID | None,
+    created_by_agent_id: UUID | None = None,
 ) -> tuple[Channel, bool]:
     """The channel of the room, and whether it was created now (else updated)."""
     existing = (await by_rooms(conn, [room_id])).get(room_id)
@@ -85,13 +86,14 @@ async def create(
         return existing, False
     await conn.execute(
         "INSERT INTO channels (slug, name, microdao_id, matrix_room_id, visibility, "
-        "created_by_user_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        "created_by_user_id, created_by_agent_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         await free_slug(conn, microdao_id, slug),
         name,
         microdao_id,
         room_id,
         visibility,
         created_by_user_id,
+        created_by_agent_id,
     )
     return (await by_rooms(conn, [room_id]))[room_id], True
 

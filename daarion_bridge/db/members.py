@@ -11,6 +11,7 @@ from uuid import UUID
 
 from asyncpg import Connection
 
+from ..ids import SYSTEM_AGENT_ID
 from . import room_state
 
 # A rejoin clears left_at and starts a new joined_at; a repeated join (profile change)
@@ -163,12 +164,13 @@ async def mark_agent_gone(conn: Connection, agent_mxid: str, room_ids: list[str]
 
 
 async def agents_in_room(conn: Connection, room_id: str) -> list[str]:
-    """Matrix ids of the agents in the room now, by the index."""
+    """Matrix ids of the agents in the room now, by the index; the bot (the system
+    agent) is not one of them."""
     rows = await conn.fetch(
         "SELECT a.matrix_id FROM channel_members m JOIN channels c ON c.id = m.channel_id "
         "JOIN agents a ON a.id = m.member_agent_id "
         "WHERE c.matrix_room_id = $1 AND m.left_at IS NULL AND a.matrix_id IS NOT NULL "
-        "ORDER BY a.matrix_id",
+        f"AND a.external_id <> '{SYSTEM_AGENT_ID}' ORDER BY a.matrix_id",
         room_id,
     )
     return [r["matrix_id"] for r in rows]
@@ -225,15 +227,17 @@ class Company:
         return None
 
 
-# The channels' agents, then the first three people of each channel with one agent.
-_COMPANY = """
-WITH agents AS (
-    SELECT channel_id, member_agent_id FROM channel_members
-    WHERE channel_id = ANY($1::uuid[]) AND member_agent_id IS NOT NULL AND left_at IS NULL
+# The channels' agents (the bot, the system agent, is no one to call), then the first
+# three people of each channel with one agent.
+_COMPANY = f"""
+WITH present_agents AS (
+    SELECT m.channel_id, m.member_agent_id FROM channel_members m
+    JOIN agents a ON a.id = m.member_agent_id AND a.external_id <> '{SYSTEM_AGENT_ID}'
+    WHERE m.channel_id = ANY($1::uuid[]) AND m.left_at IS NULL
 ), one_agent AS (
-    SELECT channel_id FROM agents GROUP BY channel_id HAVING count(*) = 1
+    SELECT channel_id FROM present_agents GROUP BY channel_id HAVING count(*) = 1
 )
-SELECT channel_id, member_agent_id, NULL AS matrix_id FROM agents
+SELECT channel_id, member_agent_id, NULL AS matrix_id FROM present_agents
 UNION ALL
 SELECT a.channel_id, NULL, u.matrix_id
 FROM one_agent a,
@@ -267,12 +271,14 @@ async def agent_present(conn: Connection, channel_id: UUID, agent_id: UUID) -> b
     )
 
 
-async def person_present(conn: Connection, channel_id: UUID, matrix_id: str) -> bool:
-    """Whether this Matrix user (a person, or the bot) is in the channel now."""
+async def present(conn: Connection, channel_id: UUID, matrix_id: str) -> bool:
+    """Whether this Matrix user (a person, an agent or the bot) is in the channel now."""
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM channel_members m JOIN users u "
-            "ON u.id = m.member_user_id WHERE m.channel_id = $1 AND u.matrix_id = $2 "
+            "SELECT EXISTS (SELECT 1 FROM channel_members m "
+            "LEFT JOIN users u ON u.id = m.member_user_id "
+            "LEFT JOIN agents a ON a.id = m.member_agent_id "
+            "WHERE m.channel_id = $1 AND $2 IN (u.matrix_id, a.matrix_id) "
             "AND m.left_at IS NULL)",
             channel_id,
             matrix_id,

@@ -1,7 +1,8 @@
 """agent_sessions: whether an agent is active, idle or gone in a channel.
 
 At most one session per agent and channel is not closed. Every writer of sessions runs
-under the ingest lock (bookkeeping.lock_ingest), so check-then-insert cannot race.
+under the ingest lock (bookkeeping.lock_ingest), so check-then-insert cannot race. The
+bridge's bot, the system agent, never has one: nothing invokes it.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ from uuid import UUID
 
 from asyncpg import Connection, Pool
 
+from ..ids import SYSTEM_AGENT_ID
+
+# The agents that never have a session: the system agent.
+_NO_SESSIONS = f"ARRAY(SELECT id FROM agents WHERE external_id = '{SYSTEM_AGENT_ID}')"
+
 # One activity per (agent, channel): the open session moves on, or a new one opens. Only
 # while the agent is in the channel: a late message from before a leave opens nothing.
-_ACTIVITY = """
+_ACTIVITY = f"""
 WITH a AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS a(agent_id, channel_id, at)
     WHERE EXISTS (
         SELECT 1 FROM channel_members m
         WHERE m.channel_id = a.channel_id AND m.member_agent_id = a.agent_id
           AND m.left_at IS NULL)
+    AND a.agent_id <> ALL({_NO_SESSIONS})
 ), moved AS (
     UPDATE agent_sessions s SET status = 'active',
         last_activity_at = GREATEST(s.last_activity_at, a.at)
@@ -41,7 +48,8 @@ async def open_on_join(conn: Connection, agent_id: UUID, channel_id: UUID, at: d
     await conn.execute(
         "INSERT INTO agent_sessions (agent_id, channel_id, started_at, last_activity_at, status) "
         "SELECT $1, $2, $3, $3, 'active' WHERE NOT EXISTS (SELECT 1 FROM agent_sessions "
-        "WHERE agent_id = $1 AND channel_id = $2 AND status <> 'closed')",
+        f"WHERE agent_id = $1 AND channel_id = $2 AND status <> 'closed') "
+        f"AND $1 <> ALL({_NO_SESSIONS})",
         agent_id,
         channel_id,
         at,

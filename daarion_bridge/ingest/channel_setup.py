@@ -39,14 +39,17 @@ async def create_channel(
     """The room's channel, and whether it is new (not moved here by an upgrade, nor the
     bot's return to a channel)."""
     snap = setup.snapshot
-    agent_ids = await agents.by_matrix_ids(conn, snap.joined)
+    agent_ids = await agents.by_matrix_ids(conn, [setup.inviter, *snap.joined])
     people = await users.ensure_users(
-        conn,
-        [m for m in (setup.inviter, setup.new_microdao_owner, *snap.joined) if m not in agent_ids],
+        conn, [m for m in (setup.inviter, *snap.joined) if m not in agent_ids]
     )
-    microdao_id = await microdaos.ensure(
-        conn, setup.microdao_external_id, people[setup.new_microdao_owner]
-    )
+    microdao_id = await microdaos.find(conn, setup.microdao_external_id)
+    if microdao_id is None:
+        # The schema wants a person as a microDAO's owner: the bot keeps a users row
+        # for that alone (db/system_agent.py).
+        owner = setup.new_microdao_owner
+        owner_id = (await users.ensure_users(conn, [owner]))[owner]
+        microdao_id = await microdaos.ensure(conn, setup.microdao_external_id, owner_id)
     if setup.replaces_room is not None:
         await _move_from(conn, setup, announcer)
     channel, created = await channels.create(
@@ -56,7 +59,8 @@ async def create_channel(
         slug=snap.slug,
         visibility=snap.visibility,
         microdao_id=microdao_id,
-        created_by_user_id=people[setup.inviter],
+        created_by_user_id=people.get(setup.inviter),
+        created_by_agent_id=agent_ids.get(setup.inviter),
     )
     await rooms.put(conn, snap.room_id, snap.room_version, snap.creators, snap.power_levels)
     await room_names.put(conn, snap.room_id, snap.bot_mxid, snap.from_members)

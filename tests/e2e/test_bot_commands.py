@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     open_channel,
     own_fixtures,
     own_index,
+    stream_events,
     wait_for,
 )
 from tests.e2e.test_log_hygiene import log_records
@@ -263,6 +264,46 @@ async def test_the_bots_answers_are_no_commands(e2e, room) -> None:
     by_bot = {e["event_id"] for e in history if e["sender"] == e2e.bot}
     assert by_bot, "the bot answered nothing"
     assert not [e for e in history if reply_to(e) in by_bot]
+
+
+async def test_the_bot_is_the_system_agent_never_a_person(e2e, room, db, nats) -> None:
+    """Its answer is an agent's message, its membership an agent's, and it has no person
+    row in the channel (issue 19, item 7)."""
+    question = await room.user.send_text(room.room_id, "!daarion help")
+    answered = await wait_for(
+        lambda: answers_to(room.user, room.room_id, question), 15, what="the bot's answer"
+    )
+    answer_id = answered[0]["event_id"]
+    row = await wait_for(
+        lambda: db.fetchrow(
+            "SELECT m.sender_type, m.sender_user_id, a.external_id, a.kind FROM messages m "
+            "LEFT JOIN agents a ON a.id = m.sender_agent_id WHERE m.matrix_event_id = $1",
+            answer_id,
+        ),
+        15,
+        what="the answer indexed",
+    )
+    assert tuple(row) == ("agent", None, "system:daarion", "system")
+    members = await db.fetch(
+        "SELECT a.external_id, m.role, m.member_user_id FROM channel_members m "
+        "JOIN agents a ON a.id = m.member_agent_id "
+        "WHERE m.channel_id = $1 AND m.left_at IS NULL",
+        room.channel["id"],
+    )
+    assert ("system:daarion", "agent", None) in [tuple(r) for r in members]
+    as_person = await db.fetchval(
+        "SELECT count(*) FROM channel_members m JOIN users u ON u.id = m.member_user_id "
+        "WHERE u.matrix_id = $1",
+        e2e.bot,
+    )
+    assert as_person == 0
+
+    async def published() -> list[dict[str, Any]]:
+        found = await stream_events(nats.url, "CMDTEST", "messaging.message.created")
+        return [e for e in found if e["matrix_event_id"] == answer_id]
+
+    [created] = await wait_for(published, 15, what="the answer on NATS")
+    assert (created["sender_id"], created["sender_type"]) == ("system:daarion", "agent")
 
 
 async def test_command_text_is_not_logged_above_debug(e2e, room, stack) -> None:
