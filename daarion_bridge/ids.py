@@ -41,3 +41,5 @@ ROOM_OR_ALIAS = re.compile(rf"^(#[^:\s]+:{SERVER_NAME}|![^:\s]+(:{SERVER_NAME})?
 # an `agent:` one: no config or API declares it, and nothing can invoke it.
 SYSTEM_AGENT_ID = "system:daarion"
 SYSTEM_BLUEPRINT = "daarion_system"
+# An agent as the index holds it: one the config declares, or the bot.
+INDEXED_AGENT_ID = re.compile(rf"^(agent:[a-z0-9-]+|{SYSTEM_AGENT_ID})$")

@@ -27,6 +27,7 @@ from ..config import Config
 from ..config.roster import AgentSpec
 from ..db import agents, channels, members, messages, microdaos, sessions, spaces, users
 from ..db.bookkeeping import lock_ingest
+from ..ids import SYSTEM_AGENT_ID
 from ..ingest.channel_setup import ChannelSetup
 from ..ingest.ingestor import Ingestor
 from ..matrix.bot import UNREACHABLE, Bot, HomeserverUnavailable, room_state
@@ -478,6 +479,7 @@ class Admin:
         for s in open_sessions:
             by_agent.setdefault(s.agent_id, []).append(s)
         configured = {a.external_id for a in self.directory.current.roster.agents}
+        configured.add(SYSTEM_AGENT_ID)  # the bot is always in force
         return [
             AgentWithSessions(a, a.external_id in configured, by_agent.get(a.id, [])) for a in rows
         ]

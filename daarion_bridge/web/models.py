@@ -364,7 +364,7 @@ class Session(TypedDict):
 @with_config(ConfigDict(extra="forbid"))
 class Agent(TypedDict):
     id: Uuid
-    external_id: Annotated[str, _matching(ids.AGENT_ID)]
+    external_id: Annotated[str, _matching(ids.INDEXED_AGENT_ID)]
     name: str
     kind: Annotated[str, _one_of("system", "assistant", "node", "quest")]
     matrix_id: str | None
@@ -373,7 +373,10 @@ class Agent(TypedDict):
     owner: Annotated[str | None, _described("The owner's Matrix id")]
     configured: Annotated[
         bool,
-        _described("In the bridge's config now; false for agents kept for history"),
+        _described(
+            "In the bridge's config now (the bridge's bot, system:daarion, always); "
+            "false for agents kept for history"
+        ),
     ]
     created_at: Time
     sessions: Annotated[list[Session], _described("Its sessions that are not closed")]

@@ -28,7 +28,7 @@ from mautrix.util.async_db import Database
 from yarl import URL
 
 from daarion_bridge.admin.service import Admin, decode_cursor, encode_cursor
-from daarion_bridge.agents.sync import SyncReport, write_roster
+from daarion_bridge.agents.sync import SyncReport, make_bot_the_system_agent, write_roster
 from daarion_bridge.config import Config, parse_config
 from daarion_bridge.db import messages, sessions
 from daarion_bridge.ingest.channel_setup import ChannelSetup
@@ -708,13 +708,18 @@ async def test_agents_with_open_sessions(stack: Stack) -> None:
         "INSERT INTO agents (external_id, name, kind, matrix_id, blueprint_id) "
         "SELECT 'agent:gone', 'Gone', 'node', '@agent-gone:localhost', id FROM agent_blueprints"
     )
+    await make_bot_the_system_agent(stack.pool, BOT, "DAARION")  # as every start does
 
     status, body = await stack.call("GET", "/agents")
     assert status == 200
     conforms(body, "/agents", "GET", 200)
     agents = {a["external_id"]: a for a in body["agents"]}
-    assert list(agents) == ["agent:gone", "agent:prime", "agent:sofia"]
+    assert list(agents) == ["agent:gone", "agent:prime", "agent:sofia", "system:daarion"]
     assert agents["agent:gone"]["configured"] is False
+    bot = agents["system:daarion"]
+    assert (bot["kind"], bot["matrix_id"], bot["blueprint"], bot["configured"]) == (
+        "system", BOT, "daarion_system", True,
+    )  # fmt: skip
     assert agents["agent:gone"]["sessions"] == []
     sofia = agents["agent:sofia"]
     assert (sofia["name"], sofia["kind"], sofia["matrix_id"]) == ("Sofia", "assistant", SOFIA)
