@@ -179,13 +179,14 @@ class Bridge:
             maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
             name="session sweep",
         )
-        catch_up = services.catch_up
+        catch_up, upgrades = services.catch_up, services.upgrades
+
+        def homeserver_back(away: float) -> None:
+            catch_up.schedule(f"the homeserver was away for {away:.0f} s")
+            upgrades.resume()
+
         self.background.spawn(
-            watch_homeserver(
-                http,
-                cfg.homeserver.address,
-                lambda away: catch_up.schedule(f"the homeserver was away for {away:.0f} s"),
-            ),
+            watch_homeserver(http, cfg.homeserver.address, homeserver_back),
             name="homeserver watch",
         )
         self.started = True
@@ -200,6 +201,7 @@ class Bridge:
         await self._ping(services.bot)
         services.catch_up.schedule("start")
         services.backfill.resume()
+        services.upgrades.resume()
 
     async def stop(self) -> None:
         """Stop what start started; again, or before start, it does nothing."""

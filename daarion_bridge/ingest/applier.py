@@ -19,6 +19,7 @@ from ..db import (
     channels,
     members,
     messages,
+    pending_upgrades,
     room_names,
     room_state,
     rooms,
@@ -347,6 +348,7 @@ class Applier:
         homeserver's business); a room closed for good closes its agents' sessions."""
         if op.replacement is not None:
             if op.replacement != op.room_id:
+                await pending_upgrades.add(self.conn, op)  # kept until followed
                 self.outcome.upgrades.append(op)
             return True
         closed = await sessions.close_in_channel(self.conn, channel.id)

@@ -172,3 +172,31 @@ async def test_a_tombstone_without_a_replacement_closes_the_sessions(alice, db, 
 
     await wait_for(closed, what="Sofia's session closed")
     assert await moved_to(db, before["id"], old)
+
+
+async def test_an_upgrade_the_bot_could_not_follow_yet_is_followed_after_a_restart(
+    alice, db, bridge
+) -> None:
+    """The new room is closed to the bot at first (invite only, no invites): the wish to
+    follow stays committed, and once the room is open a restart follows it (also what
+    a bridge killed between the tombstone's commit and the join relies on)."""
+    old, before = await bridged_room(alice, db, "private_chat")
+    new = await upgrade(alice, old)
+
+    async def tried() -> asyncpg.Record | None:
+        sql = "SELECT * FROM bridge_pending_upgrades WHERE room_id = $1 AND attempts >= 1"
+        return await db.fetchrow(sql, old)
+
+    wish = await wait_for(tried, what="the failed first attempt, the wish kept")
+    assert wish["replacement"] == new
+    assert await moved_to(db, before["id"], old)
+    await alice.put_state(new, "m.room.join_rules", {"join_rule": "public"})
+    await bridge.restart()
+    await wait_for(lambda: moved_to(db, before["id"], new), what="the channel in the new room")
+    await wait_membership(alice, new, SOFIA, "join")
+
+    async def done() -> bool:
+        sql = "SELECT count(*) FROM bridge_pending_upgrades WHERE room_id = $1"
+        return await db.fetchval(sql, old) == 0
+
+    await wait_for(done, what="the wish done")

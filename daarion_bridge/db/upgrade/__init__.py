@@ -36,4 +36,5 @@ from . import (  # noqa: E402,F401  (each registers itself)
     v10_dead_letters_once,
     v11_room_names,
     v12_backfills,
+    v13_pending_upgrades,
 )
