@@ -231,7 +231,10 @@ class Ingestor:
         keys_came = False
         if self.crypto is not None:
             # Committed first and on its own: a retry of this transaction comes without it.
-            keys_came = await self.crypto.absorb(extras or {})
+            # One the bridge made of events it read back (the catch-up's) has no crypto
+            # part, but the membership changes it found rotate room keys all the same.
+            body = extras if extras is not None else {"events": events}
+            keys_came = await self.crypto.absorb(body)
             events = await self._open(events)
         async with self._lock:
             items, outcome = await self._write_while_translating(txn_id, digest, events, backfill)
