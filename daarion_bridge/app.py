@@ -172,7 +172,9 @@ class Bridge:
             services.publisher.start()
             stack.push_async_callback(services.publisher.stop)
         self.background.spawn(
-            maintenance.run_forever(pool, outbox_retention=cfg.nats.outbox_retention),
+            maintenance.run_forever(
+                pool, outbox_retention=cfg.nats.outbox_retention, crypto=self.crypto is not None
+            ),
             name="maintenance",
         )
         self.background.spawn(

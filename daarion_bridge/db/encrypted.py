@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -61,3 +62,14 @@ async def remove(pool: Pool, event_ids: Sequence[str]) -> None:
 
 async def count(pool: Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM bridge_encrypted_waiting"))
+
+
+async def prune(pool: Pool, retention: timedelta) -> int:
+    """Drop messages that waited longer than `retention`: a sender shares a room key
+    when it sends, so one that has not come by then never will (they stay
+    `[encrypted]` in the index)."""
+    status = await pool.execute(
+        "DELETE FROM bridge_encrypted_waiting WHERE waiting_since < now() - $1::interval",
+        retention,
+    )
+    return int(status.split()[-1])

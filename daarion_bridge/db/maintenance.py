@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from asyncpg import Pool
 
-from . import bookkeeping, outbox, sessions
+from .. import metrics
+from . import bookkeeping, crypto_store, encrypted, outbox, sessions
 
 log = logging.getLogger("daarion.maintenance")
 
@@ -18,6 +19,12 @@ TRANSACTION_RETENTION = timedelta(days=7)
 # Long enough to notice, fix and replay (`daarion-bridge dead-letters`); the letters keep
 # message text, which must not outlive its use.
 DEAD_LETTER_RETENTION = timedelta(days=30)
+# Room keys of a room the bridge's users all left (or of a room that is no channel,
+# none new for as long) are kept this long: for a quick return, and the context of
+# what was said before leaving (db/crypto_store.py).
+ROOM_KEY_GRACE = timedelta(days=30)
+# A sender shares a room key as it sends: one that has not come in a week never will.
+KEY_WAIT_RETENTION = timedelta(days=7)
 INTERVAL_SECONDS = 3600
 
 
@@ -28,9 +35,31 @@ async def prune_transactions(pool: Pool, retention: timedelta = TRANSACTION_RETE
     return int(status.split()[-1])
 
 
+async def prune_crypto(pool: Pool) -> None:
+    """The crypto store and the messages waiting for keys (encryption on only: the
+    `crypto_*` tables exist then)."""
+    rooms, pruned = await crypto_store.prune_done_rooms(pool, ROOM_KEY_GRACE)
+    if rooms:
+        log.info(
+            "Pruned %d room keys of %d rooms the bridge has been done with for %s",
+            pruned,
+            rooms,
+            ROOM_KEY_GRACE,
+        )
+    pruned = await encrypted.prune(pool, KEY_WAIT_RETENTION)
+    if pruned:
+        what = "Gave up on %d messages waiting for a room key for more than %s"
+        log.info(what, pruned, KEY_WAIT_RETENTION)
+        metrics.WAITING_FOR_KEYS.set(await encrypted.count(pool))
+
+
 async def run_forever(
-    pool: Pool, interval: float = INTERVAL_SECONDS, outbox_retention: float | None = None
+    pool: Pool,
+    interval: float = INTERVAL_SECONDS,
+    outbox_retention: float | None = None,
+    crypto: bool = False,
 ) -> None:
+    """`crypto`: encryption is on, and its tables are pruned too."""
     while True:
         try:
             pruned = await prune_transactions(pool)
@@ -44,6 +73,8 @@ async def run_forever(
                 pruned = await outbox.prune(pool, retention)
                 if pruned:
                     log.info("Pruned %d published events older than %s", pruned, retention)
+            if crypto:
+                await prune_crypto(pool)
         except Exception:
             # The next round tries again; ingest does not depend on this.
             log.warning("Pruning the bridge's own tables failed", exc_info=True)

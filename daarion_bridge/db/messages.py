@@ -113,6 +113,44 @@ FROM shown WHERE m.matrix_event_id = shown.matrix_event_id AND shown.preview IS 
 RETURNING m.id, m.channel_id, m.sender_user_id, m.sender_agent_id, m.matrix_event_id,
           $6::text AS cause, m.content_preview
 """
+# A message decrypted after it was indexed as `[encrypted]` ($1), with its text as the
+# index keeps it ($2): shown unless the message was redacted (it stays `[deleted]`) or an
+# edit shows (the edit wins; the text is what removing the edits brings back).
+_REVEAL = """
+WITH state AS (
+    SELECT redacted, last_edit_event_id IS NOT NULL AS edited
+    FROM bridge_message_state WHERE matrix_event_id = $1
+), original AS (
+    UPDATE bridge_message_state SET original_preview = $2
+    WHERE matrix_event_id = $1 AND NOT redacted AND original_preview IS NOT NULL
+), shown AS (
+    UPDATE messages SET content_preview = $2
+    WHERE matrix_event_id = $1 AND content_preview IS DISTINCT FROM $2
+      AND NOT EXISTS (SELECT 1 FROM state WHERE redacted OR edited)
+    RETURNING 1
+)
+SELECT id, channel_id, sender_user_id, sender_agent_id, matrix_event_id,
+       matrix_event_id AS cause, EXISTS (SELECT 1 FROM shown),
+       COALESCE((SELECT redacted FROM state), false)
+FROM messages WHERE matrix_event_id = $1
+"""
+# An edit decrypted after it was applied as `[encrypted]` ($1, its text $2): the edit
+# keeps its text, and the message shows it where that edit is the one shown.
+_REVEAL_EDIT = """
+WITH kept AS (
+    UPDATE bridge_message_edits SET preview = $2
+    WHERE edit_event_id = $1 AND preview IS NOT NULL AND preview IS DISTINCT FROM $2
+    RETURNING message_event_id
+), shown AS (
+    SELECT s.matrix_event_id FROM bridge_message_state s JOIN kept k
+        ON k.message_event_id = s.matrix_event_id
+    WHERE s.last_edit_event_id = $1 AND NOT s.redacted
+)
+UPDATE messages SET content_preview = $2
+WHERE matrix_event_id = (SELECT matrix_event_id FROM shown)
+  AND content_preview IS DISTINCT FROM $2
+RETURNING id, channel_id, sender_user_id, sender_agent_id, matrix_event_id, $1::text AS cause
+"""
 _EDIT = _EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=6, a=7, m=8))
 _REDACT = _REDACT.replace("SAME_SENDER", _SAME_SENDER.format(u=4, a=5, m=8))
 _REMOVE_EDIT = _REMOVE_EDIT.replace("SAME_SENDER", _SAME_SENDER.format(u=3, a=4, m=7))
@@ -197,17 +235,6 @@ async def insert_many(conn: Connection, rows: Sequence[NewRow]) -> dict[str, UUI
     return new
 
 
-async def ids_of(conn: Connection, event_ids: Sequence[str]) -> dict[str, UUID]:
-    """Event id -> row id of the messages already indexed."""
-    if not event_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT matrix_event_id, id FROM messages WHERE matrix_event_id = ANY($1::text[])",
-        list(event_ids),
-    )
-    return {r[0]: r[1] for r in rows}
-
-
 async def edit_many(conn: Connection, edits: Sequence[Edit]) -> list[Changed]:
     """Show each edit's text on its original row, in order; returns the rows changed."""
     if not edits:
@@ -270,6 +297,33 @@ async def remove_edits(
         for r in redactions
     ]
     return [(Changed(*r[:6]), r[6]) for r in await conn.fetchmany(_REMOVE_EDIT, args)]
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    """A message decrypted late, as its row stands."""
+
+    row: Changed  # its cause: the message's own event id
+    shown: bool  # its preview changed to the decrypted one
+    redacted: bool  # deleted meanwhile: its text acts on nothing
+
+
+async def reveal(conn: Connection, texts: Sequence[tuple[str, str]]) -> dict[str, Revealed]:
+    """Messages (event id, preview) decrypted after they were indexed as `[encrypted]`:
+    each shows its preview unless redacted or edited (see _REVEAL). By event id, those
+    indexed."""
+    if not texts:
+        return {}
+    rows = await conn.fetchmany(_REVEAL, list(texts))
+    return {r[4]: Revealed(Changed(*r[:6]), r[6], r[7]) for r in rows}
+
+
+async def reveal_edits(conn: Connection, texts: Sequence[tuple[str, str]]) -> list[Changed]:
+    """Edits (event id, preview) decrypted after they were applied as `[encrypted]`;
+    returns the rows whose preview changed (the edit is the one they show)."""
+    if not texts:
+        return []
+    return [Changed(*r) for r in await conn.fetchmany(_REVEAL_EDIT, list(texts))]
 
 
 async def row_id(conn: Connection, event_id: str) -> UUID | None:

@@ -75,9 +75,16 @@ class Announcer:
         self.emitter.add(build, who)
 
     def message_changed(
-        self, channel: Channel, changed: Changed, at: datetime | None, preview: str | None
+        self,
+        channel: Channel,
+        changed: Changed,
+        at: datetime | None,
+        preview: str | None,
+        *,
+        decrypted: bool = False,
     ) -> None:
-        """An edit (with its preview) or, with preview None, a redaction."""
+        """An edit (with its preview) or, with preview None, a redaction; `decrypted`:
+        the text of a message or edit whose key came late (bus.message_updated)."""
         who = _who(changed.sender_user_id, changed.sender_agent_id)
         ref = channel.ref
 
@@ -89,7 +96,7 @@ class Announcer:
                 )
             assert at is not None
             return bus.message_updated(
-                ref, changed.id, changed.event_id, sender, changed.cause, at, preview
+                ref, changed.id, changed.event_id, sender, changed.cause, at, preview, decrypted
             )
 
         self.emitter.add(build, who)

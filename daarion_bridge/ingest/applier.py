@@ -234,10 +234,14 @@ class Applier:
             calls = [self.mentioned(op, row) for op, row in zip(news, rows, strict=True)]
         finally:
             inserted = await insert
-        # Decrypted late: indexed as [encrypted] before, their text acts now.
-        late = await messages.ids_of(self.conn, [op.event_id for op in news if op.late])
+        # Decrypted late: indexed as [encrypted] before, their text acts now (unless
+        # they were deleted meanwhile).
+        late = await corrections.reveal(self.scope, [op for op in news if op.late])
         for op, row, mentioned in zip(news, rows, calls, strict=True):
-            message_id = inserted.get(op.event_id) or late.get(op.event_id)
+            message_id = inserted.get(op.event_id)
+            if message_id is None and op.event_id in late:
+                revealed = late[op.event_id]
+                message_id = None if revealed.redacted else revealed.row.id
             if message_id is None:
                 continue
             channel = self.channels[op.room_id]

@@ -62,11 +62,31 @@ async def edit(scope: Scope, edits: Sequence[ev.EditMessage]) -> int:
     ]  # fmt: skip
     changed = await messages.edit_many(scope.conn, rows)
     by_cause = {op.event_id: op for op in edits}
-    for row in changed:
+    # Decrypted late: applied as `[encrypted]` before (then the edit above found it
+    # there), it shows its text now.
+    late = [(op.event_id, op.preview) for op in edits if op.late]
+    revealed = await messages.reveal_edits(scope.conn, late)
+    for row, decrypted in [*((r, False) for r in changed), *((r, True) for r in revealed)]:
         op = by_cause[row.cause]
         at = ev.EPOCH + timedelta(milliseconds=op.ts_ms)
-        scope.announcer.message_changed(scope.by_id[row.channel_id], row, at, op.preview)
-    return len(changed)
+        channel = scope.by_id[row.channel_id]
+        scope.announcer.message_changed(channel, row, at, op.preview, decrypted=decrypted)
+    return len(changed) + len(revealed)
+
+
+async def reveal(scope: Scope, late: Sequence[ev.NewMessage]) -> dict[str, messages.Revealed]:
+    """Messages decrypted after they were indexed as `[encrypted]`: each shows its text
+    where the index keeps it (plaintext previews) unless redacted or edited meanwhile;
+    a changed preview is announced. By event id, those indexed."""
+    revealed = await messages.reveal(scope.conn, [(op.event_id, op.preview) for op in late])
+    by_id = {op.event_id: op for op in late}
+    for event_id, found in revealed.items():
+        if found.shown:
+            channel = scope.by_id[found.row.channel_id]
+            at = datetime.now(UTC)  # the text is known from now on
+            preview = by_id[event_id].preview
+            scope.announcer.message_changed(channel, found.row, at, preview, decrypted=True)
+    return revealed
 
 
 async def redact(

@@ -146,7 +146,8 @@ class Ingestor:
     def _encryption_aware(self, event: Any, item: Operation | None) -> Operation | None:
         """A decrypted message keeps `[encrypted]` in the index unless plaintext previews
         are on, while its text (in memory) finds mentions and commands; one still
-        encrypted calls no agent (its key may come later, see _decrypted_late)."""
+        encrypted calls no agent (its key may come later, see _decrypted_late). One
+        decrypted late (`late`) shows its text then, if plaintext previews are on."""
         if self.crypto is None or not isinstance(event, dict):
             return item
         mark = event.get(DECRYPTED)
@@ -156,7 +157,7 @@ class Ingestor:
             return item
         if isinstance(item, NewMessage | EditMessage) and not self.plaintext_previews:
             item = dataclasses.replace(item, preview=ENCRYPTED)
-        if isinstance(item, NewMessage) and mark == "late":
+        if isinstance(item, NewMessage | EditMessage) and mark == "late":
             item = dataclasses.replace(item, late=True)
         return item
 
@@ -186,14 +187,18 @@ class Ingestor:
         assert self.crypto is not None
         readable = await self.crypto.now_readable()
         for event_id, event in readable:
-            late = {**event, DECRYPTED: "late"}
-            txn_id = f"decrypted:{event_id}"
-            digest = bookkeeping.events_digest([late])
-            async with self._lock:
-                _, outcome = await self._write_while_translating(txn_id, digest, [late], False)
-            if outcome is not None:
-                self._after_write(outcome)
+            await self.write_late(event_id, event)
         await self.crypto.done_waiting([event_id for event_id, _ in readable])
+
+    async def write_late(self, event_id: str, decrypted: Mapping[str, Any]) -> None:
+        """One message (or edit) indexed as `[encrypted]` before, now decrypted."""
+        late = {**decrypted, DECRYPTED: "late"}
+        txn_id = f"decrypted:{event_id}"
+        digest = bookkeeping.events_digest([late])
+        async with self._lock:
+            _, outcome = await self._write_while_translating(txn_id, digest, [late], False)
+        if outcome is not None:
+            self._after_write(outcome)
 
     def _after_write(self, outcome: Outcome) -> None:
         """Hand over what the commit set off; never awaited: the transaction answers now."""
@@ -226,7 +231,10 @@ class Ingestor:
         keys_came = False
         if self.crypto is not None:
             # Committed first and on its own: a retry of this transaction comes without it.
-            keys_came = await self.crypto.absorb(extras or {})
+            # One the bridge made of events it read back (the catch-up's) has no crypto
+            # part, but the membership changes it found rotate room keys all the same.
+            body = extras if extras is not None else {"events": events}
+            keys_came = await self.crypto.absorb(body)
             events = await self._open(events)
         async with self._lock:
             items, outcome = await self._write_while_translating(txn_id, digest, events, backfill)

@@ -104,14 +104,19 @@ def message_updated(
     edit_event_id: str,
     updated_at: datetime,
     preview: str,
+    decrypted: bool = False,
 ) -> BusEvent:
+    """`decrypted`: the text of a message or edit whose key came after it was indexed
+    as `[encrypted]` (`edit_event_id` is then that event's): an id of its own, as the
+    edit's `[encrypted]` version may have gone out under the edit's."""
     payload = _message(channel, message_id, event_id, sender)
     payload |= {
         "edit_event_id": edit_event_id,
         "updated_at": iso(updated_at),
         "content_preview": preview,
     }
-    return BusEvent(MESSAGE_UPDATED, f"{MESSAGE_UPDATED}:{edit_event_id}", payload)
+    msg_id = f"{MESSAGE_UPDATED}:{edit_event_id}" + (":decrypted" if decrypted else "")
+    return BusEvent(MESSAGE_UPDATED, msg_id, payload)
 
 
 def message_deleted(

@@ -74,6 +74,8 @@ class EditMessage:
     ts_ms: int
     preview: str
     sender: str = ""  # only the original's sender may edit it
+    # Decrypted after it was applied as `[encrypted]`: its text replaces that one.
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)

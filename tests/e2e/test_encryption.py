@@ -176,30 +176,33 @@ async def test_mention_in_encrypted_room_invokes_agent_index_keeps_encrypted(
     assert await preview(db, event_id) == "[encrypted]"  # plaintext_previews: false
 
 
-async def test_key_arriving_one_transaction_after_its_message(
-    alice, element, local_nats, db, index: OwnIndex
-) -> None:
-    room_id = await encrypted_room_with_sofia(alice, element)
+async def send_before_its_key(alice: Person, element: AsyncClient, room_id: str, text: str) -> str:
+    """A message sent before its session is shared with anyone (a sender's key that
+    comes late); element.share_group_session(room_id) sends the key, in a later
+    transaction, and it still opens the message (from index 0)."""
     olm = element.olm
     assert olm is not None
-    # The message goes out before its session is shared with anyone.
     olm.create_outbound_group_session(room_id)
     session = olm.outbound_group_sessions[room_id]
     key_at_zero = session.session_key  # what a sender shares before its first message
     session.shared = True  # nio encrypts only with a shared session; it is not, yet
     content = olm.group_encrypt(
-        room_id,
-        {"type": "m.room.message", "content": {"msgtype": "m.text", "body": "Sofia, late"}},
+        room_id, {"type": "m.room.message", "content": {"msgtype": "m.text", "body": text}}
     )
     session.shared = False
-    # Shared below, it must still open the message (index 0), as a sender's late key does.
     session.__class__ = type(
         "KeyFromIndexZero", (type(session),), {"session_key": property(lambda _: key_at_zero)}
     )
     txn = uuid.uuid4().hex
-    event_id = (
-        await alice.request("PUT", f"/v3/rooms/{room_id}/send/m.room.encrypted/{txn}", content)
-    )["event_id"]
+    path = f"/v3/rooms/{room_id}/send/m.room.encrypted/{txn}"
+    return str((await alice.request("PUT", path, content))["event_id"])
+
+
+async def test_key_arriving_one_transaction_after_its_message(
+    alice, element, local_nats, db, index: OwnIndex
+) -> None:
+    room_id = await encrypted_room_with_sofia(alice, element)
+    event_id = await send_before_its_key(alice, element, room_id, "Sofia, late")
     assert await preview(db, event_id) == "[encrypted]"
     waiting = "SELECT count(*) FROM bridge_encrypted_waiting WHERE event_id = $1"
     assert await db.fetchval(waiting, event_id) == 1
