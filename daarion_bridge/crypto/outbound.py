@@ -90,8 +90,9 @@ def recipients(
 
 def changed_rooms(events: Iterable[Any], ours: Collection[str]) -> set[str]:
     """Rooms whose senders need a new session: someone's membership changed (left,
-    kicked, banned, joined, invited; the bridge's own users aside), or the room's
-    m.room.encryption was sent again."""
+    kicked, banned, joined, invited), or the room's m.room.encryption was sent again.
+    Of the bridge's own users only a (re)join counts: one returning to a room saw none
+    of the changes while it was away, so the session it had before must not go on."""
     rooms = set()
     for event in events:
         if not isinstance(event, dict) or "state_key" not in event:
@@ -101,13 +102,16 @@ def changed_rooms(events: Iterable[Any], ours: Collection[str]) -> set[str]:
             continue
         if event.get("type") == "m.room.encryption":
             rooms.add(room_id)
-        elif event.get("type") == "m.room.member" and event.get("state_key") not in ours:
+        elif event.get("type") == "m.room.member":
             content = event.get("content")
             unsigned = event.get("unsigned")
             prev = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
             now = content.get("membership") if isinstance(content, dict) else None
             before = prev.get("membership") if isinstance(prev, dict) else None
-            if now != before:
+            if event.get("state_key") in ours:
+                if now == "join" and before != "join":
+                    rooms.add(room_id)
+            elif now != before:
                 rooms.add(room_id)
     return rooms
 

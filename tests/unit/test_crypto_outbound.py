@@ -68,13 +68,21 @@ def test_membership_changes_of_people_make_a_new_session() -> None:
     assert changed_rooms(events, OURS) == {R, "!b:localhost", "!c:localhost"}
 
 
-def test_profile_changes_and_the_bridges_own_users_do_not() -> None:
+def test_profile_changes_and_the_bridges_own_users_leaving_do_not() -> None:
     events = [
         member("@alice:localhost", "join", before="join"),  # a new display name
-        member("@agent-sofia:localhost", "join", before="invite"),
+        member("@agent-sofia:localhost", "join", before="join"),
+        member("@agent-sofia:localhost", "leave", before="join"),
+        member("@agent-sofia:localhost", "invite", before="leave"),
         {"type": "m.room.message", "room_id": R, "content": {"membership": "leave"}},
     ]
     assert changed_rooms(events, OURS) == set()
+
+
+def test_one_of_ours_joining_again_makes_a_new_session() -> None:
+    """Away, it saw no one leave: the session it had must not go on to them."""
+    events = [member("@agent-sofia:localhost", "join", before="invite")]
+    assert changed_rooms(events, OURS) == {R}
 
 
 def test_a_new_encryption_event_makes_a_new_session() -> None:
