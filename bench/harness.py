@@ -159,6 +159,7 @@ class Stack:
     agents: int = 0  # agents declared in the config
     # room id -> (Matrix id, name) of the agents that joined it
     agents_in_rooms: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    owner: Person | None = None  # @bench-owner over the client API, while Synapse runs
     _people: list[Person] = field(default_factory=list)
 
     @property
@@ -226,7 +227,7 @@ class Stack:
         in the config, some of them are then invited into some rooms."""
         assert self.synapse is not None
         user_id, token = await self.synapse.register_user(OWNER)
-        owner = Person(self.synapse.base_url, user_id, token)
+        owner = self.owner = Person(self.synapse.base_url, user_id, token)
         self._people.append(owner)
         self.owner_id = user_id
         sem = asyncio.Semaphore(parallel)
@@ -300,6 +301,11 @@ class Stack:
             await person.close()
         if self.synapse is not None:
             await self.synapse.stop()
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Returns once ``bridge_transactions`` stops changing: the bridge has taken in
+        what Synapse had for it."""
         conn = await asyncpg.connect(self.database_url)
         try:
             last = None
