@@ -114,6 +114,8 @@ class Sealer:
         self.room_devices = room_devices
         self.one_time_keys = {k: list(v) for k, v in one_time_keys.items()}
         self.counts = Counts()
+        # (messages encrypted, room keys sent) of each transaction sealed, in order
+        self.per_txn: list[tuple[int, int]] = []
 
     def devices(self) -> dict[str, DeviceIdentity]:
         """Each sender's device as the bridge's crypto store keeps a fetched one."""
@@ -161,6 +163,7 @@ class Sealer:
         """Encrypts the people's messages among ``events`` in place; returns what the
         transaction body carries besides (the to-device room keys)."""
         to_device: list[dict[str, Any]] = []
+        sealed_before = self.counts.encrypted
         for i, event in enumerate(events):
             sender = self.senders.get(event["sender"])
             if event["type"] != "m.room.message" or sender is None:
@@ -191,6 +194,7 @@ class Sealer:
                 sealed["m.relates_to"] = relates_to
             events[i] = {**event, "type": "m.room.encrypted", "content": sealed}
             self.counts.encrypted += 1
+        self.per_txn.append((self.counts.encrypted - sealed_before, len(to_device)))
         return {TO_DEVICE: to_device} if to_device else {}
 
     def _room_key(

@@ -38,11 +38,13 @@ async def measure(
     warm: Phase,
     main: Phase,
     counts: Counts,
+    per_txn: list[tuple[int, int]],
     plain: dict[str, Any],
 ) -> dict[str, Any]:
     """Warm-up (its own sessions and Olm sessions made), then the measured encrypted
-    phase. `counts`: what the sealer made for `main`; `plain`: the plain phase's figures.
-    Fails when any message was not decrypted on arrival."""
+    phase. `counts`: what the sealer made for `main`, `per_txn` per transaction
+    (messages encrypted, room keys); `plain`: the plain phase's figures. Fails when any
+    message was not decrypted on arrival."""
     t = time.perf_counter()
     await driver.send(warm.txns)
     say(f"encrypted warm-up: {warm.events:,} events in {time.perf_counter() - t:.1f} s")
@@ -120,7 +122,28 @@ async def measure(
                 round((elapsed - main.events / plain["events_per_s"]) * 1000 / n, 3) if n else None
             ),
             "room_keys_per_encrypted_message": round(counts.room_keys / n, 3) if n else None,
+            **split(lat, per_txn, plain["txn_latency"]["mean_ms"]),
         },
+    }
+
+
+def split(
+    latencies: list[float], per_txn: list[tuple[int, int]], plain_mean_ms: float
+) -> dict[str, float | None]:
+    """Each transaction's latency beyond the plain phase's mean, fitted (least squares,
+    no intercept: the plain mean holds the rest) as ms per message decrypted + ms per
+    room key taken in: what a message costs once its session is there, and a key."""
+    smm = smk = skk = sdm = sdk = 0.0
+    for latency_s, (m, k) in zip(latencies, per_txn, strict=True):
+        d = latency_s * 1000 - plain_mean_ms
+        smm, smk, skk = smm + m * m, smk + m * k, skk + k * k
+        sdm, sdk = sdm + d * m, sdk + d * k
+    det = smm * skk - smk * smk
+    if not det:
+        return {"fit_ms_per_decrypted_message": None, "fit_ms_per_room_key": None}
+    return {
+        "fit_ms_per_decrypted_message": round((sdm * skk - sdk * smk) / det, 3),
+        "fit_ms_per_room_key": round((smm * sdk - smk * sdm) / det, 3),
     }
 
 
@@ -163,6 +186,10 @@ def rows(enc: dict[str, Any], plain: dict[str, Any]) -> list[tuple[str, Any]]:
             f"bridge {cost['bridge_cpu_us_per_encrypted_message']} us + postgres "
             f"{cost['postgres_cpu_us_per_encrypted_message']} us CPU, "
             f"{cost['wall_ms_per_encrypted_message']} ms wall (room keys included)",
+        ),
+        (
+            "  fitted per transaction: message / room key",
+            f"{cost['fit_ms_per_decrypted_message']} / {cost['fit_ms_per_room_key']} ms wall",
         ),
         (
             "  decrypted on arrival / waiting for keys",

@@ -239,9 +239,10 @@ async def _measure(
     single = wl.phase("single", args.single, 1, "bench-one")
     if sealer is not None:  # after the plain phases: those stay what they are without it
         enc_warm = wl.phase("encrypted-warmup", args.warmup, args.batch, "bench-encw", sealer.seal)
-        before = Counts(**vars(sealer.counts))
+        before, first = Counts(**vars(sealer.counts)), len(sealer.per_txn)
         enc_main = wl.phase("encrypted", args.events, args.batch, "bench-enc", sealer.seal)
         enc_counts = encrypted.counts_between(before, sealer.counts)
+        enc_per_txn = sealer.per_txn[first:]
     say(
         f"workload: {warm.events + main.events + single.events:,} events generated in "
         f"{time.perf_counter() - t:.1f} s; measured phase {main.events:,} events in "
@@ -448,7 +449,7 @@ async def _measure(
     if sealer is not None:
         async with Driver(stack.base_url, stack.hs_token) as driver:
             out["encrypted"] = await encrypted.measure(
-                driver, stack, conn, pm, enc_warm, enc_main, enc_counts, out
+                driver, stack, conn, pm, enc_warm, enc_main, enc_counts, enc_per_txn, out
             )
     return out
 
