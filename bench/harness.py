@@ -462,6 +462,32 @@ async def postmaster_pid(database_url: str) -> int | None:
     return parent.pid if parent is not None else None
 
 
+async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    """This database's counters, and the server's WAL and checkpoints: at size, full-page
+    images after a checkpoint are much of what an insert costs."""
+    row = await conn.fetchrow(
+        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
+        "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
+        "current_database()"
+    )
+    checkpoints = (
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+        if conn.get_server_version().major >= 17
+        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    )
+    wal = await conn.fetchrow(
+        "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
+        f"({checkpoints}) AS checkpoints FROM pg_stat_wal"
+    )
+    return {**dict(row), **dict(wal)}
+
+
+async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
+    # An idle backend publishes its pending counters after PGSTAT_IDLE_INTERVAL (10 s).
+    await asyncio.sleep(11)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+
+
 def make_workdir(keep: bool) -> Path:
     path = Path(tempfile.mkdtemp(prefix="daarion-bench-"))
     os.chmod(path, 0o755)  # the embedded server runs as another user when we are root

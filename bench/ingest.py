@@ -45,7 +45,18 @@ from daarion_bridge.web.appservice import parse_json
 from . import encrypted, floor, size
 from .driver import Driver, latency, ms
 from .e2ee import Counts, Sealer, prepare
-from .harness import BOT, CpuMeter, Postgres, Stack, make_workdir, postmaster_pid, rss, say
+from .harness import (
+    BOT,
+    CpuMeter,
+    Postgres,
+    Stack,
+    db_stats,
+    make_workdir,
+    postmaster_pid,
+    rss,
+    say,
+    wait_stats_flushed,
+)
 from .workload import Phase, Workload
 
 INGEST_START_MS = size.FILL_END_MS + 86_400_000
@@ -131,32 +142,6 @@ def _pg_setting(p: argparse.ArgumentParser, given: str) -> str:
         p.error(f"--pg-setting {given!r}: expected NAME=VALUE, e.g. max_wal_size=8GB")
     value = value.strip("'").replace("'", "''")
     return f"{name} = '{value}'"
-
-
-async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
-    """This database's counters, and the server's WAL and checkpoints: at size, full-page
-    images after a checkpoint are much of what an insert costs."""
-    row = await conn.fetchrow(
-        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
-        "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
-        "current_database()"
-    )
-    checkpoints = (
-        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
-        if conn.get_server_version().major >= 17
-        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
-    )
-    wal = await conn.fetchrow(
-        "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
-        f"({checkpoints}) AS checkpoints FROM pg_stat_wal"
-    )
-    return {**dict(row), **dict(wal)}
-
-
-async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
-    # An idle backend publishes its pending counters after PGSTAT_IDLE_INTERVAL (10 s).
-    await asyncio.sleep(11)
-    await conn.execute("SELECT pg_stat_clear_snapshot()")
 
 
 def metric(m: dict[str, float], name: str) -> float:
