@@ -23,6 +23,20 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def latency(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": ms(percentile(values, 50)),
+        "p95_ms": ms(percentile(values, 95)),
+        "p99_ms": ms(percentile(values, 99)),
+        "max_ms": ms(max(values)),
+        "mean_ms": ms(sum(values) / len(values)),
+    }
+
+
 class Driver:
     def __init__(self, base_url: str, hs_token: str) -> None:
         self.base_url = base_url

@@ -159,6 +159,7 @@ class Stack:
     agents: int = 0  # agents declared in the config
     # room id -> (Matrix id, name) of the agents that joined it
     agents_in_rooms: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    owner: Person | None = None  # @bench-owner over the client API, while Synapse runs
     _people: list[Person] = field(default_factory=list)
 
     @property
@@ -226,7 +227,7 @@ class Stack:
         in the config, some of them are then invited into some rooms."""
         assert self.synapse is not None
         user_id, token = await self.synapse.register_user(OWNER)
-        owner = Person(self.synapse.base_url, user_id, token)
+        owner = self.owner = Person(self.synapse.base_url, user_id, token)
         self._people.append(owner)
         self.owner_id = user_id
         sem = asyncio.Semaphore(parallel)
@@ -300,6 +301,11 @@ class Stack:
             await person.close()
         if self.synapse is not None:
             await self.synapse.stop()
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Returns once ``bridge_transactions`` stops changing: the bridge has taken in
+        what Synapse had for it."""
         conn = await asyncpg.connect(self.database_url)
         try:
             last = None
@@ -454,6 +460,32 @@ async def postmaster_pid(database_url: str) -> int | None:
     finally:
         await conn.close()
     return parent.pid if parent is not None else None
+
+
+async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    """This database's counters, and the server's WAL and checkpoints: at size, full-page
+    images after a checkpoint are much of what an insert costs."""
+    row = await conn.fetchrow(
+        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
+        "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
+        "current_database()"
+    )
+    checkpoints = (
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+        if conn.get_server_version().major >= 17
+        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    )
+    wal = await conn.fetchrow(
+        "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
+        f"({checkpoints}) AS checkpoints FROM pg_stat_wal"
+    )
+    return {**dict(row), **dict(wal)}
+
+
+async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
+    # An idle backend publishes its pending counters after PGSTAT_IDLE_INTERVAL (10 s).
+    await asyncio.sleep(11)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
 
 
 def make_workdir(keep: bool) -> Path:

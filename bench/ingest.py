@@ -42,9 +42,21 @@ from daarion_bridge.translate.agents import AgentDirectory
 from daarion_bridge.translate.events import translate_event
 from daarion_bridge.web.appservice import parse_json
 
-from . import floor, size
-from .driver import Driver, percentile
-from .harness import BOT, CpuMeter, Postgres, Stack, make_workdir, postmaster_pid, rss, say
+from . import encrypted, floor, size
+from .driver import Driver, latency, ms
+from .e2ee import Counts, Sealer, prepare
+from .harness import (
+    BOT,
+    CpuMeter,
+    Postgres,
+    Stack,
+    db_stats,
+    make_workdir,
+    postmaster_pid,
+    rss,
+    say,
+    wait_stats_flushed,
+)
 from .workload import Phase, Workload
 
 INGEST_START_MS = size.FILL_END_MS + 86_400_000
@@ -82,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (and databases)")
     p.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="ingest mode: the rooms encrypted, and after the plain phases the same mix "
+        "with the people's messages Megolm-encrypted: decryption's cost beside plain",
+    )
+    p.add_argument(
         "--room-agents",
         type=int,
         default=100,
@@ -108,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("events", "batch", "single"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1: each is measured")
+    if args.encrypted and args.mode != "ingest":
+        p.error("--encrypted is for ingest mode")
     if args.pg_setting and args.database_url:
         p.error("--pg-setting is for the embedded server; set the server of --database-url")
     args.pg_setting = [_pg_setting(p, s) for s in args.pg_setting]
@@ -122,46 +142,6 @@ def _pg_setting(p: argparse.ArgumentParser, given: str) -> str:
         p.error(f"--pg-setting {given!r}: expected NAME=VALUE, e.g. max_wal_size=8GB")
     value = value.strip("'").replace("'", "''")
     return f"{name} = '{value}'"
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def latency(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": ms(percentile(values, 50)),
-        "p95_ms": ms(percentile(values, 95)),
-        "p99_ms": ms(percentile(values, 99)),
-        "max_ms": ms(max(values)),
-        "mean_ms": ms(sum(values) / len(values)),
-    }
-
-
-async def db_stats(conn: asyncpg.Connection) -> dict[str, int]:
-    """This database's counters, and the server's WAL and checkpoints: at size, full-page
-    images after a checkpoint are much of what an insert costs."""
-    row = await conn.fetchrow(
-        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
-        "tup_returned, blks_read, blks_hit FROM pg_stat_database WHERE datname = "
-        "current_database()"
-    )
-    checkpoints = (
-        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
-        if conn.get_server_version().major >= 17
-        else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
-    )
-    wal = await conn.fetchrow(
-        "SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes, "
-        f"({checkpoints}) AS checkpoints FROM pg_stat_wal"
-    )
-    return {**dict(row), **dict(wal)}
-
-
-async def wait_stats_flushed(conn: asyncpg.Connection) -> None:
-    # An idle backend publishes its pending counters after PGSTAT_IDLE_INTERVAL (10 s).
-    await asyncio.sleep(11)
-    await conn.execute("SELECT pg_stat_clear_snapshot()")
 
 
 def metric(m: dict[str, float], name: str) -> float:
@@ -191,16 +171,40 @@ def offline_cpu(phase: Phase, directory: AgentDirectory) -> dict[str, float]:
     }
 
 
+def make_workload(args: argparse.Namespace, stack: Stack) -> Workload:
+    senders = [f"@bench-u{i:05d}:localhost" for i in range(args.senders)]
+    return Workload(
+        stack.rooms,
+        senders,
+        stack.owner_id,
+        seed=args.seed,
+        start_ts=INGEST_START_MS,
+        agents=stack.agents_in_rooms,
+    )
+
+
+async def prepare_encryption(stack: Stack, wl: Workload) -> Sealer:
+    """The rooms encrypted and the bridge devices' keys claimed, while Synapse runs."""
+    return await prepare(
+        stack,
+        {room.room_id: sorted(set(room.members)) for room in wl.rooms},
+        {room: [m for m, _ in found] for room, found in stack.agents_in_rooms.items()},
+    )
+
+
 async def measure_ingest(
     args: argparse.Namespace,
     pg: Postgres,
     stack: Stack,
     floor_target: str,
+    wl: Workload,
+    sealer: Sealer | None = None,
 ) -> dict[str, Any]:
-    """Warm-up, measured phase, 1-event phase, floor. Returns the figures."""
+    """Warm-up, measured phase, 1-event phase, floor; with `sealer`, the encrypted
+    warm-up and phase after them. Returns the figures."""
     conn = await asyncpg.connect(stack.database_url)
     try:
-        return await _measure(args, pg, stack, conn, floor_target)
+        return await _measure(args, pg, stack, conn, floor_target, wl, sealer)
     finally:
         await conn.close()
 
@@ -211,20 +215,19 @@ async def _measure(
     stack: Stack,
     conn: asyncpg.Connection,
     floor_target: str,
+    wl: Workload,
+    sealer: Sealer | None,
 ) -> dict[str, Any]:
-    senders = [f"@bench-u{i:05d}:localhost" for i in range(args.senders)]
     t = time.perf_counter()
-    wl = Workload(
-        stack.rooms,
-        senders,
-        stack.owner_id,
-        seed=args.seed,
-        start_ts=INGEST_START_MS,
-        agents=stack.agents_in_rooms,
-    )
     warm = wl.phase("warmup", args.warmup, args.batch, "bench-warm")
     main = wl.phase("main", args.events, args.batch, "bench-main")
     single = wl.phase("single", args.single, 1, "bench-one")
+    if sealer is not None:  # after the plain phases: those stay what they are without it
+        enc_warm = wl.phase("encrypted-warmup", args.warmup, args.batch, "bench-encw", sealer.seal)
+        before, first = Counts(**vars(sealer.counts)), len(sealer.per_txn)
+        enc_main = wl.phase("encrypted", args.events, args.batch, "bench-enc", sealer.seal)
+        enc_counts = encrypted.counts_between(before, sealer.counts)
+        enc_per_txn = sealer.per_txn[first:]
     say(
         f"workload: {warm.events + main.events + single.events:,} events generated in "
         f"{time.perf_counter() - t:.1f} s; measured phase {main.events:,} events in "
@@ -428,6 +431,11 @@ async def _measure(
             "bridge_time_over_bulk_floor_time": round(elapsed / bulk_s, 2),
         }
     )
+    if sealer is not None:
+        async with Driver(stack.base_url, stack.hs_token) as driver:
+            out["encrypted"] = await encrypted.measure(
+                driver, stack, conn, pm, enc_warm, enc_main, enc_counts, enc_per_txn, out
+            )
     return out
 
 
@@ -575,6 +583,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "channels_via_synapse": n_rooms,
             "channels_seconds": round(time.perf_counter() - t, 1),
         }
+        wl = make_workload(args, stack)
+        sealer = None
+        if args.encrypted:
+            t = time.perf_counter()
+            sealer = await prepare_encryption(stack, wl)
+            result["setup"]["encryption_seconds"] = round(time.perf_counter() - t, 1)
+            say(f"rooms encrypted, keys claimed ({result['setup']['encryption_seconds']} s)")
         await stack.stop_synapse()
         say("Synapse stopped; from now on only the benchmark talks to the bridge")
 
@@ -613,9 +628,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             result["startup"] = await stack.measure_restart(filled.roster)
             result["startup"]["agents_in_config"] = len(load_config(stack.config).roster.agents)
             say("ingest at this size")
-            result["ingest"] = await measure_ingest(args, pg, stack, "clone")
+            result["ingest"] = await measure_ingest(args, pg, stack, "clone", wl)
         else:
-            result["ingest"] = await measure_ingest(args, pg, stack, "fresh")
+            result["ingest"] = await measure_ingest(args, pg, stack, "fresh", wl, sealer)
     except Exception:
         if stack is not None and stack.bridge is not None:
             # The temp dir goes with the run: what the bridge said is kept here.
@@ -694,6 +709,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"\n{name}, generic plan (prepared statement):\n{q['explain_generic']}")
         print()
     print(ingest_table(r, "Ingest" + (" at size" if result["mode"] == "size" else "")))
+    if "encrypted" in r:
+        print()
+        print(table(encrypted.rows(r["encrypted"], r), "Encrypted beside plain (same run)"))
     print()
     # the JSON line: last, and without the long EXPLAIN texts' line breaks
     print(json.dumps(result, separators=(",", ":"), default=str))

@@ -26,7 +26,7 @@ import base64
 import json
 import random
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -114,6 +114,7 @@ class Phase:
     # agents' messages, and people's messages that mention an agent (part of "message")
     agent_messages: int = 0
     mentions: int = 0
+    redacted: set[str] = field(default_factory=set)  # messages this phase redacted
 
 
 @dataclass
@@ -339,8 +340,17 @@ class Workload:
 
     # -- phases ---------------------------------------------------------------------------
 
-    def phase(self, name: str, events: int, batch: int, txn_prefix: str) -> Phase:
-        """``events`` events in transactions of ``batch``, ids ``<txn_prefix>-00000001`` on."""
+    def phase(
+        self,
+        name: str,
+        events: int,
+        batch: int,
+        txn_prefix: str,
+        seal: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    ) -> Phase:
+        """``events`` events in transactions of ``batch``, ids ``<txn_prefix>-00000001`` on.
+        ``seal``: encrypts a transaction's events in place and returns what else its
+        body carries (the to-device room keys; see e2ee.py)."""
         phase = Phase(name)
         for room in self.rooms:
             room.recent.clear()  # edits/redactions target only this phase's messages
@@ -364,6 +374,7 @@ class Workload:
                 elif kind == "redaction":
                     event = self._redaction(room)
                     phase.state_txn[event["redacts"]] = idx
+                    phase.redacted.add(event["redacts"])
                 elif kind == "membership":
                     event = self._membership(room)
                     if event["content"]["membership"] == "join":
@@ -374,8 +385,9 @@ class Workload:
                 phase.kinds[kind] += 1
                 batch_events.append(event)
             ephemeral = self._ephemeral()
+            extras = seal(batch_events) if seal is not None else {}
             body = json.dumps(
-                {"events": batch_events, "ephemeral": ephemeral}, separators=(",", ":")
+                {"events": batch_events, "ephemeral": ephemeral, **extras}, separators=(",", ":")
             ).encode()
             phase.txns.append(Txn(f"{txn_prefix}-{idx + 1:08d}", body, size))
             phase.events += size
