@@ -380,6 +380,8 @@ class Bridge:
         if self.crypto is not None:
             users = [config.bot_mxid] + [a.matrix_id for a in config.roster.agents]
             await self.crypto.ensure_devices(users)
+            # Room keys a database outage left on disk (a restart since): stored now.
+            await self.crypto.replay_spooled()
 
     async def _apply_roster(self, config: Config) -> None:
         services = self.services

@@ -7,6 +7,13 @@ carried exists only where the bridge committed it.
   transaction; the bridge's index write held back by a lock this test holds; the key
   committed; the bridge killed. After the restart Synapse resends the message alone: it
   is decrypted, indexed once and invokes the agent once.
+- The database down when the transaction with a room key and its message comes: the key
+  is spooled to disk and the transaction waits for the database instead of failing
+  (a failure would put the bridge in Synapse's recovery, where to-device messages are
+  dropped); once the database is back the key is stored, the message decrypted, indexed
+  once and the agent invoked once; no 5xx was answered.
+
+The module's index is on a PostgreSQL of its own, which the outage test stops.
 
 Real Synapse with the MSC2409/MSC3202 flags, real PostgreSQL, real NATS, the bridge
 process; matrix-nio with vodozemac plays the person.
@@ -16,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +35,11 @@ import pytest
 from nio import AsyncClient
 
 from daarion_bridge.db.bookkeeping import INGEST_LOCK_KEY
+from tests.e2e import test_faults_database
 from tests.e2e.encryption_helpers import encrypted_room_with, nio_on_device
 from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_events, wait_for
 from tests.e2e.runtime_helpers import TOKEN, call
+from tests.e2e.test_faults_database import read_from
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -40,13 +51,20 @@ PREFIX = "encf."
 
 own = own_fixtures("encryption_faults", index="index")
 local_nats, db, bridge = own.nats, own.db, own.bridge
+own_pg = test_faults_database.own_pg  # a PostgreSQL of the module's own, to stop
 
 
 @pytest.fixture(scope="module")
-async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
+def spool_file(e2e) -> Path:
+    return Path(e2e.workdir / "crypto-spool-encryption-faults.jsonl")
+
+
+@pytest.fixture(scope="module")
+async def index(e2e, own_pg, local_nats, spool_file) -> OwnIndex:
     owner = "@encf.alice:localhost"
 
     def edit(cfg: Any) -> None:
+        cfg["bridge"].setdefault("encryption", {})["spool_file"] = str(spool_file)
         cfg["nats"] = {"url": local_nats.url, "stream": STREAM, "subject_prefix": PREFIX}
         cfg["api"] = {"service_token": TOKEN, "agent_messages_per_hour": 50}
         cfg["bridge"]["permissions"] = {owner: "user"}
@@ -57,7 +75,7 @@ async def index(e2e, pg_server_url, local_nats) -> OwnIndex:
              "blueprint": "encf_guide", "microdao": "microdao:encf", "owner": owner},
         ]  # fmt: skip
 
-    return await own_index(e2e, pg_server_url, "encryption_faults", edit)
+    return await own_index(e2e, await own_pg.start(), "encryption_faults", edit)
 
 
 @pytest.fixture(scope="module")
@@ -111,78 +129,130 @@ def enqueued_for_appservice(synapse_workdir: Path, event_id: str) -> bool:
     return bool(position >= ordering)
 
 
+@dataclass
+class Pushed:
+    """A message in a new Megolm session, pushed in one transaction with its room key,
+    that transaction stopped at the lock on `table` this test holds."""
+
+    room_id: str
+    event_id: str
+    session_id: str
+    committed_before: int  # bridge_transactions rows before the transaction ahead of it
+
+
 @contextlib.asynccontextmanager
-async def ingest_held(url: str) -> AsyncIterator[asyncpg.Connection]:
-    """The bridge's ingest lock held by this test: every index write waits at its start."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("SELECT pg_advisory_lock($1)", INGEST_LOCK_KEY)
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def test_sigkill_between_crypto_commit_and_index_write_loses_no_key(
-    e2e, index: OwnIndex, alice, element, bridge, local_nats, db
-) -> None:
+async def key_and_message_held_at(
+    table: str, e2e: Any, index: OwnIndex, db: asyncpg.Pool, alice: Person,
+    element: AsyncClient, text: str,
+) -> AsyncIterator[Pushed]:  # fmt: skip
+    """The key and its message in one transaction: a transaction A ahead of them (alice
+    typing: no message, no key) waits at the bridge's ingest lock, held here, while both
+    queue in Synapse behind it (Synapse sends one transaction at a time); then the lock
+    on `table` is taken and A let through. Left with the lock on `table` released."""
     room_id = await encrypted_room_with(alice, element, VAULT)
-    committed = "SELECT count(*) FROM bridge_transactions"
-    messages_lock = await asyncpg.connect(index.database_url)
+    table_lock = await asyncpg.connect(index.database_url)
+    ingest = await asyncpg.connect(index.database_url)
     try:
-        async with ingest_held(index.database_url) as ingest:
-            # Transaction A (alice typing: no message) is pushed and waits for the lock;
-            # Synapse sends one transaction at a time, so what follows queues behind it.
-            typing = {"typing": True, "timeout": 60000}
-            await alice.request("PUT", f"/v3/rooms/{room_id}/typing/{alice.user_id}", typing)
-            await wait_for(lambda: waiting_on(db, "advisory"), what="transaction A held")
-            before_a = await db.fetchval(committed)
-            # A message in a new Megolm session: its room key goes out as a to-device
-            # message, then the message; both queue in Synapse behind A.
-            sent = await element.room_send(
-                room_id,
-                "m.room.message",
-                {"msgtype": "m.text", "body": "Vault, the combination is 1234"},
-                ignore_unverified_devices=True,
-            )
-            event_id = str(sent.event_id)
-            raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{event_id}")
-            session_id = raw["content"]["session_id"]
-            await wait_for(
-                lambda: asyncio.to_thread(enqueued_for_appservice, e2e.synapse.workdir, event_id),
-                what="the message queued for the bridge",
-            )
-            # The message's write will wait at the messages table; A passes (no message).
-            await messages_lock.execute("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-            await ingest.execute("SELECT pg_advisory_unlock($1)", INGEST_LOCK_KEY)
-        await wait_for(
-            lambda: inbound_session(db, room_id, session_id), what="the room key committed"
+        await ingest.execute("SELECT pg_advisory_lock($1)", INGEST_LOCK_KEY)
+        typing = {"typing": True, "timeout": 60000}
+        await alice.request("PUT", f"/v3/rooms/{room_id}/typing/{alice.user_id}", typing)
+        await wait_for(lambda: waiting_on(db, "advisory"), what="transaction A held")
+        before = await db.fetchval("SELECT count(*) FROM bridge_transactions")
+        # A new room: nio starts a Megolm session, its key goes out as a to-device message.
+        content = {"msgtype": "m.text", "body": text}
+        sent = await element.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
         )
-        await wait_for(lambda: waiting_on(db, "relation", "messages"), what="the write held")
-        # Only A committed meanwhile: the key came in the transaction that holds the message
-        # (a key on its own would have been a transaction committed before it).
-        assert await db.fetchval(committed) == before_a + 1
-        bridge.kill()
+        event_id = str(sent.event_id)
+        raw = await alice.request("GET", f"/v3/rooms/{room_id}/event/{event_id}")
+        await wait_for(
+            lambda: asyncio.to_thread(enqueued_for_appservice, e2e.synapse.workdir, event_id),
+            what="the message queued for the bridge",
+        )
+        await table_lock.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        await ingest.execute("SELECT pg_advisory_unlock($1)", INGEST_LOCK_KEY)
+        await wait_for(lambda: waiting_on(db, "relation", table), what=f"held at {table}")
+        yield Pushed(room_id, event_id, raw["content"]["session_id"], before)
     finally:
-        await messages_lock.close()  # the lock goes; so does the killed bridge's write
-    await bridge.start()
-    # Synapse resends the message without its to-device part: the stored key opens it.
-    invoked = await wait_for(
-        lambda: invocations(local_nats, event_id), timeout=60, what="Vault invoked"
-    )
+        for conn in (ingest, table_lock):
+            with contextlib.suppress(Exception):  # gone with a stopped server
+                await conn.close()
+
+
+async def assert_read_once(
+    e2e: Any, db: asyncpg.Pool, server: Any, pushed: Pushed, text: str
+) -> None:
+    """The message decrypted: one row, nothing waiting, the context endpoint gives its
+    text, the agent invoked once."""
+    event_id = pushed.event_id
+    invoked = await wait_for(lambda: invocations(server, event_id), timeout=60, what="invoked")
     assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:vault", "direct")]
     status, context = await call(
         e2e.appservice_port,
         "GET",
         "/internal/agents/agent:vault/context",
         TOKEN,
-        channel_id=room_id,
+        channel_id=pushed.room_id,
         message_id=event_id,
     )
     assert status == 200, context
-    assert context["message"]["text"] == "Vault, the combination is 1234"
+    assert context["message"]["text"] == text
     rows = "SELECT count(*) FROM messages WHERE matrix_event_id = $1"
     assert await db.fetchval(rows, event_id) == 1
     waiting = "SELECT count(*) FROM bridge_encrypted_waiting WHERE event_id = $1"
     assert await db.fetchval(waiting, event_id) == 0
     await asyncio.sleep(1)  # a second invocation still on its way would show up now
-    assert len(await invocations(local_nats, event_id)) == 1
+    assert len(await invocations(server, event_id)) == 1
+
+
+async def test_sigkill_between_crypto_commit_and_index_write_loses_no_key(
+    e2e, index: OwnIndex, alice, element, bridge, local_nats, db
+) -> None:
+    text = "Vault, the combination is 1234"
+    async with key_and_message_held_at("messages", e2e, index, db, alice, element, text) as m:
+        await wait_for(
+            lambda: inbound_session(db, m.room_id, m.session_id), what="the room key committed"
+        )
+        # Only A committed meanwhile: the key came in the transaction that holds the message
+        # (a key on its own would have been a transaction committed before it).
+        assert await db.fetchval("SELECT count(*) FROM bridge_transactions") == (
+            m.committed_before + 1
+        )
+        bridge.kill()
+    await bridge.start()
+    # Synapse resends the message without its to-device part: the stored key opens it.
+    await assert_read_once(e2e, db, local_nats, m, text)
+
+
+def spooled_keys(spool_file: Path) -> list[dict[str, Any]]:
+    """The to-device messages the bridge spooled, as they came."""
+    if not spool_file.exists():
+        return []
+    lines = spool_file.read_text(encoding="utf-8").splitlines()
+    return [raw for line in lines for raw in json.loads(line)["to_device"]]
+
+
+async def test_database_down_when_a_room_key_and_its_message_come(
+    e2e, index: OwnIndex, alice, element, bridge, local_nats, db, own_pg, spool_file
+) -> None:
+    text = "Vault, the new code is 5678"
+    log_offset = index.log_file.stat().st_size
+    # The key's transaction stops at its first crypto statement (the Olm session the key
+    # came over); then the database goes: its connections die, the key not stored.
+    async with key_and_message_held_at(
+        "crypto_olm_session", e2e, index, db, alice, element, text
+    ) as m:
+        await own_pg.stop()
+    spooled = await wait_for(
+        lambda: asyncio.to_thread(spooled_keys, spool_file), what="the room key spooled"
+    )
+    assert [(r["to_user_id"], r["type"]) for r in spooled] == [(VAULT, "m.room.encrypted")]
+    assert "5678" not in spool_file.read_text(encoding="utf-8")  # Olm-encrypted as it came
+    assert bridge.running
+    await own_pg.start()
+    await db.expire_connections()
+    await assert_read_once(e2e, db, local_nats, m, text)
+    assert not spool_file.exists()  # stored, the spool emptied
+    log = read_from(index.log_file, log_offset)
+    assert "not committed" not in log, "the transaction waited; nothing was answered 5xx"
+    assert "5678" not in log
