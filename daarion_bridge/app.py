@@ -168,6 +168,8 @@ class Bridge:
         stack.push_async_callback(self.background.stop)  # the roster's may start one
         await self._apply_roster(cfg)
         await self._ensure_devices(cfg)
+        if self.crypto is not None:
+            self.background.spawn(self.crypto.check_flags(), name="encryption flags")
         if services.publisher is not None:
             services.publisher.start()
             stack.push_async_callback(services.publisher.stop)

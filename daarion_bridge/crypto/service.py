@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -29,6 +30,7 @@ from ..config import Config
 from ..db import encrypted as waiting
 from ..db.errors import is_transient
 from .devices import cross_sign, open_device, user_api
+from .flags import MAX_PROBES, PROBE, PROBE_WAIT, FlagWatch
 from .outbound import Outbound, RoomSettings, changed_rooms
 from .spool import Spool
 
@@ -87,8 +89,9 @@ class Crypto:
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
         self.wanted: set[str] = set()  # users that should have a device
-        # Whether Synapse ever sent a key count: without the MSC3202 flags it never does.
-        self.counts_seen = False
+        # What the transactions show of the homeserver's flags (crypto/flags.py).
+        self.flags = FlagWatch()
+        self._said: str | None = None
         self.spool = Spool(config.bridge.encryption.spool_file)
         self._spool_lock = asyncio.Lock()
         self.hold_seconds = HOLD_SECONDS
@@ -184,7 +187,6 @@ class Crypto:
             device_id = machine.client.device_id
             count = _device_entry(counts, user_id, device_id)
             if isinstance(count, dict):
-                self.counts_seen = True
                 left = count.get("signed_curve25519", 0)
                 if isinstance(left, int):
                     metrics.ONE_TIME_KEYS.labels(user_id, device_id).set(left)
@@ -207,6 +209,48 @@ class Crypto:
             return
         await self.outbound.rotate_for_users([*changes.changed, *changes.left])
         await next(iter(self.machines.values())).handle_as_device_lists(changes)
+
+    # -- the homeserver's flags -----------------------------------------------------------
+
+    def saw_transaction(self, body: Mapping[str, Any]) -> None:
+        """A transaction as the homeserver pushed it: what its flags let it carry."""
+        self.flags.saw(body, self._devices())
+        self._say_missing_flags()
+
+    def _devices(self) -> dict[str, str]:
+        return {user: str(m.client.device_id) for user, m in self.machines.items()}
+
+    def _say_missing_flags(self) -> None:
+        """One line at WARNING, again only if what is missing changes."""
+        warning = self.flags.warning()
+        if warning is not None and warning != self._said:
+            log.warning("%s", warning)
+        elif warning is None and self._said is not None:
+            log.info("Encryption: the homeserver sends what it needs after all")
+        self._said = warning
+
+    async def check_flags(self, wait: float = PROBE_WAIT) -> None:
+        """Send the bot's device a to-device probe, `wait` apart, until one comes back in
+        a transaction or what is missing is clear (at most MAX_PROBES); then say it."""
+        for _ in range(MAX_PROBES):
+            if self.flags.missing():
+                break
+            bot = self.machines.get(self.config.bot_mxid)
+            if self.flags.probe_came or bot is None:
+                return
+            nonce = secrets.token_hex(8)
+            self.flags.probe_sent(nonce)
+            messages = {bot.client.mxid: {bot.client.device_id: {"nonce": nonce}}}
+            try:
+                await bot.client.api.request(
+                    Method.PUT,
+                    Path.v3.sendToDevice[PROBE][nonce],
+                    {"messages": messages},
+                )
+            except (MatrixError, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("Could not send the encryption probe: %s", e)
+            await asyncio.sleep(wait)
+        self._say_missing_flags()
 
     # -- the database down: spool, wait, replay ---------------------------------------
 
@@ -375,12 +419,20 @@ class Crypto:
         """One line for `!daarion status`: whether encryption works, and what it waits for."""
         ready, wanted = len(self.machines), len(self.wanted | set(self.machines))
         held = await waiting.count(self.pool)
+        missing = self.flags.missing()
+        if missing:
+            return (
+                f"on, NOT working: the homeserver sends {' and '.join(missing)}; "
+                f"{ready} of {wanted} devices ready; {held} message(s) waiting for their "
+                "room key (see the bridge log, or docs/operations.md: a homeserver "
+                "without the flags)"
+            )
         counts = (
             "key counts arrive"
-            if self.counts_seen
+            if self.flags.counts_seen
             else "no key counts from the homeserver yet (are its MSC2409/MSC3202 flags on?)"
         )
-        working = "on" if ready == wanted and self.counts_seen else "on, NOT fully working"
+        working = "on" if ready == wanted and self.flags.counts_seen else "on, NOT fully working"
         return (
             f"{working}: {ready} of {wanted} devices ready; {counts}; "
             f"{held} message(s) waiting for their room key"
