@@ -168,6 +168,8 @@ class Bridge:
         stack.push_async_callback(self.background.stop)  # the roster's may start one
         await self._apply_roster(cfg)
         await self._ensure_devices(cfg)
+        if self.crypto is not None:
+            self.background.spawn(self.crypto.check_flags(), name="encryption flags")
         if services.publisher is not None:
             services.publisher.start()
             stack.push_async_callback(services.publisher.stop)
@@ -380,6 +382,8 @@ class Bridge:
         if self.crypto is not None:
             users = [config.bot_mxid] + [a.matrix_id for a in config.roster.agents]
             await self.crypto.ensure_devices(users)
+            # Room keys a database outage left on disk (a restart since): stored now.
+            await self.crypto.replay_spooled()
 
     async def _apply_roster(self, config: Config) -> None:
         services = self.services

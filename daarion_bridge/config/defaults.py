@@ -50,6 +50,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "plaintext_previews": False,
         # None: no crypto store secrets can be kept, so encryption stays off.
         "pickle_key": None,
+        # Where room keys wait while the database is down (relative to the config file).
+        "spool_file": "./data/crypto-spool.jsonl",
     },
     # A subsection: its keys are bridge.backfill.<key> (a dotted section is a path).
     "bridge.backfill": {"max_messages": 1000, "max_age": "365d"},

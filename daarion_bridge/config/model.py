@@ -60,6 +60,8 @@ class EncryptionConfig:
     plaintext_previews: bool = DEFAULTS["bridge.encryption"]["plaintext_previews"]
     # Encrypts the crypto store's secrets at rest; None: encryption cannot be on.
     pickle_key: str | None = DEFAULTS["bridge.encryption"]["pickle_key"]
+    # Room keys that came while the database was down, kept until it is back.
+    spool_file: Path = Path(DEFAULTS["bridge.encryption"]["spool_file"])
 
     @property
     def enabled(self) -> bool:

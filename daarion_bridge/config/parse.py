@@ -80,6 +80,7 @@ def encryption(e: SectionReader) -> EncryptionConfig:
         allow=e.bool("allow"),
         plaintext_previews=e.bool("plaintext_previews"),
         pickle_key=e.text("pickle_key", optional=True),
+        spool_file=(e.path.parent / e.text("spool_file")).resolve(),
     )
 
 

@@ -108,8 +108,12 @@ class LocalSynapse:
         server_name: str = "localhost",
         port: int | None = None,
         registrations: Sequence[Path] = (),
+        encryption_flags: bool = True,
     ) -> None:
+        """`encryption_flags`: False starts it without ENCRYPTION_FEATURES, as a
+        homeserver nobody configured for the bridge's encryption."""
         self.workdir = Path(workdir).absolute()
+        self.encryption_flags = encryption_flags
         self.server_name = server_name
         self.port = port if port is not None else free_port()
         self.registrations = [Path(r).absolute() for r in registrations]
@@ -187,10 +191,12 @@ class LocalSynapse:
         config["app_service_config_files"] = [str(p) for p in self.registrations]
         # The bridge's encryption reads to-device messages, key counts and device lists
         # from its transactions (docs/operations.md, encrypted rooms).
-        config["experimental_features"] = {
-            **(config.get("experimental_features") or {}),
-            **ENCRYPTION_FEATURES,
-        }
+        features = dict(config.get("experimental_features") or {})
+        for flag in ENCRYPTION_FEATURES:
+            features.pop(flag, None)
+        if self.encryption_flags:
+            features.update(ENCRYPTION_FEATURES)
+        config["experimental_features"] = features
         self.registration_shared_secret = str(config["registration_shared_secret"])
         tmp = self.config_path.with_suffix(".yaml.tmp")
         with tmp.open("w", encoding="utf-8") as f:

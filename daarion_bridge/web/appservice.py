@@ -108,6 +108,10 @@ class AppserviceApi:
             )
         ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral"))
         ephemeral = ephemeral if isinstance(ephemeral, list) else []
+        if self.ingestor.crypto is not None:
+            # Only pushed transactions tell what the homeserver's flags let it send (the
+            # bridge makes some of its own, of events it read back).
+            self.ingestor.crypto.saw_transaction(body)
         # Whatever fails here is answered 5xx by the surface, nothing committed: the
         # homeserver sends the transaction again.
         await self.ingestor.handle_transaction(txn_id, body.get("events", []), ephemeral, body)

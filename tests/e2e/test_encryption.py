@@ -27,10 +27,10 @@ import asyncpg
 import pytest
 from mautrix.crypto.signature import verify_signature_json
 from mautrix.types import SigningKey, UserID
-from nio import AsyncClient, AsyncClientConfig, EncryptionError, MegolmEvent, RoomCreateResponse
+from nio import AsyncClient, EncryptionError, MegolmEvent
 
 from daarion_bridge.devtools.synapse import free_port
-from tests.e2e.agents_helpers import wait_membership
+from tests.e2e.encryption_helpers import MEGOLM, encrypted_room_with, nio_on_device
 from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_events, wait_for
 from tests.e2e.runtime_helpers import TOKEN, call
 
@@ -43,7 +43,6 @@ D = "localhost"
 SOFIA = f"@agent-cipher:{D}"
 STREAM = "E2EENCRYPTION"
 PREFIX = "enc."
-MEGOLM = "m.megolm.v1.aes-sha2"
 
 METRICS_PORT = free_port()
 own = own_fixtures("encryption", index="index")
@@ -74,23 +73,6 @@ async def alice(people) -> Person:
     return await people("enc.alice")
 
 
-async def nio_on_device(person: Person, store: Path) -> AsyncClient:
-    """An end-to-end-encrypting client on the person's token's device, keys uploaded."""
-    whoami = await person.request("GET", "/v3/account/whoami")
-    client = AsyncClient(
-        person.base_url,
-        person.user_id,
-        device_id=whoami["device_id"],
-        store_path=str(store),
-        config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
-    )
-    client.restore_login(person.user_id, whoami["device_id"], person.token)
-    if client.should_upload_keys:
-        await client.keys_upload()
-    await client.sync(timeout=0, full_state=True)
-    return client
-
-
 @pytest.fixture(scope="module")
 async def element(alice: Person, bridge, tmp_path_factory) -> AsyncIterator[AsyncClient]:
     """Alice's end-to-end-encrypting client, logged in on her account's device."""
@@ -104,22 +86,7 @@ async def element(alice: Person, bridge, tmp_path_factory) -> AsyncIterator[Asyn
 async def encrypted_room_with_sofia(
     alice: Person, element: AsyncClient, who: str = SOFIA, **encryption: Any
 ) -> str:
-    """As Element's "New room" does: private, m.room.encryption in the initial state;
-    `who` invited and joined."""
-    content = {"algorithm": MEGOLM, **encryption}
-    created = await element.room_create(
-        name=f"enc {uuid.uuid4().hex[:6]}",
-        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": content}],
-    )
-    assert isinstance(created, RoomCreateResponse), created
-    room_id = created.room_id
-    await alice.invite(room_id, who)
-    await wait_membership(alice, room_id, who, "join")
-    await element.sync(timeout=0, full_state=True)
-    await element.joined_members(room_id)
-    if element.should_query_keys:
-        await element.keys_query()
-    return room_id
+    return await encrypted_room_with(alice, element, who, **encryption)
 
 
 async def metrics() -> dict[str, float]:

@@ -16,14 +16,10 @@ from typing import Any
 import pytest
 from nio import AsyncClient
 
+from tests.e2e.encryption_helpers import nio_on_device
 from tests.e2e.helpers import OwnIndex, Person, own_fixtures, own_index, stream_events, wait_for
 from tests.e2e.runtime_helpers import TOKEN
-from tests.e2e.test_encryption import (
-    encrypted_room_with_sofia,
-    nio_on_device,
-    preview,
-    send_before_its_key,
-)
+from tests.e2e.test_encryption import encrypted_room_with_sofia, preview, send_before_its_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

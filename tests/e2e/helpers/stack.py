@@ -71,12 +71,17 @@ class E2E:
 
 @contextlib.asynccontextmanager
 async def e2e_stack(
-    workdir: Path, database_url: str, default_microdao: str | None = MICRODAO
+    workdir: Path,
+    database_url: str,
+    default_microdao: str | None = MICRODAO,
+    *,
+    encryption_flags: bool = True,
 ) -> AsyncIterator[E2E]:
     """A Synapse with a bridge config and registration of its own (made by the bridge's
     ``-g``), on fresh ports, in ``workdir`` (which must exist). The session has one; a
     test module whose faults would disturb other modules (restarting Synapse, say) starts
-    another."""
+    another. `encryption_flags`: False starts Synapse without the experimental flags the
+    bridge's encryption needs."""
     synapse_port, as_port = distinct_ports(2)
     log_file = workdir / "bridge.log"
     config = write_bridge_config(
@@ -99,6 +104,7 @@ async def e2e_stack(
         server_name=SERVER_NAME,
         port=synapse_port,
         registrations=[registration],
+        encryption_flags=encryption_flags,
     )
     await synapse.start()
     print(f"\n[e2e] Synapse started in {synapse.start_seconds:.2f} s at {synapse.base_url}")
