@@ -25,6 +25,7 @@ from ..config import Config
 from ..db import encrypted as waiting
 from .devices import cross_sign, open_device, user_api
 from .outbound import Outbound, RoomSettings, changed_rooms
+from .store import CryptoCache
 
 log = logging.getLogger("daarion.crypto")
 
@@ -66,6 +67,7 @@ class Crypto:
         self.http = http
         self.machines: dict[str, OlmMachine] = {}
         self.rooms = RoomSettings()
+        self.cache = CryptoCache()  # shared by every user's store
         self.outbound = Outbound(self.machines, self.pool, self.rooms, self._api_for)
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
@@ -104,6 +106,7 @@ class Crypto:
                     db=self.db,
                     pickle_key=self.config.bridge.encryption.pickle_key or "",
                     rooms=self.rooms,
+                    cache=self.cache,
                 )
                 if await cross_sign(machine):
                     await upload_fallback_key(machine)
@@ -194,7 +197,7 @@ class Crypto:
         room_id, session_id = event.get("room_id"), content.get("session_id")
         if not isinstance(session_id, str) or not isinstance(room_id, str):
             return None
-        owner = await self.pool.fetchval(
+        owner = self.cache.holder(room_id, session_id) or await self.pool.fetchval(
             "SELECT account_id FROM crypto_megolm_inbound_session "
             "WHERE room_id = $1 AND session_id = $2 AND session IS NOT NULL LIMIT 1",
             room_id,
