@@ -175,7 +175,10 @@ class Bridge:
             stack.push_async_callback(services.publisher.stop)
         self.background.spawn(
             maintenance.run_forever(
-                pool, outbox_retention=cfg.nats.outbox_retention, crypto=self.crypto is not None
+                pool,
+                outbox_retention=cfg.nats.outbox_retention,
+                crypto=self.crypto is not None,
+                rooms_pruned=self.crypto.cache.forget_sessions if self.crypto else None,
             ),
             name="maintenance",
         )

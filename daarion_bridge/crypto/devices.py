@@ -11,12 +11,14 @@ from typing import cast
 import aiohttp
 from mautrix.api import HTTPAPI, Method, Path
 from mautrix.client import Client
-from mautrix.crypto import OlmMachine, PgCryptoStore, StateStore
+from mautrix.crypto import OlmMachine, StateStore
 from mautrix.crypto.cross_signing_key import CrossSigningSeeds
 from mautrix.types import DeviceID, UserID
 from mautrix.util.async_db import Database
 from mautrix.util.logging import TraceLogger
 from yarl import URL
+
+from .store import BridgeMachine, CachedCryptoStore, CryptoCache
 
 log = logging.getLogger("daarion.crypto")
 
@@ -50,11 +52,13 @@ async def open_device(
     db: Database,
     pickle_key: str,
     rooms: StateStore,
+    cache: CryptoCache,
 ) -> OlmMachine:
     """The user's machine, its device created and its keys uploaded the first time.
 
-    The store's account_id is the user id: the puppets share the crypto tables."""
-    store = PgCryptoStore(user_id, pickle_key, db)
+    The store's account_id is the user id: the puppets share the crypto tables, and
+    `cache` (store.py)."""
+    store = CachedCryptoStore(user_id, pickle_key, db, cache)
     await store.open()
     device_id = await store.get_device_id()
     api = user_api(user_id, homeserver=homeserver, as_token=as_token, http=http)
@@ -69,7 +73,7 @@ async def open_device(
         )
     api.as_device_id = device_id
     client = Client(mxid=UserID(user_id), device_id=device_id, api=api)
-    machine = OlmMachine(
+    machine = BridgeMachine(
         client,
         store,
         rooms,

@@ -33,6 +33,7 @@ from .devices import cross_sign, open_device, user_api
 from .flags import MAX_PROBES, PROBE, PROBE_WAIT, FlagWatch
 from .outbound import Outbound, RoomSettings, changed_rooms
 from .spool import Spool
+from .store import CryptoCache
 
 log = logging.getLogger("daarion.crypto")
 
@@ -85,6 +86,7 @@ class Crypto:
         self.http = http
         self.machines: dict[str, OlmMachine] = {}
         self.rooms = RoomSettings()
+        self.cache = CryptoCache()  # shared by every user's store
         self.outbound = Outbound(self.machines, self.pool, self.rooms, self._api_for)
         # Look for waiting messages whose key came: at start, and after a write failed.
         self.recheck = True
@@ -127,6 +129,7 @@ class Crypto:
                     db=self.db,
                     pickle_key=self.config.bridge.encryption.pickle_key or "",
                     rooms=self.rooms,
+                    cache=self.cache,
                 )
                 if await cross_sign(machine):
                     await upload_fallback_key(machine)
@@ -359,7 +362,7 @@ class Crypto:
         room_id, session_id = event.get("room_id"), content.get("session_id")
         if not isinstance(session_id, str) or not isinstance(room_id, str):
             return None
-        owner = await self.pool.fetchval(
+        owner = self.cache.holder(room_id, session_id) or await self.pool.fetchval(
             "SELECT account_id FROM crypto_megolm_inbound_session "
             "WHERE room_id = $1 AND session_id = $2 AND session IS NOT NULL LIMIT 1",
             room_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from asyncpg import Pool
@@ -35,11 +36,14 @@ async def prune_transactions(pool: Pool, retention: timedelta = TRANSACTION_RETE
     return int(status.split()[-1])
 
 
-async def prune_crypto(pool: Pool) -> None:
+async def prune_crypto(pool: Pool, rooms_pruned: Callable[[], None] | None = None) -> None:
     """The crypto store and the messages waiting for keys (encryption on only: the
-    `crypto_*` tables exist then)."""
+    `crypto_*` tables exist then). `rooms_pruned` is called when room keys went (the
+    crypto stores' cache forgets its sessions)."""
     rooms, pruned = await crypto_store.prune_done_rooms(pool, ROOM_KEY_GRACE)
     if rooms:
+        if rooms_pruned is not None:
+            rooms_pruned()
         log.info(
             "Pruned %d room keys of %d rooms the bridge has been done with for %s",
             pruned,
@@ -58,8 +62,9 @@ async def run_forever(
     interval: float = INTERVAL_SECONDS,
     outbox_retention: float | None = None,
     crypto: bool = False,
+    rooms_pruned: Callable[[], None] | None = None,
 ) -> None:
-    """`crypto`: encryption is on, and its tables are pruned too."""
+    """`crypto`: encryption is on, and its tables are pruned too (see prune_crypto)."""
     while True:
         try:
             pruned = await prune_transactions(pool)
@@ -74,7 +79,7 @@ async def run_forever(
                 if pruned:
                     log.info("Pruned %d published events older than %s", pruned, retention)
             if crypto:
-                await prune_crypto(pool)
+                await prune_crypto(pool, rooms_pruned)
         except Exception:
             # The next round tries again; ingest does not depend on this.
             log.warning("Pruning the bridge's own tables failed", exc_info=True)

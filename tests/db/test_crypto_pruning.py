@@ -116,7 +116,9 @@ async def test_keys_of_rooms_the_bridge_is_done_with_go(store: Feed) -> None:
         SOFIA,
         [STILL_HERE, LEFT],
     )
-    await maintenance.prune_crypto(pool)
+    forgotten: list[bool] = []
+    await maintenance.prune_crypto(pool, lambda: forgotten.append(True))
+    assert forgotten == [True]  # the crypto stores' cache forgets its sessions
     assert await rooms_keyed(pool) == {STILL_HERE, LEFT_LATELY, BOT_STAYS, NO_CHANNEL_ACTIVE}
     indexed = await pool.fetchval("SELECT count(*) FROM crypto_message_index")
     assert indexed == 5  # the messages of the four rooms' five sessions left
@@ -130,8 +132,10 @@ async def test_a_room_left_within_the_grace_keeps_its_keys(store: Feed) -> None:
     pool = store.pool
     await left(pool, LEFT, [BOT, SOFIA], maintenance.ROOM_KEY_GRACE - timedelta(days=1))
     await room_key(pool, LEFT, 1, timedelta(days=60))
-    await maintenance.prune_crypto(pool)
+    forgotten: list[bool] = []
+    await maintenance.prune_crypto(pool, lambda: forgotten.append(True))
     assert await rooms_keyed(pool) == {LEFT}
+    assert forgotten == []  # nothing went: the cache stays
 
 
 async def test_messages_waiting_too_long_for_a_key_go(store: Feed) -> None:
