@@ -13,6 +13,7 @@ from mautrix.api import HTTPAPI, Method, Path
 from mautrix.client import Client
 from mautrix.crypto import OlmMachine, StateStore
 from mautrix.crypto.cross_signing_key import CrossSigningSeeds
+from mautrix.crypto.signature import sign_olm
 from mautrix.types import DeviceID, UserID
 from mautrix.util.async_db import Database
 from mautrix.util.logging import TraceLogger
@@ -102,3 +103,21 @@ async def cross_sign(machine: OlmMachine) -> bool:
     await machine.sign_own_device(machine.own_identity)
     machine._cross_signing_private_keys = None
     return True
+
+
+async def upload_fallback_key(machine: OlmMachine) -> None:
+    """A new fallback key: what a sender uses once the one-time keys ran out."""
+    account = machine.account
+    assert account is not None  # loaded by open_device
+    account.generate_fallback_key()
+    keys = account.fallback_key.get("curve25519", {})
+    fallback = {}
+    for key_id, key in keys.items():
+        signed = {"key": key, "fallback": True}
+        signature = sign_olm(dict(signed), account)
+        mxid, device = machine.client.mxid, machine.client.device_id
+        signed["signatures"] = {mxid: {f"ed25519:{device}": signature}}
+        fallback[f"signed_curve25519:{key_id}"] = signed
+    await machine.client.api.request(Method.POST, Path.v3.keys.upload, {"fallback_keys": fallback})
+    account.mark_keys_as_published()
+    await machine.crypto_store.put_account(account)

@@ -19,7 +19,6 @@ import aiohttp
 import asyncpg
 from mautrix.api import Method, Path
 from mautrix.crypto import OlmMachine, PgCryptoStore
-from mautrix.crypto.signature import sign_olm
 from mautrix.errors import DecryptionError, MatrixError, SessionNotFound
 from mautrix.types import JSON, ASToDeviceEvent, DeviceLists, DeviceOTKCount, EncryptedEvent
 from mautrix.util.async_db import Database
@@ -29,7 +28,7 @@ from .. import metrics
 from ..config import Config
 from ..db import encrypted as waiting
 from ..db.errors import is_transient
-from .devices import cross_sign, open_device, user_api
+from .devices import cross_sign, open_device, upload_fallback_key, user_api
 from .flags import MAX_PROBES, PROBE, PROBE_WAIT, FlagWatch
 from .outbound import Outbound, RoomSettings, changed_rooms
 from .spool import Spool
@@ -466,24 +465,6 @@ def _count(failures: Any, reason: str) -> None:
 def _device_entry(by_user: Any, user_id: str, device_id: str) -> Any:
     devices = by_user.get(user_id) if isinstance(by_user, dict) else None
     return devices.get(device_id) if isinstance(devices, dict) else None
-
-
-async def upload_fallback_key(machine: OlmMachine) -> None:
-    """A new fallback key: what a sender uses once the one-time keys ran out."""
-    account = machine.account
-    assert account is not None  # loaded by open_device
-    account.generate_fallback_key()
-    keys = account.fallback_key.get("curve25519", {})
-    fallback = {}
-    for key_id, key in keys.items():
-        signed = {"key": key, "fallback": True}
-        signature = sign_olm(dict(signed), account)
-        mxid, device = machine.client.mxid, machine.client.device_id
-        signed["signatures"] = {mxid: {f"ed25519:{device}": signature}}
-        fallback[f"signed_curve25519:{key_id}"] = signed
-    await machine.client.api.request(Method.POST, Path.v3.keys.upload, {"fallback_keys": fallback})
-    account.mark_keys_as_published()
-    await machine.crypto_store.put_account(account)
 
 
 async def seal(

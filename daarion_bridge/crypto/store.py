@@ -7,8 +7,9 @@ account column, so a write through any store must be seen by all. Every write pa
 the cached data drops what it touches (after the write, and again when a store
 transaction ends, since a transaction's reads and writes share its connection and may
 be rolled back); a read started before a drop never fills the cache (`generation`).
-The bridge owns its database: nothing else writes these tables but mautrix through
-these stores and the bridge's own pruning, which calls `forget_sessions`.
+Nothing else in this process writes these tables but mautrix through these stores and
+the bridge's own pruning, which calls `forget_sessions`; what another bridge on the same
+database writes is seen once the entry's time (KEPT_SECONDS) is up.
 
 Only what exists is kept: a missing device, missing cross-signing keys and a missing
 signature are asked of the database each time, so whatever adds them is seen at once.
@@ -17,6 +18,7 @@ written and checked in the database before it counts as decrypted."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
@@ -42,24 +44,41 @@ V = TypeVar("V")
 
 SESSIONS_KEPT = 4096
 DEVICES_KEPT = 8192
+# How long an entry is used before it is read again: what a second bridge on the same
+# database (a rolling restart, an HA pair) wrote is seen within this time.
+KEPT_SECONDS = 30.0
 
 
 class Lru(Generic[K, V]):
-    """At most `size` entries; the least recently used goes first."""
+    """At most `size` entries; the least recently used goes first, and none is used
+    after `ttl` seconds (another bridge on the database may have replaced it)."""
 
-    def __init__(self, size: int, on_evict: Callable[[K], None] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        on_evict: Callable[[K], None] | None = None,
+        ttl: float = KEPT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
+        self.ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._on_evict = on_evict
 
     def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
+        found = self._items.get(key)
+        if found is None:
+            return None
+        value, deadline = found
+        if self._clock() >= deadline:
+            self.pop(key)
+            return None
+        self._items.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
-        self._items[key] = value
+        self._items[key] = (value, self._clock() + self.ttl)
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             old, _ = self._items.popitem(last=False)

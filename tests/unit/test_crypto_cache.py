@@ -27,6 +27,19 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     assert gone == ["b"] and lru.keys() == ["a", "c"]
 
 
+def test_an_entry_is_read_again_once_its_time_is_up() -> None:
+    """Another bridge on the same database may have replaced it meanwhile."""
+    now = [100.0]
+    gone: list[str] = []
+    lru: Lru[str, Any] = Lru(8, gone.append, ttl=30, clock=lambda: now[0])
+    lru.put("a", 1)
+    now[0] += 29.9
+    assert lru.get("a") == 1
+    now[0] += 0.2
+    assert lru.get("a") is None
+    assert gone == ["a"] and lru.keys() == []
+
+
 def test_an_evicted_or_forgotten_session_has_no_holder() -> None:
     cache = CryptoCache(sessions=2)
     cache.keep_session(("@bot:x", ROOM, SessionID("s1")), session())
