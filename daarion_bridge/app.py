@@ -32,6 +32,7 @@ from .bus.process import PublisherProcess
 from .commands.run import CommandRunner
 from .config import Config, load_config
 from .crypto import Crypto, open_crypto
+from .crypto.requests import KeyRequests
 from .db import maintenance
 from .db.channels import Channel
 from .db.database import open_database
@@ -182,6 +183,9 @@ class Bridge:
             ),
             name="maintenance",
         )
+        if self.crypto is not None:
+            requests = KeyRequests(pool, self.crypto.machines)
+            self.background.spawn(requests.run_forever(), name="room key requests")
         self.background.spawn(
             maintenance.sweep_sessions_forever(pool, cfg.bridge.agent_session_idle_after),
             name="session sweep",

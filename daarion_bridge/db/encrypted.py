@@ -73,3 +73,41 @@ async def prune(pool: Pool, retention: timedelta) -> int:
         retention,
     )
     return int(status.split()[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """A room key some waiting messages need, and who of the bridge's could ask for it."""
+
+    room_id: str
+    session_id: str
+    sender: str  # whose device made the session
+    sender_key: str  # its Curve25519 key, when the event still carries it ("" if not)
+    askers: list[str]  # the bridge's users in the room now (agents, the bot)
+
+
+async def missing(pool: Pool, waited: timedelta, limit: int = 100) -> list[Missing]:
+    """Room keys messages have waited for longer than `waited` without any device of the
+    bridge holding them, each with the bridge's users in the room (by the index)."""
+    rows = await pool.fetch(
+        """
+        SELECT w.room_id, w.session_id, min(w.event->>'sender'),
+               coalesce(min(w.event->'content'->>'sender_key'), ''),
+               array(SELECT a.matrix_id FROM channel_members m
+                     JOIN channels c ON c.id = m.channel_id
+                     JOIN agents a ON a.id = m.member_agent_id
+                     WHERE c.matrix_room_id = w.room_id AND m.left_at IS NULL
+                       AND a.matrix_id IS NOT NULL ORDER BY a.matrix_id)
+        FROM bridge_encrypted_waiting w
+        WHERE w.waiting_since < now() - $1::interval
+          AND NOT EXISTS (SELECT 1 FROM crypto_megolm_inbound_session s
+                          WHERE s.room_id = w.room_id AND s.session_id = w.session_id
+                            AND s.session IS NOT NULL)
+        GROUP BY w.room_id, w.session_id
+        ORDER BY min(w.waiting_since)
+        LIMIT $2
+        """,
+        waited,
+        limit,
+    )
+    return [Missing(r[0], r[1], r[2], r[3], list(r[4])) for r in rows]

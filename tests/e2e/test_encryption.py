@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 from mautrix.crypto.signature import verify_signature_json
 from mautrix.types import SigningKey, UserID
-from nio import AsyncClient, EncryptionError, MegolmEvent
+from nio import AsyncClient, EncryptionError, MegolmEvent, RoomKeyRequest
 
 from daarion_bridge.devtools.synapse import free_port
 from tests.e2e.encryption_helpers import MEGOLM, encrypted_room_with, nio_on_device
@@ -189,6 +189,53 @@ async def test_key_arriving_one_transaction_after_its_message(
     assert len(otks) == 2 and all(v > 0 for v in otks)  # the bot's device and Sofia's
     log = await asyncio.to_thread(Path(index.log_file).read_text, encoding="utf-8")
     assert "secret plan" not in log and "Sofia, late" not in log  # no plaintext logged
+
+
+async def key_request_for(element: AsyncClient, session_id: str) -> RoomKeyRequest | None:
+    response = await element.sync(timeout=1000)
+    for event in getattr(response, "to_device_events", []):
+        if isinstance(event, RoomKeyRequest) and event.session_id == session_id:
+            return event
+    return None
+
+
+async def test_a_room_key_that_never_came_is_asked_for_again(
+    alice, element, local_nats, db
+) -> None:
+    """The key of a message is lost on the way (as when the homeserver drops to-device
+    messages for an appservice it counts as down): after a while the bridge asks the
+    sender's devices for it (m.room_key_request from Sofia's device), the person's
+    client forwards it as Element does for a device it had shared it with, and the
+    message is decrypted and acted on then."""
+    room_id = await encrypted_room_with_sofia(alice, element)
+    event_id = await send_before_its_key(alice, element, room_id, "Sofia, lost key")
+    olm = element.olm
+    assert olm is not None
+    session_id = olm.outbound_group_sessions[room_id].id
+    request = await wait_for(
+        lambda: key_request_for(element, session_id), timeout=90, what="the key request"
+    )
+    assert (request.sender, request.room_id) == (SOFIA, room_id)
+    assert await invocations(local_nats, event_id) == []  # nothing acted on it yet
+    # Answered as Element answers a device it had shared the session with: forwarded
+    # over Olm to the device that asked.
+    if element.should_query_keys:
+        await element.keys_query()
+    device = olm.device_store[SOFIA][request.requesting_device_id]
+    missing = olm.get_missing_sessions([SOFIA])
+    if missing:
+        await element.keys_claim(missing)
+    own_key = olm.account.identity_keys["curve25519"]
+    group_session = olm.inbound_group_store.get(room_id, own_key, session_id)
+    olm_session = olm.session_store.get(device.curve25519)
+    forwarded = olm._encrypt_forwarding_key(room_id, group_session, olm_session, device)
+    await element.to_device(forwarded)
+    invoked = await wait_for(
+        lambda: invocations(local_nats, event_id), timeout=30, what="Sofia invoked at last"
+    )
+    assert [(p["agent_id"], p["entrypoint"]) for p in invoked] == [("agent:cipher", "direct")]
+    waiting = "SELECT count(*) FROM bridge_encrypted_waiting WHERE event_id = $1"
+    assert await db.fetchval(waiting, event_id) == 0
 
 
 # -- answers: encrypted with the sender's own device ---------------------------------------
